@@ -1,0 +1,53 @@
+"""Host side of Kapacitor's user-defined-function (UDF) protocol.
+
+A Python port of ``github.com/influxdata/kapacitor/udf`` (v1.3.0-rc4): run a UDF
+agent and exchange points, batches, snapshots and keepalives with it over
+varint-length-prefixed protobuf frames.
+"""
+
+from .channel import Channel
+from .convert import Info
+from .errors import (
+    AgentClosedError,
+    AgentError,
+    ChannelClosed,
+    ErrServerStopped,
+    InitError,
+    KeepaliveTimeoutError,
+    ProcessExitedError,
+    ProtocolError,
+    ReadError,
+    RestoreError,
+    ServerStoppedError,
+    UDFError,
+    WriteError,
+)
+from .interface import Interface
+from .models import Batch, BatchPoint, Dimensions, Point
+from .server import Server
+
+__all__ = [
+    "AgentClosedError",
+    "AgentError",
+    "Batch",
+    "BatchPoint",
+    "Channel",
+    "ChannelClosed",
+    "Dimensions",
+    "ErrServerStopped",
+    "Info",
+    "InitError",
+    "Interface",
+    "KeepaliveTimeoutError",
+    "Point",
+    "ProcessExitedError",
+    "ProtocolError",
+    "ReadError",
+    "RestoreError",
+    "Server",
+    "ServerStoppedError",
+    "UDFError",
+    "WriteError",
+]
+
+__version__ = "0.1.0"

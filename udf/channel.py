@@ -1,0 +1,120 @@
+"""A bounded queue with Go's channel close semantics."""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any, Generic, Iterator, TypeVar
+
+from .errors import ChannelClosed
+
+__all__ = ["Channel"]
+
+T = TypeVar("T")
+
+
+class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
+    """A ``queue.Queue`` that can be closed, like a Go channel.
+
+    After :meth:`close`, ``put()`` raises :class:`ChannelClosed`; ``get()`` returns
+    what is still queued and then raises :class:`ChannelClosed`; iterating yields
+    until the channel is closed and drained. Producers and consumers blocked in
+    ``put``/``get`` are woken by ``close``.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Close the channel (idempotent) and wake every blocked ``put``/``get``."""
+        with self.mutex:
+            if self._closed:
+                return
+            self._closed = True
+            self.not_empty.notify_all()
+            self.not_full.notify_all()
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        """Queue ``item``, waiting for room if the channel is full.
+
+        Raises :class:`ChannelClosed` if the channel is closed, also while waiting.
+        """
+        with self.not_full:
+            if self._closed:
+                raise ChannelClosed("put on a closed channel")
+            if self.maxsize > 0 and self._qsize() >= self.maxsize:
+                if not block:
+                    raise queue.Full
+                self._wait(self.not_full, lambda: self._qsize() < self.maxsize, timeout, queue.Full)
+            self._put(item)
+            self.unfinished_tasks += 1
+            self.not_empty.notify()
+
+    def put_many(self, items: list[T]) -> None:
+        """Queue every item in order, blocking for room as needed (one lock round per wait)."""
+        i = 0
+        n = len(items)
+        with self.not_full:
+            while i < n:
+                if self._closed:
+                    raise ChannelClosed("put on a closed channel")
+                room = self.maxsize - self._qsize() if self.maxsize > 0 else n - i
+                if room <= 0:
+                    self._wait(self.not_full, lambda: self._qsize() < self.maxsize, None, queue.Full)
+                    continue
+                chunk = items[i : i + room]
+                self.queue.extend(chunk)
+                self.unfinished_tasks += len(chunk)
+                i += len(chunk)
+                self.not_empty.notify(len(chunk))
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        """Take the oldest item, waiting if the channel is empty.
+
+        Raises :class:`ChannelClosed` once the channel is closed and drained.
+        """
+        with self.not_empty:
+            if not self._qsize():
+                if self._closed:
+                    raise ChannelClosed("channel closed")
+                if not block:
+                    raise queue.Empty
+                self._wait(self.not_empty, self._qsize, timeout, queue.Empty)
+                if not self._qsize():  # woken by close with nothing left
+                    raise ChannelClosed("channel closed")
+            item = self._get()
+            self.not_full.notify()
+            return item
+
+    def _wait(self, cond: Any, ready: Any, timeout: float | None, timeout_error: type[Exception]) -> None:
+        """Wait on ``cond`` until ``ready()`` or close; raise ``timeout_error`` at the timeout.
+
+        Woken by the other side's notify and by :meth:`close`.
+        """
+        if timeout is None:
+            while not ready() and not self._closed:
+                cond.wait()
+        else:
+            if timeout < 0:
+                raise ValueError("'timeout' must be a non-negative number")
+            deadline = time.monotonic() + timeout
+            while not ready() and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise timeout_error
+                cond.wait(remaining)
+        if self._closed and cond is self.not_full:
+            raise ChannelClosed("put on a closed channel")
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            try:
+                yield self.get()
+            except ChannelClosed:
+                return

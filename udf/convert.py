@@ -1,0 +1,358 @@
+"""Conversions between :mod:`udf.models` and ``agent_pb2`` messages, and batch assembly.
+
+Pure functions (no threads, no I/O). The per-point functions are the hot path:
+they build protobuf messages with scalar keyword arguments, fill maps one key
+at a time, write the ``Request`` envelope by hand and skip empty maps on decode.
+Validation errors name the offending field and are raised before anything is
+written.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Dict, List, Optional
+
+import agent_pb2
+
+from .errors import ProtocolError
+from .models import Batch, BatchPoint, Dimensions, Fields, Point, Tags
+from .wire import encode_frame, encode_uvarint
+
+__all__ = [
+    "Info",
+    "info_from_message",
+    "fields_to_message",
+    "fields_from_message",
+    "point_to_message",
+    "point_from_message",
+    "batch_point_to_message",
+    "batch_point_from_message",
+    "encode_request",
+    "encode_point",
+    "encode_batch",
+    "BatchAssembler",
+]
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+# Request oneof tags, wire type 2 (length-delimited): field_number << 3 | 2.
+_TAG_BEGIN = encode_uvarint(16 << 3 | 2)
+_TAG_POINT = encode_uvarint(17 << 3 | 2)
+_TAG_END = encode_uvarint(18 << 3 | 2)
+
+_PbPoint = agent_pb2.Point
+_PbBegin = agent_pb2.BeginBatch
+_PbEnd = agent_pb2.EndBatch
+
+
+class Info:
+    """What an agent wants, provides and accepts (Go: ``udf.Info``).
+
+    ``wants`` and ``provides`` are ``agent_pb2.EdgeType`` values, ``options`` maps
+    option names to ``agent_pb2.OptionInfo``.
+    """
+
+    __slots__ = ("wants", "provides", "options")
+
+    def __init__(self, wants: int, provides: int, options: Optional[Dict[str, Any]] = None) -> None:
+        self.wants = wants
+        self.provides = provides
+        self.options: Dict[str, Any] = options if options is not None else {}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Info):
+            return NotImplemented
+        return (self.wants, self.provides, self.options) == (other.wants, other.provides, other.options)
+
+    def __repr__(self) -> str:
+        edge = agent_pb2.EdgeType.Name
+        opts = {k: [agent_pb2.ValueType.Name(t) for t in v.valueTypes] for k, v in self.options.items()}
+        return f"Info(wants={edge(self.wants)}, provides={edge(self.provides)}, options={opts})"
+
+
+def info_from_message(msg: Any) -> Info:
+    """Build an :class:`Info` from an ``InfoResponse``."""
+    options = {}
+    for name, option in msg.options.items():
+        copy = agent_pb2.OptionInfo()
+        copy.CopyFrom(option)
+        options[name] = copy
+    return Info(msg.wants, msg.provides, options)
+
+
+# --- fields -----------------------------------------------------------------
+
+
+def _bad_field(key: object, value: object, why: str) -> TypeError:
+    return TypeError(f"field {key!r}: {why} (got {type(value).__name__} {value!r:.60})")
+
+
+def fields_to_message(msg: Any, fields: Fields) -> None:
+    """Fill the typed field maps of an ``agent_pb2.Point`` from ``fields``.
+
+    ``bool`` goes to fieldsBool, never to fieldsInt. Raises ``TypeError`` (wrong
+    type or key) or ``ValueError`` (int outside int64) naming the field.
+    """
+    doubles = ints = strs = bools = None
+    for key, value in fields.items():
+        kind = type(value)
+        if kind is float:
+            if doubles is None:
+                doubles = msg.fieldsDouble
+            target = doubles
+        elif kind is int:
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                raise ValueError(f"field {key!r}: integer {value} does not fit in int64")
+            if ints is None:
+                ints = msg.fieldsInt
+            target = ints
+        elif kind is str:
+            if strs is None:
+                strs = msg.fieldsString
+            target = strs
+        elif kind is bool:
+            if bools is None:
+                bools = msg.fieldsBool
+            target = bools
+        else:
+            value, target = _coerce_field(msg, key, value)
+        if type(key) is not str:
+            raise TypeError(f"field names must be str, got {type(key).__name__} {key!r}")
+        target[key] = value
+
+
+def _coerce_field(msg: Any, key: object, value: Any) -> tuple[Any, Any]:
+    """The slow path of :func:`fields_to_message`: subclasses and numeric types."""
+    if isinstance(value, bool):
+        return bool(value), msg.fieldsBool
+    if isinstance(value, str):
+        return str(value), msg.fieldsString
+    if isinstance(value, float):
+        return float(value), msg.fieldsDouble
+    if isinstance(value, numbers.Integral):
+        value = int(value)
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise ValueError(f"field {key!r}: integer {value} does not fit in int64")
+        return value, msg.fieldsInt
+    if isinstance(value, numbers.Real):
+        return float(value), msg.fieldsDouble
+    raise _bad_field(key, value, "unsupported field value type, expected float, int, str or bool")
+
+
+def fields_from_message(msg: Any) -> Fields:
+    """Merge the typed field maps of an ``agent_pb2.Point`` into one dict.
+
+    A key present in several maps resolves as Go does: string, then int, then
+    double, then bool; the later one wins.
+    """
+    fields: Fields = {}
+    m = msg.fieldsString
+    if m:
+        fields.update(m.items())
+    m = msg.fieldsInt
+    if m:
+        fields.update(m.items())
+    m = msg.fieldsDouble
+    if m:
+        fields.update(m.items())
+    m = msg.fieldsBool
+    if m:
+        fields.update(m.items())
+    return fields
+
+
+def _tags_to_message(target: Any, tags: Tags) -> None:
+    for key, value in tags.items():
+        if type(key) is not str or type(value) is not str:
+            raise TypeError(
+                f"tag {key!r}: tag names and values must be str, got {type(key).__name__}: {type(value).__name__}"
+            )
+        target[key] = value
+
+
+# --- points -----------------------------------------------------------------
+
+
+def _check_scalars(where: str, **values: Any) -> None:
+    """Explain which scalar attribute protobuf refused (only run on failure)."""
+    for name, value in values.items():
+        if name == "time":
+            if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
+                raise TypeError(f"{where}.time must be an int of nanoseconds in int64 range, got {value!r}")
+        elif name == "by_name":
+            if not isinstance(value, bool):
+                raise TypeError(f"{where}.by_name must be bool, got {type(value).__name__}")
+        elif not isinstance(value, str):
+            raise TypeError(f"{where}.{name} must be str, got {type(value).__name__} {value!r:.60}")
+
+
+def point_to_message(p: Point) -> Any:
+    """Convert a stream :class:`Point` to an ``agent_pb2.Point``."""
+    dims = p.dimensions
+    try:
+        msg = _PbPoint(
+            time=p.time,
+            name=p.name,
+            database=p.database,
+            retentionPolicy=p.retention_policy,
+            group=p.group,
+            byName=dims.by_name,
+        )
+    except (TypeError, ValueError):
+        _check_scalars(
+            "point",
+            time=p.time,
+            name=p.name,
+            database=p.database,
+            retention_policy=p.retention_policy,
+            group=p.group,
+            by_name=dims.by_name,
+        )
+        raise
+    if type(p.time) is bool:
+        raise TypeError("point.time must be an int of nanoseconds, got bool")
+    if dims.tag_names:
+        try:
+            msg.dimensions.extend(dims.tag_names)
+        except TypeError:
+            raise TypeError(f"point.dimensions.tag_names must be a list of str, got {dims.tag_names!r:.80}") from None
+    if p.tags:
+        _tags_to_message(msg.tags, p.tags)
+    if p.fields:
+        fields_to_message(msg, p.fields)
+    return msg
+
+
+def point_from_message(msg: Any) -> Point:
+    """Convert an ``agent_pb2.Point`` to a stream :class:`Point`."""
+    tags = msg.tags
+    return Point(
+        msg.name,
+        msg.database,
+        msg.retentionPolicy,
+        msg.group,
+        Dimensions(msg.byName, list(msg.dimensions)),
+        dict(tags.items()) if tags else {},
+        fields_from_message(msg),
+        msg.time,
+    )
+
+
+def batch_point_to_message(bp: BatchPoint, group: str) -> Any:
+    """Convert a :class:`BatchPoint` of a batch with ``group`` to an ``agent_pb2.Point``."""
+    try:
+        msg = _PbPoint(time=bp.time, group=group)
+    except (TypeError, ValueError):
+        _check_scalars("batch point", time=bp.time)
+        raise
+    if type(bp.time) is bool:
+        raise TypeError("batch point.time must be an int of nanoseconds, got bool")
+    if bp.tags:
+        _tags_to_message(msg.tags, bp.tags)
+    if bp.fields:
+        fields_to_message(msg, bp.fields)
+    return msg
+
+
+def batch_point_from_message(msg: Any) -> BatchPoint:
+    """Convert an ``agent_pb2.Point`` received inside a batch to a :class:`BatchPoint`."""
+    tags = msg.tags
+    return BatchPoint(msg.time, fields_from_message(msg), dict(tags.items()) if tags else {})
+
+
+# --- request frames ----------------------------------------------------------
+
+
+def encode_request(request: Any) -> bytes:
+    """Serialize an ``agent_pb2.Request`` as one frame."""
+    return encode_frame(request.SerializeToString())
+
+
+def _envelope(tag: bytes, body: bytes) -> bytes:
+    """Frame ``body`` as the oneof member ``tag`` of a ``Request`` without building one."""
+    inner = tag + encode_uvarint(len(body))
+    return encode_uvarint(len(inner) + len(body)) + inner + body
+
+
+def encode_point(p: Point) -> bytes:
+    """A stream point as one ``Request{point}`` frame; validates first."""
+    if type(p) is not Point and not isinstance(p, Point):
+        raise TypeError(f"expected udf.Point, got {type(p).__name__}")
+    return _envelope(_TAG_POINT, point_to_message(p).SerializeToString())
+
+
+def encode_batch(b: Batch) -> bytes:
+    """A batch as BeginBatch, one Point per batch point, EndBatch frames; validates first.
+
+    BeginBatch carries name, group, tags, size (the number of points) and byName;
+    each Point time, group, tags and fields; EndBatch name, group, tmax and tags.
+    """
+    if not isinstance(b, Batch):
+        raise TypeError(f"expected udf.Batch, got {type(b).__name__}")
+    try:
+        begin = _PbBegin(name=b.name, group=b.group, size=len(b.points), byName=b.by_name)
+        end = _PbEnd(name=b.name, group=b.group, tmax=b.tmax)
+    except (TypeError, ValueError):
+        _check_scalars("batch", name=b.name, group=b.group, by_name=b.by_name, time=b.tmax)
+        raise
+    if type(b.tmax) is bool:
+        raise TypeError("batch.tmax must be an int of nanoseconds, got bool")
+    if b.tags:
+        _tags_to_message(begin.tags, b.tags)
+        _tags_to_message(end.tags, b.tags)
+    parts = [_envelope(_TAG_BEGIN, begin.SerializeToString())]
+    append = parts.append
+    group = b.group
+    for i, bp in enumerate(b.points):
+        if not isinstance(bp, BatchPoint):
+            raise TypeError(f"batch.points[{i}]: expected udf.BatchPoint, got {type(bp).__name__}")
+        try:
+            append(_envelope(_TAG_POINT, batch_point_to_message(bp, group).SerializeToString()))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"batch.points[{i}]: {exc}") from None
+    append(_envelope(_TAG_END, end.SerializeToString()))
+    return b"".join(parts)
+
+
+# --- responses -----------------------------------------------------------------
+
+
+class BatchAssembler:
+    """Collect BeginBatch, Point..., EndBatch responses into one :class:`Batch`.
+
+    As in Go, ``by_name`` comes from BeginBatch and name, group, tmax and tags from
+    EndBatch. Protocol violations (Begin inside a batch, End without Begin) raise
+    :class:`ProtocolError` instead of Go's panic.
+    """
+
+    __slots__ = ("_by_name", "_points")
+
+    def __init__(self) -> None:
+        self._by_name = False
+        self._points: Optional[List[BatchPoint]] = None
+
+    @property
+    def in_batch(self) -> bool:
+        """True between a BeginBatch and its EndBatch."""
+        return self._points is not None
+
+    def begin(self, msg: Any) -> None:
+        if self._points is not None:
+            raise ProtocolError("BeginBatch received inside a batch (no EndBatch for the previous one)")
+        self._by_name = msg.byName
+        self._points = []
+
+    def point(self, msg: Any) -> None:
+        points = self._points
+        if points is None:
+            raise ProtocolError("batch point received outside a batch")
+        points.append(batch_point_from_message(msg))
+
+    def end(self, msg: Any) -> Batch:
+        points = self._points
+        if points is None:
+            raise ProtocolError("EndBatch received without a BeginBatch")
+        self._points = None
+        tags = msg.tags
+        return Batch(msg.name, msg.tmax, msg.group, self._by_name, dict(tags.items()) if tags else {}, points)

@@ -1,0 +1,669 @@
+"""The host side of a UDF conversation over a pair of byte streams (Go: ``udf.Server``).
+
+The server is a thin threaded layer over the pure modules: a writer thread moves
+encoded frames from a bounded outbox to the agent's input, a reader thread moves
+decoded responses from the agent's output to bounded channels and to the
+callers of :meth:`Server.info` and friends, and, when a keepalive timeout is set,
+a keepalive thread pings the agent and aborts the server when it goes quiet.
+
+Shutdown is two named transitions, each taken once:
+
+* ``stop()`` -- no more requests; queued data is written, the agent's input is
+  closed, and the agent's output is read to its end.
+* ``abort(err)`` -- ``err`` is recorded (first error wins), queued data is
+  dropped, output channels close at once, blocked callers are woken with the
+  error, and the reader discards the agent's output until EOF.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, List, Optional, Union
+
+import agent_pb2
+
+from .channel import Channel
+from .convert import BatchAssembler, Info, encode_batch, encode_point, encode_request, info_from_message, point_from_message
+from .errors import (
+    AgentClosedError,
+    AgentError,
+    ChannelClosed,
+    InitError,
+    ProtocolError,
+    ReadError,
+    RestoreError,
+    ServerStoppedError,
+    UDFError,
+    KeepaliveTimeoutError,
+    WriteError,
+)
+from .models import Batch, Point
+from .wire import DEFAULT_MAX_FRAME_SIZE, FrameDecoder
+
+__all__ = ["Server", "Info"]
+
+#: Items (points, or whole batches) queued for the writer before ``put`` blocks.
+OUTBOX_SIZE = 1024
+#: Points or batches queued for the consumer before the reader blocks.
+OUT_CHANNEL_SIZE = 1024
+#: Bytes asked of the agent's output per read.
+READ_CHUNK = 256 * 1024
+#: Bytes the writer gathers into one write call at most.
+WRITE_BUDGET = 256 * 1024
+#: How long a failed write waits for the agent's output to end, so that what the
+#: agent wrote before dying is delivered and its exit status can explain the failure.
+WRITE_FAILURE_GRACE = 5.0
+
+_REQUEST_KINDS = ("info", "init", "snapshot", "restore")
+
+
+class _Outbox:
+    """The writer thread's input: request frames, then data frames, each FIFO.
+
+    Data is bounded (``put_data`` blocks when full: backpressure); requests are
+    few (one per blocked caller, plus keepalives) and never block. ``close``
+    lets the writer drain what is queued and end; ``abort`` drops everything.
+    """
+
+    OPEN, CLOSING, CLOSED = range(3)
+
+    def __init__(self, maxsize: int) -> None:
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)  # the writer waits here
+        self._not_full = threading.Condition(self._lock)  # producers wait here
+        self._requests: Deque[bytes] = collections.deque()
+        self._data: Deque[bytes] = collections.deque()
+        self._maxsize = maxsize
+        self._state = self.OPEN
+
+    def put_data(self, frame: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
+        with self._lock:
+            data = self._data
+            if self._state == self.OPEN and len(data) >= self._maxsize:
+                if not block:
+                    raise queue.Full
+                deadline = None if timeout is None else time.monotonic() + timeout
+                # Woken by take() (room) and by close()/abort().
+                while self._state == self.OPEN and len(data) >= self._maxsize:
+                    if deadline is None:
+                        self._not_full.wait()
+                    else:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise queue.Full
+                        self._not_full.wait(remaining)
+            if self._state != self.OPEN:
+                raise ChannelClosed("put on a closed channel: the server is stopping or aborted")
+            data.append(frame)
+            self._not_empty.notify()
+
+    def put_request(self, frame: bytes) -> None:
+        with self._lock:
+            if self._state == self.CLOSED:
+                raise ChannelClosed("the writer has ended")
+            self._requests.append(frame)
+            self._not_empty.notify()
+
+    def close(self) -> None:
+        """Refuse new data; the writer ends once the queue is drained."""
+        with self._lock:
+            if self._state == self.OPEN:
+                self._state = self.CLOSING
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+
+    def abort(self) -> None:
+        """Drop everything queued and end the writer at its next take()."""
+        with self._lock:
+            self._state = self.CLOSED
+            self._requests.clear()
+            self._data.clear()
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+
+    def qsize(self) -> int:
+        return len(self._data)
+
+    def take(self) -> Optional[List[bytes]]:
+        """Wait for frames and take them all (up to WRITE_BUDGET bytes); ``None`` means end."""
+        with self._lock:
+            requests, data = self._requests, self._data
+            # Woken by put_data()/put_request(), close() and abort().
+            while not requests and not data and self._state == self.OPEN:
+                self._not_empty.wait()
+            if self._state == self.CLOSED or (not requests and not data):
+                return None
+            out = list(requests)
+            requests.clear()
+            size = 0
+            popleft = data.popleft
+            while data and size < WRITE_BUDGET:
+                frame = popleft()
+                size += len(frame)
+                out.append(frame)
+            self._not_full.notify_all()
+            return out
+
+
+class _Inlet:
+    """The send side of ``point_in``/``batch_in``: validate and encode at ``put``.
+
+    Encoding in the caller's thread means a bad point raises ``TypeError`` or
+    ``ValueError`` naming the field before anything is queued or written.
+    """
+
+    __slots__ = ("_encode", "_outbox")
+
+    def __init__(self, encode: Callable[[Any], bytes], outbox: _Outbox) -> None:
+        self._encode = encode
+        self._outbox = outbox
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Send ``item`` to the agent, blocking while the outbox is full."""
+        self._outbox.put_data(self._encode(item), block, timeout)
+
+    def put_nowait(self, item: Any) -> None:
+        self.put(item, block=False)
+
+    def qsize(self) -> int:
+        return self._outbox.qsize()
+
+
+class _Pending:
+    """One request call waiting for its response; resolved by the reader or by abort."""
+
+    __slots__ = ("event", "response", "error")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.response: Any = None
+        self.error: Optional[BaseException] = None
+
+    def resolve(self, response: Any) -> None:
+        self.response = response
+        self.event.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.event.set()
+
+
+def _seconds(timeout: Union[float, datetime.timedelta]) -> float:
+    if isinstance(timeout, datetime.timedelta):
+        return timeout.total_seconds()
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be seconds (float) or a timedelta, got {type(timeout).__name__}")
+    return float(timeout)
+
+
+class Server:
+    """Talk to one UDF agent over ``reader`` (its output) and ``writer`` (its input).
+
+    Go: ``udf.NewServer``. ``timeout`` is the keepalive timeout in seconds (or a
+    ``timedelta``); ``<= 0`` disables keepalives. ``abort_callback`` runs exactly
+    once when the server aborts; ``kill_callback`` runs if the I/O has not ended
+    ``2 * timeout`` after a keepalive abort began. The server closes ``writer``
+    when its writer thread ends.
+    """
+
+    def __init__(
+        self,
+        reader: Any,
+        writer: Any,
+        logger: Optional[logging.Logger] = None,
+        timeout: Union[float, datetime.timedelta] = 0.0,
+        abort_callback: Optional[Callable[[], Any]] = None,
+        kill_callback: Optional[Callable[[], Any]] = None,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        if max_frame_size <= 0:
+            raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
+        self._reader = reader
+        self._writer = writer
+        self._logger = logger if logger is not None else logging.getLogger("udf")
+        self._timeout = _seconds(timeout)
+        self._abort_callback = abort_callback
+        self._kill_callback = kill_callback
+        self._max_frame_size = max_frame_size
+
+        self._outbox = _Outbox(OUTBOX_SIZE)
+        self._point_in = _Inlet(encode_point, self._outbox)
+        self._batch_in = _Inlet(encode_batch, self._outbox)
+        self._point_out: Channel[Point] = Channel(OUT_CHANNEL_SIZE)
+        self._batch_out: Channel[Batch] = Channel(OUT_CHANNEL_SIZE)
+
+        # State guarded by _lock: decide under it, act outside it.
+        self._lock = threading.Lock()
+        self._started = False
+        self._stopped = False
+        self._aborted = False
+        self._reader_ended = False
+        self._err: Optional[BaseException] = None
+        self._write_error: Optional[UDFError] = None
+        self._waiters: Dict[str, Deque[_Pending]] = {kind: collections.deque() for kind in _REQUEST_KINDS}
+
+        # Set once each: the keepalive thread waits on _quiet (stop, abort or
+        # reader end); _reader_done and _io_done mark the I/O threads' ends.
+        self._quiet = threading.Event()
+        self._reader_done = threading.Event()
+        self._io_done = threading.Event()
+        self._threads: List[threading.Thread] = []
+        self._io_running = 2
+
+        # Liveness: when the agent last sent bytes, and whether the reader is
+        # blocked handing results to a slow consumer (not the agent's fault).
+        self._last_seen = time.monotonic()
+        self._delivering = False
+
+        #: Hook for transports (udf.Process): turn a write error into the most
+        #: specific error known, e.g. the child's exit status.
+        self._explain_write_error: Optional[Callable[[UDFError], BaseException]] = None
+
+    # --- channels -------------------------------------------------------------
+
+    @property
+    def point_in(self) -> _Inlet:
+        """Send side for stream points (Go: ``PointIn``); ``put(point)`` blocks when full."""
+        return self._point_in
+
+    @property
+    def batch_in(self) -> _Inlet:
+        """Send side for batches (Go: ``BatchIn``)."""
+        return self._batch_in
+
+    @property
+    def point_out(self) -> Channel[Point]:
+        """Points the agent sent (Go: ``PointOut``); closed at EOF or abort."""
+        return self._point_out
+
+    @property
+    def batch_out(self) -> Channel[Batch]:
+        """Batches the agent sent (Go: ``BatchOut``); closed at EOF or abort."""
+        return self._batch_out
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the reader, writer and (with a timeout) keepalive threads (Go: ``Start``)."""
+        with self._lock:
+            if self._started:
+                raise UDFError("server already started")
+            self._started = True
+        self._last_seen = time.monotonic()
+        targets = [("udf-writer", self._write_loop), ("udf-reader", self._read_loop)]
+        if self._timeout > 0:
+            targets.append(("udf-keepalive", self._keepalive_loop))
+        self._threads = [threading.Thread(target=t, name=n, daemon=True) for n, t in targets]
+        for thread in self._threads:
+            thread.start()
+
+    def _io_thread_ended(self) -> None:
+        """Called last by each I/O thread; the second one sets ``_io_done``."""
+        with self._lock:
+            self._io_running -= 1
+            done = self._io_running == 0
+        if done:
+            self._io_done.set()
+
+    def stop(self) -> None:
+        """Finish cleanly (Go: ``Stop``) and raise the first error, if any.
+
+        Call once you have stopped putting data, and keep draining ``point_out``/
+        ``batch_out`` meanwhile: queued data is written, the agent's input is
+        closed, and this returns when the agent's output has ended.
+        """
+        with self._lock:
+            first = not self._stopped
+            self._stopped = True
+            started = self._started
+        if first:
+            self._quiet.set()
+            self._outbox.close()
+            if not started:
+                self._close_writer()
+                self._end_reader()
+                self._io_done.set()
+        self._wait_threads(None)
+        err = self._err
+        if err is not None:
+            raise err
+
+    def abort(self, err: BaseException) -> None:
+        """Tear the server down now, recording ``err`` if it is the first error (Go: ``Abort``).
+
+        Safe from any thread, including the callbacks; idempotent.
+        """
+        with self._lock:
+            if self._err is None:
+                self._err = err
+            if self._aborted:
+                return
+            self._aborted = True
+            first_err = self._err
+            waiters = [w for queue in self._waiters.values() for w in queue]
+            for queue in self._waiters.values():
+                queue.clear()
+        self._quiet.set()
+        self._outbox.abort()
+        self._point_out.close()
+        self._batch_out.close()
+        for waiter in waiters:
+            waiter.fail(first_err)
+        if self._abort_callback is not None:
+            try:
+                self._abort_callback()
+            except Exception:
+                self._logger.exception("abort callback failed")
+
+    def wait_io(self, timeout: Optional[float] = None) -> bool:
+        """Wait until both I/O threads have ended (Go: ``WaitIO``); False on timeout."""
+        if not self._started:
+            return True
+        return self._wait_threads(timeout)
+
+    def _wait_threads(self, timeout: Optional[float]) -> bool:
+        if not self._io_done.wait(timeout):
+            return False
+        # Once the I/O is done the helper threads end promptly: the reader's
+        # end set _quiet (keepalive) and _io_done (killer). The killer may be
+        # appended while we join, hence the loop. Never join the calling thread.
+        me = threading.current_thread()
+        joined = 0
+        while joined < len(self._threads):
+            thread = self._threads[joined]
+            if thread is not me:
+                thread.join()
+            joined += 1
+        return True
+
+    # --- requests -------------------------------------------------------------
+
+    def info(self) -> Info:
+        """Ask the agent what it wants, provides and accepts (Go: ``Info``)."""
+        response = self._request("info", agent_pb2.Request(info=agent_pb2.InfoRequest()))
+        return info_from_message(response.info)
+
+    def init(self, options: Optional[List[Any]] = None) -> None:
+        """Initialize the agent with ``agent_pb2.Option``s (Go: ``Init``); raises InitError."""
+        request = agent_pb2.Request()
+        init = request.init
+        init.SetInParent()
+        if options:
+            for option in options:
+                if not isinstance(option, agent_pb2.Option):
+                    raise TypeError(f"init options must be agent_pb2.Option, got {type(option).__name__}")
+            init.options.extend(options)
+        response = self._request("init", request)
+        if not response.init.success:
+            raise InitError(response.init.error)
+
+    def snapshot(self) -> bytes:
+        """Ask the agent for a snapshot of its state (Go: ``Snapshot``)."""
+        response = self._request("snapshot", agent_pb2.Request(snapshot=agent_pb2.SnapshotRequest()))
+        return bytes(response.snapshot.snapshot)
+
+    def restore(self, snapshot: bytes) -> None:
+        """Restore the agent's state from ``snapshot`` (Go: ``Restore``); raises RestoreError."""
+        if not isinstance(snapshot, (bytes, bytearray, memoryview)):
+            raise TypeError(f"snapshot must be bytes, got {type(snapshot).__name__}")
+        request = agent_pb2.Request(restore=agent_pb2.RestoreRequest(snapshot=bytes(snapshot)))
+        response = self._request("restore", request)
+        if not response.restore.success:
+            raise RestoreError(response.restore.error)
+
+    def _request(self, kind: str, request: Any) -> Any:
+        """Send a request and wait for its response, the abort error or the agent's EOF."""
+        frame = encode_request(request)
+        pending = _Pending()
+        with self._lock:
+            if self._stopped:
+                raise self._err if self._err is not None else ServerStoppedError()
+            if self._aborted:
+                assert self._err is not None
+                raise self._err
+            if not self._started:
+                raise UDFError("server not started")
+            if self._reader_ended:
+                raise AgentClosedError()
+            if self._write_error is not None:
+                raise self._write_error
+            # Queue the frame and the waiter together, so that waiters are in
+            # the order the agent answers.
+            self._waiters[kind].append(pending)
+            self._outbox.put_request(frame)
+        # Woken by the reader (_answer, _end_reader) or by abort().
+        pending.event.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.response
+
+    def _answer(self, kind: str, response: Any) -> None:
+        with self._lock:
+            waiters = self._waiters[kind]
+            pending = waiters.popleft() if waiters else None
+        if pending is None:
+            self._logger.error("received %s response without requesting it", kind)
+        else:
+            pending.resolve(response)
+
+    # --- writer thread --------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        """The writer thread: write until stop or abort, then report a write failure."""
+        try:
+            error = self._write_frames()
+            if error is not None:
+                self._write_failed(error)
+        finally:
+            self._io_thread_ended()
+
+    def _write_frames(self) -> Optional[UDFError]:
+        """Write queued frames, many per write call; close the stream at the end."""
+        write = self._writer.write
+        flush = getattr(self._writer, "flush", None)
+        take = self._outbox.take
+        error: Optional[UDFError] = None
+        try:
+            while True:
+                frames = take()
+                if frames is None:
+                    break
+                data = frames[0] if len(frames) == 1 else b"".join(frames)
+                written = write(data)
+                if written is not None and written < len(data):
+                    _write_rest(write, memoryview(data)[written:])
+                if flush is not None:
+                    flush()
+        except Exception as exc:  # OSError (EPIPE, ...), ValueError (closed file), a broken writer
+            error = WriteError(_describe(exc))
+        finally:
+            self._close_writer()
+        return error
+
+    def _close_writer(self) -> None:
+        try:
+            self._writer.close()
+        except (OSError, ValueError):
+            pass  # the agent already stopped reading; nothing is lost by not flushing into a dead pipe
+
+    def _write_failed(self, error: UDFError) -> None:
+        """The agent stopped reading: refuse more data, then abort with the best explanation.
+
+        What the agent wrote before its output ended is still delivered first.
+        """
+        with self._lock:
+            self._write_error = error
+        self._outbox.abort()
+        self._reader_done.wait(WRITE_FAILURE_GRACE)
+        explain = self._explain_write_error
+        err: BaseException = explain(error) if explain is not None else error
+        self.abort(err)
+
+    # --- reader thread --------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        """Read the agent's output to EOF, dispatching responses until an error or abort."""
+        read = getattr(self._reader, "read1", None) or self._reader.read
+        decoder = FrameDecoder(self._max_frame_size)
+        assembler = BatchAssembler()
+        try:
+            while True:
+                data = read(READ_CHUNK)
+                if not data:
+                    decoder.eof()
+                    return
+                self._last_seen = time.monotonic()
+                if self._aborted:
+                    continue  # discard: the agent must be able to finish writing
+                frames = decoder.feed(data)
+                if frames:
+                    self._dispatch(frames, assembler)
+        except (OSError, ValueError) as exc:
+            self.abort(ReadError(_describe(exc)))
+        except ChannelClosed:
+            self._discard_rest(read)  # aborted while delivering
+        except UDFError as exc:
+            self.abort(exc)
+            self._discard_rest(read)
+        except Exception as exc:  # a bug of ours: never let the reader die silently
+            self._logger.exception("udf reader failed")
+            self.abort(ReadError(f"unexpected {type(exc).__name__}: {exc}"))
+            self._discard_rest(read)
+        finally:
+            self._end_reader()
+            self._io_thread_ended()
+
+    def _discard_rest(self, read: Callable[[int], bytes]) -> None:
+        try:
+            while read(READ_CHUNK):
+                self._last_seen = time.monotonic()
+        except (OSError, ValueError):
+            pass
+
+    def _end_reader(self) -> None:
+        """The agent's output ended: close the channels and release request callers."""
+        with self._lock:
+            self._reader_ended = True
+            waiters = [w for queue in self._waiters.values() for w in queue]
+            for queue in self._waiters.values():
+                queue.clear()
+            err = self._err
+        self._point_out.close()
+        self._batch_out.close()
+        for waiter in waiters:
+            waiter.fail(err if err is not None else AgentClosedError())
+        self._reader_done.set()
+        self._quiet.set()
+
+    def _dispatch(self, frames: List[bytes], assembler: BatchAssembler) -> None:
+        """Decode a run of frames and hand each response to its destination."""
+        parse = agent_pb2.Response.FromString
+        points: List[Point] = []
+        for payload in frames:
+            try:
+                response = parse(payload)
+            except Exception as exc:  # protobuf's DecodeError
+                raise ProtocolError(f"undecodable Response ({len(payload)} bytes): {exc}") from exc
+            kind = response.WhichOneof("message")
+            if kind == "point":
+                if assembler.in_batch:
+                    assembler.point(response.point)
+                else:
+                    points.append(point_from_message(response.point))
+            elif kind == "begin":
+                assembler.begin(response.begin)
+            elif kind == "end":
+                batch = assembler.end(response.end)
+                if points:
+                    self._deliver(self._point_out, points)
+                    points = []
+                self._deliver(self._batch_out, [batch])
+            elif kind == "keepalive":
+                pass  # any response counts as liveness
+            elif kind == "error":
+                if points:
+                    self._deliver(self._point_out, points)
+                message = response.error.error
+                self._logger.error("%s", message)
+                raise AgentError(message)
+            elif kind is None:
+                raise ProtocolError(
+                    f"Response with no known message set ({len(payload)} bytes): empty or from a newer protocol"
+                )
+            else:
+                self._answer(kind, response)
+        if points:
+            self._deliver(self._point_out, points)
+
+    def _deliver(self, channel: Channel[Any], items: List[Any]) -> None:
+        # While blocked on a slow consumer the agent is not to blame: the
+        # keepalive watcher treats this time as alive.
+        self._delivering = True
+        try:
+            channel.put_many(items)
+        finally:
+            self._delivering = False
+            self._last_seen = time.monotonic()
+
+    # --- keepalive thread -----------------------------------------------------
+
+    def _keepalive_loop(self) -> None:
+        """Send a KeepaliveRequest every timeout/2; abort if nothing arrives for timeout."""
+        timeout = self._timeout
+        interval = timeout / 2
+        next_ping = time.monotonic() + interval
+        while True:
+            now = time.monotonic()
+            wake = min(next_ping, self._last_seen + timeout)
+            # Woken by stop(), abort() or the reader's end.
+            if self._quiet.wait(max(0.0, wake - now)):
+                return
+            now = time.monotonic()
+            if self._delivering:
+                self._last_seen = now
+            if now - self._last_seen >= timeout:
+                self._keepalive_timed_out(now)
+                return
+            if now >= next_ping:
+                ping = agent_pb2.Request(keepalive=agent_pb2.KeepaliveRequest(time=time.time_ns()))
+                try:
+                    self._outbox.put_request(encode_request(ping))
+                except ChannelClosed:
+                    return
+                next_ping = now + interval
+
+    def _keepalive_timed_out(self, now: float) -> None:
+        last_ns = time.time_ns() - int((now - self._last_seen) * 1e9)
+        err = KeepaliveTimeoutError(last_ns)
+        self._logger.error("%s", err)
+        killer = threading.Thread(target=self._kill_if_stuck, name="udf-killer", daemon=True)
+        self._threads.append(killer)
+        killer.start()
+        self.abort(err)
+
+    def _kill_if_stuck(self) -> None:
+        """Call kill_callback if the I/O has not ended 2*timeout after a keepalive abort."""
+        if not self._io_done.wait(2 * self._timeout) and self._kill_callback is not None:
+            self._logger.error("process not responding! killing")
+            self._kill_callback()
+
+
+def _write_rest(write: Callable[[Any], Optional[int]], view: memoryview) -> None:
+    """Finish a partial write (raw streams may accept fewer bytes than given)."""
+    while view:
+        written = write(view)
+        if not written:
+            raise OSError("write accepted no bytes")
+        view = view[written:]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__

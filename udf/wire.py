@@ -1,0 +1,250 @@
+"""The UDF wire format: varint-length-prefixed protobuf frames, and nothing else.
+
+A stream is a sequence of frames, each an unsigned protobuf varint holding the
+byte length of a message followed by the serialized message (Go:
+``udf/agent/io.go``). Everything here is pure: no threads, no logging. The
+:class:`FrameDecoder` is sans-I/O, so it can be fed whatever a read returned.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any, Callable, List, Optional, Protocol, TypeVar
+
+from .errors import ProtocolError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "encode_uvarint",
+    "decode_uvarint",
+    "encode_frame",
+    "FrameDecoder",
+    "read_frame",
+    "read_message",
+    "write_message",
+]
+
+#: Largest frame accepted by default (64 MiB): an absurd length prefix becomes a
+#: ProtocolError instead of an allocation.
+DEFAULT_MAX_FRAME_SIZE = 64 * 2**20
+
+_MAX_VARINT_BYTES = 10
+_UINT64_LIMIT = 1 << 64
+
+
+class _Message(Protocol):
+    def SerializeToString(self) -> bytes: ...
+
+
+M = TypeVar("M")
+
+# One- and two-byte prefixes cover frames up to 16 KiB: precompute them.
+_SMALL_UVARINTS = [bytes([n]) for n in range(0x80)] + [
+    bytes([(n & 0x7F) | 0x80, n >> 7]) for n in range(0x80, 0x4000)
+]
+
+
+def encode_uvarint(value: int) -> bytes:
+    """Encode a non-negative integer below 2**64 as a protobuf varint."""
+    if 0 <= value < 0x4000:
+        return _SMALL_UVARINTS[value]
+    if value < 0 or value >= _UINT64_LIMIT:
+        raise ValueError(f"uvarint out of range: {value}")
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def decode_uvarint(data: bytes, pos: int = 0) -> Optional[tuple[int, int]]:
+    """Decode a varint at ``data[pos:]``; return ``(value, next_pos)``.
+
+    Returns ``None`` when ``data`` ends inside the varint (more bytes needed);
+    raises :class:`ProtocolError` for a varint longer than 10 bytes or above 2**64-1.
+    """
+    result = 0
+    shift = 0
+    end = len(data)
+    start = pos
+    while pos < end:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            if result >= _UINT64_LIMIT:
+                raise ProtocolError("length prefix overflows a 64-bit unsigned varint")
+            return result, pos
+        shift += 7
+        if pos - start >= _MAX_VARINT_BYTES:
+            raise ProtocolError("length prefix is longer than 10 bytes (not a varint)")
+    return None
+
+
+def encode_frame(payload: bytes) -> bytes:
+    """Prefix a serialized message with its length."""
+    return encode_uvarint(len(payload)) + payload
+
+
+def _check_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise ProtocolError(f"frame of {size} bytes exceeds the maximum frame size of {limit} bytes")
+
+
+class FrameDecoder:
+    """Split a byte stream into frame payloads (sans-I/O).
+
+    ``feed(chunk)`` returns the payloads of every frame completed so far, however
+    the stream was chunked: feeding one byte at a time yields the same frames as
+    feeding it whole. ``eof()`` checks the stream ended at a frame boundary.
+    """
+
+    __slots__ = ("max_frame_size", "_buf", "_parts", "_have", "_need")
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        if max_frame_size <= 0:
+            raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
+        self.max_frame_size = max_frame_size
+        self._buf = b""  # unconsumed bytes: at most one partial frame
+        # A large partial frame is collected as a list of chunks, joined once
+        # it is complete, so that a big frame in many small reads is not quadratic.
+        self._parts: List[bytes] = []
+        self._have = 0
+        self._need = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a frame."""
+        return len(self._buf) + self._have
+
+    def feed(self, data: bytes) -> List[bytes]:
+        """Add ``data`` to the stream and return the payloads it completed."""
+        if self._parts:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            buf = b"".join(self._parts)
+            self._parts = []
+            self._have = 0
+        elif self._buf:
+            buf = self._buf + data
+        else:
+            buf = data
+        frames: List[bytes] = []
+        append = frames.append
+        limit = self.max_frame_size
+        pos = 0
+        end = len(buf)
+        while pos < end:
+            size = buf[pos]
+            if size < 0x80:
+                start = pos + 1
+            else:
+                decoded = decode_uvarint(buf, pos)
+                if decoded is None:
+                    break
+                size, start = decoded
+            if size > limit:
+                _check_size(size, limit)
+            stop = start + size
+            if stop > end:
+                if size > 65536:
+                    self._parts = [buf[pos:]]
+                    self._have = end - pos
+                    self._need = stop - pos
+                    self._buf = b""
+                    return frames
+                break
+            append(buf[start:stop])
+            pos = stop
+        self._buf = buf[pos:] if pos else buf
+        return frames
+
+    def eof(self) -> None:
+        """Declare the end of the stream: raise ProtocolError inside a frame."""
+        if self._parts:
+            got = self._have
+            missing = self._need - got
+            self._parts = []
+            self._have = 0
+            raise ProtocolError(f"unexpected EOF inside a frame: {missing} bytes missing of {self._need}")
+        buf = self._buf
+        if not buf:
+            return
+        self._buf = b""
+        decoded = decode_uvarint(buf, 0)
+        if decoded is None:
+            raise ProtocolError(f"unexpected EOF inside a length prefix after {len(buf)} bytes")
+        size, start = decoded
+        raise ProtocolError(
+            f"unexpected EOF inside a frame: {start + size - len(buf)} bytes missing of {start + size}"
+        )
+
+
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
+    chunks = []
+    while n > 0:
+        chunk = stream.read(n)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(stream: IO[bytes], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Optional[bytes]:
+    """Read one frame's payload from a blocking stream; ``None`` at a clean EOF.
+
+    Go: ``agent.ReadMessage`` (without the decode). Raises :class:`ProtocolError`
+    on EOF inside a frame or an oversized length.
+    """
+    prefix = bytearray()
+    while True:
+        b = stream.read(1)
+        if not b:
+            if prefix:
+                raise ProtocolError(f"unexpected EOF inside a length prefix after {len(prefix)} bytes")
+            return None
+        prefix += b
+        if b[0] < 0x80:
+            break
+        if len(prefix) >= _MAX_VARINT_BYTES:
+            raise ProtocolError("length prefix is longer than 10 bytes (not a varint)")
+    decoded = decode_uvarint(bytes(prefix))
+    assert decoded is not None
+    size = decoded[0]
+    _check_size(size, max_frame_size)
+    payload = _read_exact(stream, size)
+    if len(payload) < size:
+        raise ProtocolError(f"unexpected EOF inside a frame: {size - len(payload)} bytes missing of {size}")
+    return payload
+
+
+def read_message(
+    stream: IO[bytes],
+    parse: Callable[[bytes], M],
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+) -> Optional[M]:
+    """Read and decode one message, e.g. ``read_message(f, agent_pb2.Request.FromString)``.
+
+    Returns ``None`` at a clean EOF. A payload that does not decode raises
+    :class:`ProtocolError`.
+    """
+    payload = read_frame(stream, max_frame_size)
+    if payload is None:
+        return None
+    return parse_payload(parse, payload)
+
+
+def parse_payload(parse: Callable[[bytes], M], payload: bytes) -> M:
+    """Decode one payload, turning the protobuf error into a ProtocolError."""
+    try:
+        return parse(payload)
+    except Exception as exc:  # protobuf raises DecodeError (a plain Exception subclass)
+        raise ProtocolError(f"undecodable message ({len(payload)} bytes): {exc}") from exc
+
+
+def write_message(stream: IO[bytes], message: Any) -> None:
+    """Write one message as a frame with a single ``write`` call (Go: ``agent.WriteMessage``)."""
+    stream.write(encode_frame(message.SerializeToString()))
