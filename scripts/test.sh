@@ -1,9 +1,32 @@
 #!/usr/bin/env bash
-# Install the project and its test tools into a fresh virtual environment
-# (.venv) and run the whole test suite. Works on a fresh machine with python3.
+# The whole test suite, from a fresh machine with python3:
+#   1. install the project and its test tools into .venv (newest protobuf) and
+#      run pytest there (this includes mypy on udf/ and the benchmark's --quick run);
+#   2. prove both ends of the supported protobuf range: run the suite again on
+#      the newest protobuf's pure-Python backend, and in a fresh virtual
+#      environment with the lowest supported protobuf on both backends.
+# Set UDF_SKIP_PROTOBUF_RANGE=1 to run step 1 only. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv}
-python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
-"$VENV/bin/python" -m pytest -q "$@"
+PROTOBUF_LOWEST=4.21.1
+
+pip_install() {  # venv, then pip arguments
+    "$1/bin/python" -m pip install -q --disable-pip-version-check "${@:2}"
+}
+
+python3 -m venv .venv
+pip_install .venv -e '.[test]'
+.venv/bin/python -m pytest -q "$@"
+
+if [ "${UDF_SKIP_PROTOBUF_RANGE:-}" != "1" ]; then
+    # The run above was the newest protobuf on its default (upb) backend.
+    echo "== newest protobuf, pure-Python backend"
+    PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+    venv=".venv-protobuf-$PROTOBUF_LOWEST"
+    python3 -m venv "$venv"
+    pip_install "$venv" -e '.[test]' "protobuf==$PROTOBUF_LOWEST"
+    for backend in upb python; do
+        echo "== protobuf $PROTOBUF_LOWEST, $backend backend"
+        PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=$backend "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+    done
+fi

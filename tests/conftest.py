@@ -26,6 +26,13 @@ TIMEOUT = 10.0
 OUR_THREADS = ("udf-", "fake-agent-")
 
 
+def pytest_report_header() -> str:
+    from google.protobuf import __version__
+    from google.protobuf.internal import api_implementation
+
+    return f"protobuf {__version__}, {api_implementation.Type()} backend"
+
+
 def our_threads() -> List[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(OUR_THREADS)]
 

@@ -24,7 +24,9 @@ from .errors import (
 )
 from .interface import Interface
 from .models import Batch, BatchPoint, Dimensions, Point
+from .process import Process
 from .server import Server
+from .socket import Socket
 
 __all__ = [
     "AgentClosedError",
@@ -40,12 +42,14 @@ __all__ = [
     "Interface",
     "KeepaliveTimeoutError",
     "Point",
+    "Process",
     "ProcessExitedError",
     "ProtocolError",
     "ReadError",
     "RestoreError",
     "Server",
     "ServerStoppedError",
+    "Socket",
     "UDFError",
     "WriteError",
 ]

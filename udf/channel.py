@@ -88,7 +88,7 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
                 self._wait(self.not_empty, self._qsize, timeout, queue.Empty)
                 if not self._qsize():  # woken by close with nothing left
                     raise ChannelClosed("channel closed")
-            item = self._get()
+            item: T = self._get()
             self.not_full.notify()
             return item
 

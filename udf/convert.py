@@ -10,11 +10,11 @@ written.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import agent_pb2
 
-from .errors import ProtocolError
+from .errors import AgentError, ProtocolError, UDFError
 from .models import Batch, BatchPoint, Dimensions, Fields, Point, Tags
 from .wire import encode_frame, encode_uvarint
 
@@ -31,6 +31,9 @@ __all__ = [
     "encode_point",
     "encode_batch",
     "BatchAssembler",
+    "ResponseDecoder",
+    "POINTS",
+    "BATCH",
 ]
 
 _INT64_MIN = -(1 << 63)
@@ -44,6 +47,7 @@ _TAG_END = encode_uvarint(18 << 3 | 2)
 _PbPoint = agent_pb2.Point
 _PbBegin = agent_pb2.BeginBatch
 _PbEnd = agent_pb2.EndBatch
+_PbResponse = agent_pb2.Response
 
 
 class Info:
@@ -102,7 +106,7 @@ def fields_to_message(msg: Any, fields: Fields) -> None:
                 doubles = msg.fieldsDouble
             target = doubles
         elif kind is int:
-            if not _INT64_MIN <= value <= _INT64_MAX:
+            if not _INT64_MIN <= value <= _INT64_MAX:  # type: ignore[operator]  # kind is int
                 raise ValueError(f"field {key!r}: integer {value} does not fit in int64")
             if ints is None:
                 ints = msg.fieldsInt
@@ -177,9 +181,9 @@ def _tags_to_message(target: Any, tags: Tags) -> None:
 def _check_scalars(where: str, **values: Any) -> None:
     """Explain which scalar attribute protobuf refused (only run on failure)."""
     for name, value in values.items():
-        if name == "time":
+        if name == "time" or name == "tmax":
             if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
-                raise TypeError(f"{where}.time must be an int of nanoseconds in int64 range, got {value!r}")
+                raise TypeError(f"{where}.{name} must be an int of nanoseconds in int64 range, got {value!r}")
         elif name == "by_name":
             if not isinstance(value, bool):
                 raise TypeError(f"{where}.by_name must be bool, got {type(value).__name__}")
@@ -212,7 +216,27 @@ def point_to_message(p: Point) -> Any:
         raise
     if type(p.time) is bool:
         raise TypeError("point.time must be an int of nanoseconds, got bool")
+    if (
+        p.time is None
+        or p.name is None
+        or p.database is None
+        or p.retention_policy is None
+        or p.group is None
+        or dims.by_name is None
+    ):
+        # protobuf takes None as "unset": refuse it rather than send a default.
+        _check_scalars(
+            "point",
+            time=p.time,
+            name=p.name,
+            database=p.database,
+            retention_policy=p.retention_policy,
+            group=p.group,
+            by_name=dims.by_name,
+        )
     if dims.tag_names:
+        if isinstance(dims.tag_names, (str, bytes)):  # extend() would split it into characters
+            raise TypeError(f"point.dimensions.tag_names must be a list of str, got {dims.tag_names!r:.80}")
         try:
             msg.dimensions.extend(dims.tag_names)
         except TypeError:
@@ -246,8 +270,8 @@ def batch_point_to_message(bp: BatchPoint, group: str) -> Any:
     except (TypeError, ValueError):
         _check_scalars("batch point", time=bp.time)
         raise
-    if type(bp.time) is bool:
-        raise TypeError("batch point.time must be an int of nanoseconds, got bool")
+    if type(bp.time) is bool or bp.time is None:  # protobuf takes None as "unset"
+        raise TypeError(f"batch point.time must be an int of nanoseconds, got {bp.time!r}")
     if bp.tags:
         _tags_to_message(msg.tags, bp.tags)
     if bp.fields:
@@ -279,7 +303,24 @@ def encode_point(p: Point) -> bytes:
     """A stream point as one ``Request{point}`` frame; validates first."""
     if type(p) is not Point and not isinstance(p, Point):
         raise TypeError(f"expected udf.Point, got {type(p).__name__}")
-    return _envelope(_TAG_POINT, point_to_message(p).SerializeToString())
+    try:
+        body = point_to_message(p).SerializeToString()
+    except AttributeError as exc:  # dimensions, tags or fields of the wrong type
+        raise _wrong_container("point", p, exc) from None
+    return _envelope(_TAG_POINT, body)
+
+
+def _wrong_container(where: str, obj: Any, exc: AttributeError) -> TypeError:
+    """Name the attribute whose wrong type caused ``exc`` (only run on failure)."""
+    if hasattr(obj, "dimensions"):
+        dims = obj.dimensions
+        if not (hasattr(dims, "by_name") and hasattr(dims, "tag_names")):
+            return TypeError(f"{where}.dimensions must be udf.Dimensions, got {type(dims).__name__}")
+    for name in ("tags", "fields"):
+        value = getattr(obj, name, None)
+        if value and not hasattr(value, "items"):
+            return TypeError(f"{where}.{name} must be a dict, got {type(value).__name__}")
+    return TypeError(f"{where}: {exc}")
 
 
 def encode_batch(b: Batch) -> bytes:
@@ -294,12 +335,18 @@ def encode_batch(b: Batch) -> bytes:
         begin = _PbBegin(name=b.name, group=b.group, size=len(b.points), byName=b.by_name)
         end = _PbEnd(name=b.name, group=b.group, tmax=b.tmax)
     except (TypeError, ValueError):
-        _check_scalars("batch", name=b.name, group=b.group, by_name=b.by_name, time=b.tmax)
+        _check_scalars("batch", name=b.name, group=b.group, by_name=b.by_name, tmax=b.tmax)
         raise
     if type(b.tmax) is bool:
         raise TypeError("batch.tmax must be an int of nanoseconds, got bool")
+    if b.tmax is None or b.name is None or b.group is None or b.by_name is None:
+        # protobuf takes None as "unset": refuse it rather than send a default.
+        _check_scalars("batch", name=b.name, group=b.group, by_name=b.by_name, tmax=b.tmax)
     if b.tags:
-        _tags_to_message(begin.tags, b.tags)
+        try:
+            _tags_to_message(begin.tags, b.tags)
+        except AttributeError as exc:
+            raise _wrong_container("batch", b, exc) from None
         _tags_to_message(end.tags, b.tags)
     parts = [_envelope(_TAG_BEGIN, begin.SerializeToString())]
     append = parts.append
@@ -311,6 +358,8 @@ def encode_batch(b: Batch) -> bytes:
             append(_envelope(_TAG_POINT, batch_point_to_message(bp, group).SerializeToString()))
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"batch.points[{i}]: {exc}") from None
+        except AttributeError as exc:  # tags or fields of the wrong type
+            raise _wrong_container(f"batch.points[{i}]", bp, exc) from None
     append(_envelope(_TAG_END, end.SerializeToString()))
     return b"".join(parts)
 
@@ -356,3 +405,77 @@ class BatchAssembler:
         self._points = None
         tags = msg.tags
         return Batch(msg.name, msg.tmax, msg.group, self._by_name, dict(tags.items()) if tags else {}, points)
+
+    def eof(self) -> None:
+        """The stream ended: raise ProtocolError if a batch was left open (its points would be lost)."""
+        if self._points is not None:
+            count = len(self._points)
+            self._points = None
+            raise ProtocolError(f"the agent's output ended inside a batch ({count} points after BeginBatch, no EndBatch)")
+
+
+#: Event kinds produced by :class:`ResponseDecoder`, besides the request kinds
+#: ("info", "init", "snapshot", "restore") whose item is the whole Response.
+POINTS = "points"
+BATCH = "batch"
+
+
+class ResponseDecoder:
+    """Turn Response payloads into deliveries, assembling batches (pure, sans-I/O).
+
+    :meth:`decode` returns ``(events, error)``: ``events`` in stream order, each
+    ``(POINTS, [Point, ...])`` (consecutive points grouped), ``(BATCH, Batch)``
+    or ``(kind, Response)`` for an answer to an info/init/snapshot/restore
+    request; ``error`` is the :class:`ProtocolError` or :class:`AgentError` that
+    ended the run, or ``None``. Events before an error are still returned, so what
+    the agent sent before a fault is delivered. Keepalive responses produce no event.
+    """
+
+    __slots__ = ("_assembler",)
+
+    def __init__(self) -> None:
+        self._assembler = BatchAssembler()
+
+    def decode(self, payloads: List[bytes]) -> Tuple[List[Tuple[str, Any]], Optional[UDFError]]:
+        parse = _PbResponse.FromString
+        assembler = self._assembler
+        events: List[Tuple[str, Any]] = []
+        points: Optional[List[Point]] = None
+        try:
+            for payload in payloads:
+                try:
+                    response = parse(payload)
+                except Exception as exc:  # protobuf's DecodeError
+                    raise ProtocolError(f"undecodable Response ({len(payload)} bytes): {exc}") from exc
+                kind = response.WhichOneof("message")
+                if kind == "point":
+                    if assembler.in_batch:
+                        assembler.point(response.point)
+                        continue
+                    if points is None:
+                        points = []
+                        events.append((POINTS, points))
+                    points.append(point_from_message(response.point))
+                    continue
+                if kind == "keepalive":
+                    continue  # liveness only: the reader noted the bytes' arrival
+                points = None
+                if kind == "begin":
+                    assembler.begin(response.begin)
+                elif kind == "end":
+                    events.append((BATCH, assembler.end(response.end)))
+                elif kind == "error":
+                    raise AgentError(response.error.error)
+                elif kind is None:
+                    raise ProtocolError(
+                        f"Response with no known message set ({len(payload)} bytes): empty or from a newer protocol"
+                    )
+                else:
+                    events.append((kind, response))
+        except UDFError as exc:
+            return events, exc
+        return events, None
+
+    def eof(self) -> None:
+        """The stream ended: raise ProtocolError if a batch was left open."""
+        self._assembler.eof()

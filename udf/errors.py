@@ -100,14 +100,12 @@ class ProcessExitedError(UDFError):
     """A UDF child process exited while the server was still running."""
 
 
-_ShutDown = getattr(queue, "ShutDown", None)  # Python 3.13+
+if sys.version_info >= (3, 13):
 
-if sys.version_info >= (3, 13) and _ShutDown is not None:
-
-    class ChannelClosed(UDFError, _ShutDown):  # type: ignore[misc,valid-type]
+    class ChannelClosed(UDFError, queue.ShutDown):
         """The channel is closed (and, for ``get``, drained)."""
 
 else:
 
-    class ChannelClosed(UDFError):  # type: ignore[no-redef]
+    class ChannelClosed(UDFError):
         """The channel is closed (and, for ``get``, drained)."""

@@ -28,7 +28,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Union
 import agent_pb2
 
 from .channel import Channel
-from .convert import BatchAssembler, Info, encode_batch, encode_point, encode_request, info_from_message, point_from_message
+from .convert import BATCH, POINTS, Info, ResponseDecoder, encode_batch, encode_point, encode_request, info_from_message
 from .errors import (
     AgentClosedError,
     AgentError,
@@ -368,6 +368,10 @@ class Server:
         return self._wait_threads(timeout)
 
     def _wait_threads(self, timeout: Optional[float]) -> bool:
+        if threading.current_thread() in self._threads[:2]:
+            # Called from the reader or writer itself (e.g. stop() in an abort
+            # callback): its own end cannot be awaited here.
+            return self._io_done.is_set()
         if not self._io_done.wait(timeout):
             return False
         # Once the I/O is done the helper threads end promptly: the reader's
@@ -511,19 +515,21 @@ class Server:
         """Read the agent's output to EOF, dispatching responses until an error or abort."""
         read = getattr(self._reader, "read1", None) or self._reader.read
         decoder = FrameDecoder(self._max_frame_size)
-        assembler = BatchAssembler()
+        responses = ResponseDecoder()
         try:
             while True:
                 data = read(READ_CHUNK)
                 if not data:
                     decoder.eof()
+                    if not self._aborted:
+                        responses.eof()
                     return
                 self._last_seen = time.monotonic()
                 if self._aborted:
                     continue  # discard: the agent must be able to finish writing
                 frames = decoder.feed(data)
                 if frames:
-                    self._dispatch(frames, assembler)
+                    self._dispatch(frames, responses)
         except (OSError, ValueError) as exc:
             self.abort(ReadError(_describe(exc)))
         except ChannelClosed:
@@ -561,45 +567,20 @@ class Server:
         self._reader_done.set()
         self._quiet.set()
 
-    def _dispatch(self, frames: List[bytes], assembler: BatchAssembler) -> None:
-        """Decode a run of frames and hand each response to its destination."""
-        parse = agent_pb2.Response.FromString
-        points: List[Point] = []
-        for payload in frames:
-            try:
-                response = parse(payload)
-            except Exception as exc:  # protobuf's DecodeError
-                raise ProtocolError(f"undecodable Response ({len(payload)} bytes): {exc}") from exc
-            kind = response.WhichOneof("message")
-            if kind == "point":
-                if assembler.in_batch:
-                    assembler.point(response.point)
-                else:
-                    points.append(point_from_message(response.point))
-            elif kind == "begin":
-                assembler.begin(response.begin)
-            elif kind == "end":
-                batch = assembler.end(response.end)
-                if points:
-                    self._deliver(self._point_out, points)
-                    points = []
-                self._deliver(self._batch_out, [batch])
-            elif kind == "keepalive":
-                pass  # any response counts as liveness
-            elif kind == "error":
-                if points:
-                    self._deliver(self._point_out, points)
-                message = response.error.error
-                self._logger.error("%s", message)
-                raise AgentError(message)
-            elif kind is None:
-                raise ProtocolError(
-                    f"Response with no known message set ({len(payload)} bytes): empty or from a newer protocol"
-                )
+    def _dispatch(self, frames: List[bytes], responses: ResponseDecoder) -> None:
+        """Decode a run of frames and hand each result to its destination, in order."""
+        events, error = responses.decode(frames)
+        for kind, item in events:
+            if kind is POINTS:
+                self._deliver(self._point_out, item)
+            elif kind is BATCH:
+                self._deliver(self._batch_out, [item])
             else:
-                self._answer(kind, response)
-        if points:
-            self._deliver(self._point_out, points)
+                self._answer(kind, item)
+        if error is not None:
+            if isinstance(error, AgentError):
+                self._logger.error("%s", error)
+            raise error
 
     def _deliver(self, channel: Channel[Any], items: List[Any]) -> None:
         # While blocked on a slow consumer the agent is not to blame: the

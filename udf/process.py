@@ -1,0 +1,461 @@
+"""Run a UDF agent as a child process and talk to it over its stdin/stdout (Go: ``udf.Process``).
+
+Besides the :class:`~udf.server.Server` on the child's pipes, a :class:`Process`
+runs two helper threads:
+
+* ``udf-stderr`` drains the child's stderr and logs each line; a Kapacitor level
+  prefix (``E!``, ``W!``, ``I!``, ``D!``) picks the level and is stripped, other
+  lines log at INFO. The last :data:`STDERR_TAIL` lines are kept for error messages.
+* ``udf-process-waiter`` reaps the child. If it exits with a non-zero status (or
+  a signal) while we have not begun closing it, the server is aborted with a
+  :class:`~udf.errors.ProcessExitedError` -- after the server has delivered what
+  the child wrote before dying.
+
+:meth:`Process.close` stops the server (queued data is written, the child's stdin
+closed and its stdout read to the end), waits for the child and, if it does not
+exit within ``kill_grace`` seconds, sends SIGTERM and then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
+
+from .channel import Channel
+from .convert import Info
+from .errors import ProcessExitedError, UDFError
+from .interface import Interface
+from .models import Batch, Point
+from .server import Server
+from .wire import DEFAULT_MAX_FRAME_SIZE
+
+__all__ = ["Process", "describe_exit_status", "STDERR_TAIL", "STDERR_LINE_LIMIT"]
+
+#: Stderr lines kept for the error raised when the process dies.
+STDERR_TAIL = 20
+#: Bytes of one stderr line that are logged; the rest is counted and dropped.
+STDERR_LINE_LIMIT = 4096
+#: Bytes asked of the child's stderr per read.
+STDERR_CHUNK = 64 * 1024
+#: How long the waiter waits, after the child exited, for its stderr and stdout
+#: to end (what it wrote before dying is delivered first). Bounded, because a
+#: grandchild may hold the pipes open.
+EXIT_GRACE = 5.0
+#: Default ``kill_grace``: seconds between closing the child's input and SIGTERM,
+#: and again between SIGTERM and SIGKILL.
+DEFAULT_KILL_GRACE = 5.0
+
+_LEVEL_PREFIXES = {"E!": logging.ERROR, "W!": logging.WARNING, "I!": logging.INFO, "D!": logging.DEBUG}
+
+# Go's names for signals (its ``syscall`` signal table), used in "signal: NAME".
+_GO_SIGNAL_NAMES = {
+    "SIGHUP": "hangup",
+    "SIGINT": "interrupt",
+    "SIGQUIT": "quit",
+    "SIGILL": "illegal instruction",
+    "SIGTRAP": "trace/breakpoint trap",
+    "SIGABRT": "aborted",
+    "SIGBUS": "bus error",
+    "SIGFPE": "floating point exception",
+    "SIGKILL": "killed",
+    "SIGUSR1": "user defined signal 1",
+    "SIGSEGV": "segmentation fault",
+    "SIGUSR2": "user defined signal 2",
+    "SIGPIPE": "broken pipe",
+    "SIGALRM": "alarm clock",
+    "SIGTERM": "terminated",
+}
+_SIGNAL_NAMES: Dict[int, str] = {
+    int(getattr(signal, name)): text for name, text in _GO_SIGNAL_NAMES.items() if hasattr(signal, name)
+}
+
+
+def describe_exit_status(returncode: int) -> str:
+    """Go's wording for a process state: ``"exit status 3"`` or ``"signal: killed"``."""
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    signum = -returncode
+    name = _SIGNAL_NAMES.get(signum)
+    if name is None:
+        text = signal.strsignal(signum) if hasattr(signal, "strsignal") else None
+        name = text[0].lower() + text[1:] if text else f"signal {signum}"
+    return f"signal: {name}"
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class Process(Interface):
+    """A UDF agent run as a child process, spoken to over its stdin and stdout.
+
+    ``prog`` and ``args`` form the command line (no shell). ``env=None`` inherits
+    this process's environment; a mapping is the child's whole environment.
+    ``timeout`` is the keepalive timeout (seconds or ``timedelta``; ``<= 0``
+    disables keepalives); ``abort_callback`` runs once if the server aborts.
+    ``kill_grace`` is how long :meth:`close` waits for the child to exit after
+    closing its input before sending SIGTERM, and again before SIGKILL.
+    """
+
+    def __init__(
+        self,
+        prog: Union[str, "os.PathLike[str]"],
+        args: Sequence[Union[str, "os.PathLike[str]"]] = (),
+        env: Optional[Mapping[str, str]] = None,
+        logger: Optional[logging.Logger] = None,
+        timeout: Union[float, datetime.timedelta] = 0.0,
+        abort_callback: Optional[Callable[[], Any]] = None,
+        *,
+        kill_grace: float = DEFAULT_KILL_GRACE,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        if isinstance(args, (str, bytes)):
+            raise TypeError("args must be a sequence of arguments, not a single string")
+        if kill_grace < 0:
+            raise ValueError(f"kill_grace must not be negative, got {kill_grace}")
+        self._argv: List[str] = [os.fspath(prog), *(os.fspath(a) for a in args)]
+        self._env: Optional[Dict[str, str]] = dict(env) if env is not None else None
+        self._logger = logger if logger is not None else logging.getLogger("udf")
+        self._timeout = timeout
+        self._abort_callback = abort_callback
+        self._kill_grace = float(kill_grace)
+        self._max_frame_size = max_frame_size
+
+        self._lock = threading.Lock()
+        self._opened = False
+        self._proc: Optional["subprocess.Popen[bytes]"] = None
+        self._server: Optional[Server] = None
+        self._threads: List[threading.Thread] = []
+
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self._close_error: Optional[BaseException] = None
+        #: Set when close() begins: from then on an exit is ours to report, not the waiter's.
+        self._closing = threading.Event()
+        self._exited = threading.Event()
+        self._stderr_done = threading.Event()
+        #: Signals close() had to send, in order.
+        self._signals_sent: List[str] = []
+
+        self._tail_lock = threading.Lock()
+        self._tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
+        self._exit_lock = threading.Lock()
+        self._exit_error: Optional[ProcessExitedError] = None
+
+    # --- information ------------------------------------------------------------
+
+    @property
+    def args(self) -> List[str]:
+        """The command line: ``[prog, *args]``."""
+        return list(self._argv)
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The child's process id, once opened."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> Optional[int]:
+        """The child's exit status once reaped (negative: killed by that signal)."""
+        return self._proc.returncode if self._proc is not None and self._exited.is_set() else None
+
+    @property
+    def stderr_tail(self) -> List[str]:
+        """The last lines the child wrote to stderr (at most :data:`STDERR_TAIL`)."""
+        with self._tail_lock:
+            return list(self._tail)
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def open(self) -> None:
+        """Start the program and the server on its pipes (Go: ``Open``)."""
+        with self._lock:
+            if self._opened:
+                raise UDFError("process already opened")
+            self._opened = True
+        try:
+            proc = subprocess.Popen(
+                self._argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                bufsize=0,
+                env=self._env,
+            )
+        except OSError as exc:
+            raise UDFError(f"failed to start process {self._argv[0]!r}: {exc}") from exc
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        try:
+            server = Server(
+                proc.stdout,
+                proc.stdin,
+                self._logger,
+                self._timeout,
+                self._abort_callback,
+                self._kill,
+                max_frame_size=self._max_frame_size,
+            )
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                stream.close()
+            raise
+        server._explain_write_error = self._explain_write_error
+        self._proc = proc
+        self._server = server
+        self._threads = [
+            threading.Thread(target=self._drain_stderr, name="udf-stderr", daemon=True),
+            threading.Thread(target=self._wait_for_exit, name="udf-process-waiter", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        server.start()
+
+    def close(self) -> None:
+        """Stop the server, wait for the process, release everything; raise the first error (Go: ``Close``).
+
+        Keep draining ``point_out``/``batch_out`` while this runs. A child that
+        does not exit ``kill_grace`` seconds after its input was closed gets
+        SIGTERM, and SIGKILL after as long again. Later calls raise the same.
+        """
+        with self._close_lock:
+            if not self._closed:
+                self._closed = True
+                with self._lock:
+                    self._opened = True  # no open() after close()
+                self._close_error = self._shutdown()
+            err = self._close_error
+        if err is not None:
+            raise err
+
+    def _shutdown(self) -> Optional[BaseException]:
+        proc, server = self._proc, self._server
+        if proc is None or server is None:
+            return None
+        self._closing.set()
+        closer = threading.Thread(target=self._escalate, name="udf-process-closer", daemon=True)
+        closer.start()
+        err: Optional[BaseException] = None
+        try:
+            server.stop()  # returns once the child's stdout has ended
+        except Exception as exc:
+            err = exc
+        closer.join()  # returns once the child exited, or SIGKILL was sent
+        self._exited.wait()  # SIGKILL cannot be ignored
+        stderr_thread, waiter = self._threads
+        waiter.join()
+        stderr_thread.join(EXIT_GRACE)
+        for stream in (proc.stdin, proc.stdout):
+            _close_quietly(stream)
+        if stderr_thread.is_alive():
+            # Only a grandchild can still hold the stderr pipe; leave the thread
+            # the stream it is reading rather than closing it under its feet.
+            self._logger.warning("process %d exited but its stderr is still open (a child of it?)", proc.pid)
+        else:
+            _close_quietly(proc.stderr)
+        if err is None and (proc.returncode != 0 or self._signals_sent):
+            err = self._process_error()
+        return err
+
+    def _escalate(self) -> None:
+        """close()'s helper: SIGTERM, then SIGKILL, a child that does not exit in time."""
+        proc, server = self._proc, self._server
+        assert proc is not None and server is not None
+        grace = self._kill_grace
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            deadline = time.monotonic() + grace
+            if server.wait_io(grace) and self._exited.wait(max(0.0, deadline - time.monotonic())):
+                return
+            name = _signal_name(signum)
+            self._logger.warning(
+                "process %d did not exit within %gs after its input was closed: sending %s", proc.pid, grace, name
+            )
+            self._signals_sent.append(name)
+            _send_signal(proc, signum)
+
+    def _kill(self) -> None:
+        """The server's kill callback: SIGKILL the child."""
+        if self._proc is not None:
+            _send_signal(self._proc, signal.SIGKILL)
+
+    # --- helper threads -------------------------------------------------------------
+
+    def _wait_for_exit(self) -> None:
+        """The waiter thread: reap the child; abort the server if it died on its own."""
+        proc, server = self._proc, self._server
+        assert proc is not None and server is not None
+        try:
+            proc.wait()
+        finally:
+            self._exited.set()
+        if proc.returncode == 0 or self._closing.is_set():
+            return
+        err = self._process_error()  # waits (bounded) for the last stderr lines
+        # Let the server deliver what the child wrote before dying.
+        server._reader_done.wait(EXIT_GRACE)
+        if not self._closing.is_set():
+            server.abort(err)
+
+    def _drain_stderr(self) -> None:
+        """The stderr thread: log each line, however long, until EOF."""
+        proc = self._proc
+        assert proc is not None and proc.stderr is not None
+        read = proc.stderr.read
+        line = bytearray()
+        dropped = 0
+        limit = STDERR_LINE_LIMIT
+        try:
+            while True:
+                chunk = read(STDERR_CHUNK)
+                if not chunk:
+                    break
+                start = 0
+                while True:
+                    end = chunk.find(b"\n", start)
+                    piece = chunk[start:] if end < 0 else chunk[start:end]
+                    room = limit - len(line)
+                    if room > 0:
+                        line += piece[:room]
+                    dropped += max(0, len(piece) - max(room, 0))
+                    if end < 0:
+                        break
+                    self._log_stderr_line(bytes(line), dropped)
+                    line.clear()
+                    dropped = 0
+                    start = end + 1
+        except (OSError, ValueError) as exc:
+            self._logger.error("reading the process's stderr failed: %s", exc)
+        finally:
+            if line or dropped:
+                self._log_stderr_line(bytes(line), dropped)
+            self._stderr_done.set()
+
+    def _log_stderr_line(self, raw: bytes, dropped: int) -> None:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        if dropped:
+            text += f"... [{dropped} more bytes not logged]"
+        if not text.strip():
+            return
+        with self._tail_lock:
+            self._tail.append(text)
+        level = _LEVEL_PREFIXES.get(text[:2])
+        if level is None:
+            level = logging.INFO
+        else:
+            text = text[3:] if text[2:3] == " " else text[2:]
+        self._logger.log(level, "%s", text)
+
+    # --- errors ---------------------------------------------------------------------
+
+    def _process_error(self) -> ProcessExitedError:
+        """The error describing the child's exit (built once, after it exited)."""
+        with self._exit_lock:
+            if self._exit_error is None:
+                proc = self._proc
+                assert proc is not None and proc.returncode is not None
+                self._stderr_done.wait(EXIT_GRACE)
+                status = describe_exit_status(proc.returncode)
+                if self._signals_sent:
+                    message = (
+                        f"process did not exit within {self._kill_grace:g}s after its input was closed: "
+                        f"sent {', then '.join(self._signals_sent)}; {status}"
+                    )
+                else:
+                    message = f"process exited unexpectedly: {status}"
+                tail = self.stderr_tail
+                if tail:
+                    message += "\nlast stderr lines:\n" + "\n".join(tail)
+                self._exit_error = ProcessExitedError(message)
+            return self._exit_error
+
+    def _explain_write_error(self, error: UDFError) -> BaseException:
+        """Server hook: a failed write to a dead child is reported as its exit."""
+        if not self._exited.wait(EXIT_GRACE):
+            return error
+        proc = self._proc
+        assert proc is not None
+        if proc.returncode == 0 and not self._signals_sent:
+            return error
+        return self._process_error()
+
+    # --- the server's API -------------------------------------------------------------
+
+    def _require_server(self) -> Server:
+        server = self._server
+        if server is None:
+            raise UDFError("process not opened: call open() first")
+        return server
+
+    def info(self) -> Info:
+        """Ask the agent what it wants, provides and accepts (Go: ``Info``)."""
+        return self._require_server().info()
+
+    def init(self, options: Optional[List[Any]] = None) -> None:
+        """Initialize the agent with ``agent_pb2.Option``s (Go: ``Init``)."""
+        self._require_server().init(options)
+
+    def abort(self, err: BaseException) -> None:
+        """Abort the server with ``err`` (Go: ``Abort``); :meth:`close` still reaps the child."""
+        self._require_server().abort(err)
+
+    def snapshot(self) -> bytes:
+        """The agent's state (Go: ``Snapshot``)."""
+        return self._require_server().snapshot()
+
+    def restore(self, snapshot: bytes) -> None:
+        """Restore the agent's state (Go: ``Restore``)."""
+        self._require_server().restore(snapshot)
+
+    @property
+    def point_in(self) -> Any:
+        """Send side for stream points."""
+        return self._require_server().point_in
+
+    @property
+    def batch_in(self) -> Any:
+        """Send side for batches."""
+        return self._require_server().batch_in
+
+    @property
+    def point_out(self) -> Channel[Point]:
+        """Points the agent produced."""
+        return self._require_server().point_out
+
+    @property
+    def batch_out(self) -> Channel[Batch]:
+        """Batches the agent produced."""
+        return self._require_server().batch_out
+
+    def __enter__(self) -> "Process":
+        self.open()
+        return self
+
+    def __repr__(self) -> str:
+        return f"<udf.Process {self._argv!r} pid={self.pid} returncode={self.returncode}>"
+
+
+def _send_signal(proc: "subprocess.Popen[bytes]", signum: int) -> None:
+    try:
+        proc.send_signal(signum)  # a no-op once the child is reaped
+    except OSError:
+        pass
+
+
+def _close_quietly(stream: Any) -> None:
+    if stream is None:
+        return
+    try:
+        stream.close()
+    except (OSError, ValueError):
+        pass

@@ -1,0 +1,378 @@
+"""Talk to a UDF agent that listens on a socket (Go: ``udf.Socket``).
+
+The agent runs on its own (Kapacitor's "socket" UDFs) and listens on a unix
+socket, or here also on TCP (``tcp://host:port``). :meth:`Socket.open` connects,
+retrying with exponential backoff and jitter until ``connect_timeout``; the
+server then reads the agent's responses from the connection and writes requests
+to it. Closing the server's writer is a half-close (``shutdown(SHUT_WR)``): the
+agent sees EOF on its input and can still send what it has left.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+from urllib.parse import urlsplit
+
+from .channel import Channel
+from .convert import Info
+from .errors import UDFError
+from .interface import Interface
+from .models import Batch, Point
+from .server import Server
+from .wire import DEFAULT_MAX_FRAME_SIZE
+
+__all__ = ["Socket", "backoff_delays"]
+
+#: Kapacitor's backoff: start at 500 ms, grow by half each attempt, capped.
+DEFAULT_INITIAL_BACKOFF = 0.5
+DEFAULT_BACKOFF_FACTOR = 1.5
+DEFAULT_MAX_BACKOFF = 10.0
+#: Each delay is drawn uniformly within +-50% of the nominal one.
+DEFAULT_JITTER = 0.5
+#: Default ``close_grace``: how long close() waits for the agent to end the
+#: connection after the half-close before closing it from our side.
+DEFAULT_CLOSE_GRACE = 5.0
+
+RetryHook = Callable[[int, BaseException, float], Any]
+
+
+def backoff_delays(
+    initial: float = DEFAULT_INITIAL_BACKOFF,
+    factor: float = DEFAULT_BACKOFF_FACTOR,
+    maximum: float = DEFAULT_MAX_BACKOFF,
+    jitter: float = DEFAULT_JITTER,
+    rand: Callable[[], float] = random.random,
+) -> Iterator[float]:
+    """Yield the waits between connection attempts, forever.
+
+    The nominal wait starts at ``initial`` and is multiplied by ``factor`` after
+    each attempt up to ``maximum``; each yielded wait is the nominal one times a
+    uniform factor in ``[1 - jitter, 1 + jitter]`` (``rand()`` in ``[0, 1)``),
+    never above ``maximum``.
+    """
+    nominal = initial
+    while True:
+        yield min(maximum, nominal * (1.0 + jitter * (2.0 * rand() - 1.0)))
+        nominal = min(maximum, nominal * factor)
+
+
+def _parse_address(path: Union[str, "os.PathLike[str]"]) -> Tuple[str, Any, str]:
+    """``(kind, address, display)`` for a unix socket path or ``tcp://host:port``; kind is "tcp" or "unix"."""
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"socket path must be a str, got {type(text).__name__}")
+    if text.startswith("tcp://"):
+        parts = urlsplit(text)
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"invalid TCP address {text!r}: {exc}") from None
+        if not parts.hostname or port is None:
+            raise ValueError(f"invalid TCP address {text!r}: want tcp://host:port")
+        return "tcp", (parts.hostname, port), text
+    if not text:
+        raise ValueError("socket path must not be empty")
+    if not hasattr(socket, "AF_UNIX"):  # pragma: no cover - Windows without AF_UNIX
+        raise ValueError("unix sockets are not supported here; use tcp://host:port")
+    return "unix", text, f"unix socket {text}"
+
+
+class _HalfCloseWriter:
+    """The server's writer stream on a socket: ``close()`` only shuts down writing."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._closed = False
+
+    def write(self, data: Any) -> int:
+        if self._closed:
+            raise ValueError("write to a closed stream")
+        self._sock.sendall(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the peer is gone already
+
+
+class Socket(Interface):
+    """A UDF agent listening on a unix socket (or ``tcp://host:port``).
+
+    ``timeout`` is the keepalive timeout; ``abort_callback`` runs once if the
+    server aborts. ``open()`` retries for up to ``connect_timeout`` seconds,
+    waiting ``initial_backoff`` seconds first and ``backoff_factor`` times longer
+    each time (at most ``max_backoff``, each wait jittered by ``+-jitter``);
+    ``on_retry(attempt, error, delay)`` is called after each failed attempt that
+    will be retried. ``close()`` half-closes, waits up to ``close_grace`` seconds
+    for the agent to end the connection, then closes it.
+    """
+
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        logger: Optional[logging.Logger] = None,
+        timeout: Union[float, datetime.timedelta] = 0.0,
+        abort_callback: Optional[Callable[[], Any]] = None,
+        connect_timeout: float = 300.0,
+        *,
+        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
+        backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+        jitter: float = DEFAULT_JITTER,
+        on_retry: Optional[RetryHook] = None,
+        close_grace: float = DEFAULT_CLOSE_GRACE,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self._kind, self._address, self._display = _parse_address(path)
+        if initial_backoff <= 0 or max_backoff <= 0:
+            raise ValueError("initial_backoff and max_backoff must be positive")
+        if backoff_factor < 1:
+            raise ValueError(f"backoff_factor must be at least 1, got {backoff_factor}")
+        if not 0 <= jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter}")
+        if close_grace < 0:
+            raise ValueError(f"close_grace must not be negative, got {close_grace}")
+        self._logger = logger if logger is not None else logging.getLogger("udf")
+        self._timeout = timeout
+        self._abort_callback = abort_callback
+        self._connect_timeout = float(connect_timeout)
+        self._backoff = (initial_backoff, backoff_factor, max_backoff, jitter)
+        self._on_retry = on_retry
+        self._close_grace = float(close_grace)
+        self._max_frame_size = max_frame_size
+
+        self._lock = threading.Lock()
+        self._opened = False
+        self._sock: Optional[socket.socket] = None
+        self._reader: Any = None
+        self._server: Optional[Server] = None
+        # abort() before the connection is made cancels open().
+        self._cancel = threading.Event()
+        self._cancel_error: Optional[BaseException] = None
+
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self._close_error: Optional[BaseException] = None
+        self._forced = False
+
+    @property
+    def address(self) -> str:
+        """What this socket connects to, for messages."""
+        return self._display
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect (retrying with backoff) and start the server (Go: ``Open``)."""
+        with self._lock:
+            if self._opened:
+                raise UDFError("socket already opened")
+            self._opened = True
+        sock = self._connect()
+        reader = sock.makefile("rb", buffering=0)
+        try:
+            server = Server(
+                reader,
+                _HalfCloseWriter(sock),
+                self._logger,
+                self._timeout,
+                self._abort_callback,
+                self._kill,
+                max_frame_size=self._max_frame_size,
+            )
+        except BaseException:
+            reader.close()
+            sock.close()
+            raise
+        self._sock, self._reader, self._server = sock, reader, server
+        server.start()
+        if self._cancel.is_set():  # abort() raced with the end of the connect
+            assert self._cancel_error is not None
+            server.abort(self._cancel_error)
+
+    def _connect(self) -> socket.socket:
+        deadline = time.monotonic() + self._connect_timeout
+        delays = backoff_delays(*self._backoff)
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return self._connect_once(max(0.001, deadline - time.monotonic()))
+            except OSError as exc:
+                last: BaseException = exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            delay = min(next(delays), remaining)
+            self._logger.debug(
+                "connecting to %s failed (attempt %d): %s; retrying in %.3fs", self._display, attempts, last, delay
+            )
+            if self._on_retry is not None:
+                self._on_retry(attempts, last, delay)
+            # Woken early by abort().
+            if self._cancel.wait(delay):
+                assert self._cancel_error is not None
+                raise self._cancel_error
+        plural = "attempt" if attempts == 1 else "attempts"
+        raise UDFError(
+            f"failed to connect to {self._display}: {attempts} {plural} in {self._connect_timeout:g}s, "
+            f"last error: {_describe(last)}"
+        )
+
+    def _connect_once(self, timeout: float) -> socket.socket:
+        if self._kind == "tcp":
+            sock = socket.create_connection(self._address, timeout=timeout)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(self._address)
+            except BaseException:
+                sock.close()
+                raise
+        sock.settimeout(None)
+        return sock
+
+    def close(self) -> None:
+        """Stop the server, close the connection and raise the first error (Go: ``Close``).
+
+        Keep draining ``point_out``/``batch_out`` while this runs. Later calls
+        raise the same.
+        """
+        with self._close_lock:
+            if not self._closed:
+                self._closed = True
+                with self._lock:
+                    self._opened = True  # no open() after close()
+                self._close_error = self._shutdown()
+            err = self._close_error
+        if err is not None:
+            raise err
+
+    def _shutdown(self) -> Optional[BaseException]:
+        server = self._server
+        if server is None:
+            return None
+        closer = threading.Thread(target=self._close_if_stuck, name="udf-socket-closer", daemon=True)
+        closer.start()
+        err: Optional[BaseException] = None
+        try:
+            server.stop()
+        except Exception as exc:
+            err = exc
+        closer.join()
+        for stream in (self._reader, self._sock):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        if err is None and self._forced:
+            err = UDFError(
+                f"agent at {self._display} did not close its connection within "
+                f"{self._close_grace:g}s after its input was closed"
+            )
+        return err
+
+    def _close_if_stuck(self) -> None:
+        """close()'s helper: end the connection if the agent keeps it open too long."""
+        server = self._server
+        assert server is not None
+        if not server.wait_io(self._close_grace):
+            self._logger.warning(
+                "agent at %s did not close its connection within %gs: closing it", self._display, self._close_grace
+            )
+            self._forced = True
+            self._kill()
+
+    def _kill(self) -> None:
+        """The server's kill callback: end the connection both ways (wakes blocked I/O)."""
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    # --- the server's API -------------------------------------------------------------
+
+    def _require_server(self) -> Server:
+        server = self._server
+        if server is None:
+            raise UDFError("socket not opened: call open() first")
+        return server
+
+    def info(self) -> Info:
+        """Ask the agent what it wants, provides and accepts (Go: ``Info``)."""
+        return self._require_server().info()
+
+    def init(self, options: Optional[List[Any]] = None) -> None:
+        """Initialize the agent with ``agent_pb2.Option``s (Go: ``Init``)."""
+        self._require_server().init(options)
+
+    def abort(self, err: BaseException) -> None:
+        """Abort the server with ``err`` (Go: ``Abort``); during ``open()``, cancel it."""
+        server = self._server
+        if server is None:
+            if self._cancel_error is None:
+                self._cancel_error = err
+            self._cancel.set()
+            return
+        server.abort(err)
+
+    def snapshot(self) -> bytes:
+        """The agent's state (Go: ``Snapshot``)."""
+        return self._require_server().snapshot()
+
+    def restore(self, snapshot: bytes) -> None:
+        """Restore the agent's state (Go: ``Restore``)."""
+        self._require_server().restore(snapshot)
+
+    @property
+    def point_in(self) -> Any:
+        """Send side for stream points."""
+        return self._require_server().point_in
+
+    @property
+    def batch_in(self) -> Any:
+        """Send side for batches."""
+        return self._require_server().batch_in
+
+    @property
+    def point_out(self) -> Channel[Point]:
+        """Points the agent produced."""
+        return self._require_server().point_out
+
+    @property
+    def batch_out(self) -> Channel[Batch]:
+        """Batches the agent produced."""
+        return self._require_server().batch_out
+
+    def __enter__(self) -> "Socket":
+        self.open()
+        return self
+
+    def __repr__(self) -> str:
+        return f"<udf.Socket {self._display}>"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
