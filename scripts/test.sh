@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine with python3:
 #   1. install the project and its test tools into .venv (newest protobuf) and
-#      run pytest there (this includes mypy on udf/ and the benchmark's --quick run);
+#      run pytest there (including the fuzz loop and the benchmark's --quick
+#      run), then mypy --strict on udf/;
 #   2. prove both ends of the supported protobuf range: run the suite again on
 #      the newest protobuf's pure-Python backend, and in a fresh virtual
 #      environment with the lowest supported protobuf on both backends.
@@ -17,6 +18,8 @@ pip_install() {  # venv, then pip arguments
 python3 -m venv .venv
 pip_install .venv -e '.[test]'
 .venv/bin/python -m pytest -q "$@"
+echo "== mypy (strict) on udf/"
+.venv/bin/python -m mypy
 
 if [ "${UDF_SKIP_PROTOBUF_RANGE:-}" != "1" ]; then
     # The run above was the newest protobuf on its default (upb) backend.

@@ -264,6 +264,7 @@ def test_negative_timeout_is_refused() -> None:
 
 
 def list_after_close(ch: Channel[Any]) -> List[Any]:
+    """Close ``ch`` and return everything still queued, in order."""
     ch.close()
     return list(ch)
 

@@ -21,8 +21,11 @@ from hypothesis import strategies as st
 import agent_pb2
 import udf
 from udf.convert import (
+    BATCH,
+    POINTS,
     BatchAssembler,
     Info,
+    ResponseDecoder,
     batch_point_from_message,
     batch_point_to_message,
     encode_batch,
@@ -34,7 +37,7 @@ from udf.convert import (
     point_from_message,
     point_to_message,
 )
-from udf.errors import ProtocolError
+from udf.errors import AgentError, ProtocolError
 from udf.models import Batch, BatchPoint, Dimensions, Point
 from udf.wire import FrameDecoder
 
@@ -79,6 +82,7 @@ FIELDS: Dict[str, Any] = {
 
 
 def sample_point(time: int = 1_600_000_000_123_456_789) -> Point:
+    """A point using every attribute and every field type."""
     return Point(
         name="cpu",
         database="telegraf",
@@ -92,6 +96,7 @@ def sample_point(time: int = 1_600_000_000_123_456_789) -> Point:
 
 
 def sample_batch() -> Batch:
+    """A batch using every attribute, with negative and extreme point times."""
     return Batch(
         name="mem",
         tmax=1_600_000_000_999_999_999,
@@ -503,3 +508,125 @@ def test_info_without_options() -> None:
     assert info == Info(agent_pb2.BATCH, agent_pb2.STREAM, {})
     assert Info(agent_pb2.BATCH, agent_pb2.STREAM).options == {}
     assert info != Info(agent_pb2.STREAM, agent_pb2.STREAM)
+
+
+def test_batch_assembler_eof() -> None:
+    assembler = BatchAssembler()
+    assembler.eof()  # nothing open: fine
+    assembler.begin(agent_pb2.BeginBatch())
+    assembler.point(agent_pb2.Point(time=1))
+    assembler.point(agent_pb2.Point(time=2))
+    with pytest.raises(ProtocolError, match=r"inside a batch \(2 points"):
+        assembler.eof()
+    assert not assembler.in_batch
+
+
+# --- ResponseDecoder ---------------------------------------------------------------------
+
+
+def payloads(*responses: Any) -> List[bytes]:
+    """Serialized ``agent_pb2.Response`` messages, built from ``(kind, message)`` pairs or raw bytes."""
+    out = []
+    for r in responses:
+        out.append(r if isinstance(r, bytes) else agent_pb2.Response(**{r[0]: r[1]}).SerializeToString())
+    return out
+
+
+def pb_point(time: int, **kwargs: Any) -> Any:
+    """An ``agent_pb2.Point`` at ``time``."""
+    return agent_pb2.Point(time=time, **kwargs)
+
+
+def test_response_decoder_groups_points_and_keeps_stream_order() -> None:
+    decoder = ResponseDecoder()
+    info = agent_pb2.InfoResponse(wants=agent_pb2.BATCH)
+    events, error = decoder.decode(
+        payloads(
+            ("point", pb_point(1, name="a")),
+            ("point", pb_point(2, name="b")),
+            ("begin", agent_pb2.BeginBatch(byName=True)),
+            ("point", pb_point(10, fieldsInt={"n": 1})),
+            ("end", agent_pb2.EndBatch(name="b1", tmax=10)),
+            ("point", pb_point(3)),
+            ("keepalive", agent_pb2.KeepaliveResponse(time=5)),  # no event, does not split a run
+            ("point", pb_point(4)),
+            ("info", info),
+            ("point", pb_point(5)),
+        )
+    )
+    assert error is None
+    assert [kind for kind, _ in events] == [POINTS, BATCH, POINTS, "info", POINTS]
+    assert events[0][0] is POINTS and events[1][0] is BATCH  # the server compares with ``is``
+    assert [p.time for p in events[0][1]] == [1, 2] and events[0][1][0].name == "a"
+    assert events[1][1] == Batch(name="b1", tmax=10, by_name=True, points=[BatchPoint(time=10, fields={"n": 1})])
+    assert [p.time for p in events[2][1]] == [3, 4]
+    assert events[3][1].info == info
+    assert [p.time for p in events[4][1]] == [5]
+
+
+@pytest.mark.parametrize("kind", ["info", "init", "snapshot", "restore"])
+def test_response_decoder_passes_request_answers_through(kind: str) -> None:
+    messages = {
+        "info": agent_pb2.InfoResponse(),
+        "init": agent_pb2.InitResponse(success=True),
+        "snapshot": agent_pb2.SnapshotResponse(snapshot=b"\x00state"),
+        "restore": agent_pb2.RestoreResponse(error="bad"),
+    }
+    events, error = ResponseDecoder().decode(payloads((kind, messages[kind])))
+    assert error is None
+    [(got_kind, response)] = events
+    assert got_kind == kind
+    assert getattr(response, kind) == messages[kind]
+
+
+def test_response_decoder_assembles_a_batch_across_calls() -> None:
+    decoder = ResponseDecoder()
+    assert decoder.decode(payloads(("begin", agent_pb2.BeginBatch()))) == ([], None)
+    assert decoder.decode(payloads(("point", pb_point(1)), ("point", pb_point(2)))) == ([], None)
+    events, error = decoder.decode(payloads(("end", agent_pb2.EndBatch(name="x", group="g", tags={"t": "v"}))))
+    assert error is None
+    assert events == [(BATCH, Batch(name="x", group="g", tags={"t": "v"}, points=[BatchPoint(time=1), BatchPoint(time=2)]))]
+    decoder.eof()  # the batch was closed
+
+
+def test_response_decoder_eof_inside_a_batch() -> None:
+    decoder = ResponseDecoder()
+    decoder.decode(payloads(("begin", agent_pb2.BeginBatch()), ("point", pb_point(1))))
+    with pytest.raises(ProtocolError, match="inside a batch"):
+        decoder.eof()
+
+
+def test_response_decoder_agent_error_keeps_what_came_before() -> None:
+    events, error = ResponseDecoder().decode(
+        payloads(
+            ("point", pb_point(1)),
+            ("error", agent_pb2.ErrorResponse(error="boom: bad input")),
+            ("point", pb_point(2)),  # after the error: not decoded
+        )
+    )
+    assert isinstance(error, AgentError) and str(error) == "boom: bad input"
+    assert [(kind, [p.time for p in item]) for kind, item in events] == [(POINTS, [1])]
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (b"\x0a\x05ab", "undecodable Response"),
+        (b"", "no known message set"),
+        (agent_pb2.Response(end=agent_pb2.EndBatch()).SerializeToString(), "EndBatch received without a BeginBatch"),
+    ],
+    ids=["undecodable", "empty-oneof", "end-without-begin"],
+)
+def test_response_decoder_protocol_errors(bad: bytes, message: str) -> None:
+    events, error = ResponseDecoder().decode(payloads(("point", pb_point(7))) + [bad])
+    assert isinstance(error, ProtocolError)
+    assert message in str(error)
+    assert [kind for kind, _ in events] == [POINTS]
+
+
+def test_response_decoder_begin_inside_a_batch() -> None:
+    events, error = ResponseDecoder().decode(
+        payloads(("begin", agent_pb2.BeginBatch()), ("begin", agent_pb2.BeginBatch()))
+    )
+    assert isinstance(error, ProtocolError) and "BeginBatch" in str(error)
+    assert events == []

@@ -214,3 +214,10 @@ def test_stalled_consumer_blocks_producer_then_every_point_arrives_in_order() ->
         s.wait_io(TIMEOUT)
         echo.join(TIMEOUT)
         s._reader.close()
+
+
+def test_points_before_a_bad_length_prefix_in_the_same_read_are_delivered() -> None:
+    good = frame(point=agent_pb2.Point(name="before", time=1))
+    points, _, error = run_stream(good + b"\x80" * 11)
+    assert [p.name for p in points] == ["before"]
+    assert isinstance(error, udf.ProtocolError) and "longer than 10 bytes" in str(error)

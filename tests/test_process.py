@@ -190,6 +190,31 @@ def test_killed_by_signal(processes: List[udf.Process]) -> None:
     assert p.returncode == -signal.SIGKILL
 
 
+def test_pending_request_reports_the_death_not_agent_closed(processes: List[udf.Process]) -> None:
+    p = agent("silent", "--answer-info")
+    processes.append(p)
+    p.open()
+    p.info()  # the agent is up; it will not answer again
+    result: List[BaseException] = []
+    caller = threading.Thread(target=lambda: _capture(p.snapshot, result), name="udf-test-caller", daemon=True)
+    caller.start()
+    assert p.pid is not None
+    os.kill(p.pid, signal.SIGKILL)
+    caller.join(TIMEOUT)
+    assert not caller.is_alive()
+    assert len(result) == 1 and isinstance(result[0], ProcessExitedError), result
+    assert str(result[0]) == "process exited unexpectedly: signal: killed"
+    with pytest.raises(ProcessExitedError):
+        p.close()
+
+
+def _capture(call: Any, into: List[BaseException]) -> None:
+    try:
+        call()
+    except BaseException as exc:  # handed back to the test
+        into.append(exc)
+
+
 def test_exit_status_zero_is_not_an_error(processes: List[udf.Process]) -> None:
     p = agent("crash", "1", "0")
     processes.append(p)

@@ -250,6 +250,7 @@ class ProtoParser:
 
 
 def parse_proto(text: str) -> Schema:
+    """Parse proto3 text into a Schema."""
     return ProtoParser(text).parse()
 
 
@@ -265,10 +266,12 @@ def _is_repeated(fd: Any) -> bool:
 
 
 def _is_map(fd: Any) -> bool:
+    """A map<k, v> field: a repeated message whose type is a map entry."""
     return fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry
 
 
 def _type_of(fd: Any) -> Type:
+    """The Type of a field descriptor, with the full name of its message or enum."""
     if fd.type == FieldDescriptor.TYPE_MESSAGE:
         return Type(fd.type, fd.message_type.full_name)
     if fd.type == FieldDescriptor.TYPE_ENUM:
@@ -339,6 +342,7 @@ def compare(expected: Schema, actual: Schema) -> List[str]:
 
 @pytest.fixture(scope="module")
 def proto_text() -> str:
+    """The checked-in udf.proto."""
     return PROTO_PATH.read_text(encoding="utf-8")
 
 

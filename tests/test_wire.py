@@ -355,6 +355,7 @@ def test_read_frame_bad_prefix() -> None:
 
 
 def sample_requests() -> List[Any]:
+    """One Request of each kind, including one larger than a pipe buffer."""
     return [
         agent_pb2.Request(info=agent_pb2.InfoRequest()),
         agent_pb2.Request(init=agent_pb2.InitRequest(taskID="t", nodeID="n")),
@@ -494,3 +495,18 @@ def test_decoder_fed_from_a_real_pipe(pipe: Tuple[Any, Any]) -> None:
     decoder.eof()
     join()
     assert frames == PAYLOADS
+
+
+def test_frames_before_a_bad_prefix_are_returned_then_check_raises() -> None:
+    decoder = FrameDecoder()
+    good = encode_frame(b"abc")
+    assert decoder.feed(good + b"\x80" * 11) == [b"abc"]
+    with pytest.raises(ProtocolError, match="longer than 10 bytes"):
+        decoder.check()
+    with pytest.raises(ProtocolError, match="longer than 10 bytes"):
+        decoder.feed(good)  # the decoder stays failed
+    with pytest.raises(ProtocolError, match="longer than 10 bytes"):
+        decoder.eof()
+    clean = FrameDecoder()
+    assert clean.feed(good) == [b"abc"]
+    clean.check()  # nothing pending

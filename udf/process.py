@@ -211,7 +211,7 @@ class Process(Interface):
             for stream in (proc.stdin, proc.stdout, proc.stderr):
                 stream.close()
             raise
-        server._explain_write_error = self._explain_write_error
+        server._explain_failure = self._explain_failure
         self._proc = proc
         self._server = server
         self._threads = [
@@ -379,8 +379,8 @@ class Process(Interface):
                 self._exit_error = ProcessExitedError(message)
             return self._exit_error
 
-    def _explain_write_error(self, error: UDFError) -> BaseException:
-        """Server hook: a failed write to a dead child is reported as its exit."""
+    def _explain_failure(self, error: UDFError) -> BaseException:
+        """Server hook: a failed write to, or an unanswered request of, a dead child is reported as its exit."""
         if not self._exited.wait(EXIT_GRACE):
             return error
         proc = self._proc

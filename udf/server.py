@@ -261,9 +261,10 @@ class Server:
         self._last_seen = time.monotonic()
         self._delivering = False
 
-        #: Hook for transports (udf.Process): turn a write error into the most
-        #: specific error known, e.g. the child's exit status.
-        self._explain_write_error: Optional[Callable[[UDFError], BaseException]] = None
+        #: Hook for transports (udf.Process): turn a failure seen here (a write
+        #: error, or EOF with requests unanswered) into the most specific error
+        #: known, e.g. the child's exit status.
+        self._explain_failure: Optional[Callable[[UDFError], BaseException]] = None
 
     # --- channels -------------------------------------------------------------
 
@@ -433,14 +434,18 @@ class Server:
                 raise self._err
             if not self._started:
                 raise UDFError("server not started")
-            if self._reader_ended:
-                raise AgentClosedError()
+            agent_gone = self._reader_ended
             if self._write_error is not None:
                 raise self._write_error
-            # Queue the frame and the waiter together, so that waiters are in
-            # the order the agent answers.
-            self._waiters[kind].append(pending)
-            self._outbox.put_request(frame)
+            if not agent_gone:
+                # Queue the frame and the waiter together, so that waiters are
+                # in the order the agent answers.
+                self._outbox.put_request(frame)
+                self._waiters[kind].append(pending)
+        if agent_gone:
+            closed = AgentClosedError()
+            explain = self._explain_failure
+            raise explain(closed) if explain is not None else closed
         # Woken by the reader (_answer, _end_reader) or by abort().
         pending.event.wait()
         if pending.error is not None:
@@ -505,7 +510,7 @@ class Server:
             self._write_error = error
         self._outbox.abort()
         self._reader_done.wait(WRITE_FAILURE_GRACE)
-        explain = self._explain_write_error
+        explain = self._explain_failure
         err: BaseException = explain(error) if explain is not None else error
         self.abort(err)
 
@@ -530,6 +535,7 @@ class Server:
                 frames = decoder.feed(data)
                 if frames:
                     self._dispatch(frames, responses)
+                    decoder.check()
         except (OSError, ValueError) as exc:
             self.abort(ReadError(_describe(exc)))
         except ChannelClosed:
@@ -562,8 +568,13 @@ class Server:
             err = self._err
         self._point_out.close()
         self._batch_out.close()
-        for waiter in waiters:
-            waiter.fail(err if err is not None else AgentClosedError())
+        if waiters:
+            if err is None:
+                closed = AgentClosedError()
+                explain = self._explain_failure
+                err = explain(closed) if explain is not None else closed
+            for waiter in waiters:
+                waiter.fail(err)
         self._reader_done.set()
         self._quiet.set()
 

@@ -99,7 +99,7 @@ class FrameDecoder:
     feeding it whole. ``eof()`` checks the stream ended at a frame boundary.
     """
 
-    __slots__ = ("max_frame_size", "_buf", "_parts", "_have", "_need")
+    __slots__ = ("max_frame_size", "_buf", "_parts", "_have", "_need", "_error")
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         if max_frame_size <= 0:
@@ -111,6 +111,7 @@ class FrameDecoder:
         self._parts: List[bytes] = []
         self._have = 0
         self._need = 0
+        self._error: Optional[ProtocolError] = None
 
     @property
     def buffered(self) -> int:
@@ -118,7 +119,14 @@ class FrameDecoder:
         return len(self._buf) + self._have
 
     def feed(self, data: bytes) -> List[bytes]:
-        """Add ``data`` to the stream and return the payloads it completed."""
+        """Add ``data`` to the stream and return the payloads it completed.
+
+        A malformed length prefix raises :class:`ProtocolError`; if frames were
+        completed before it in the same call they are returned first and the
+        error is raised by :meth:`check` (and by every later call).
+        """
+        if self._error is not None:
+            raise self._error
         if self._parts:
             self._parts.append(data)
             self._have += len(data)
@@ -136,33 +144,48 @@ class FrameDecoder:
         limit = self.max_frame_size
         pos = 0
         end = len(buf)
-        while pos < end:
-            size = buf[pos]
-            if size < 0x80:
-                start = pos + 1
-            else:
-                decoded = decode_uvarint(buf, pos)
-                if decoded is None:
+        try:
+            while pos < end:
+                size = buf[pos]
+                if size < 0x80:
+                    start = pos + 1
+                else:
+                    decoded = decode_uvarint(buf, pos)
+                    if decoded is None:
+                        break
+                    size, start = decoded
+                if size > limit:
+                    _check_size(size, limit)
+                stop = start + size
+                if stop > end:
+                    if size > 65536:
+                        self._parts = [buf[pos:]]
+                        self._have = end - pos
+                        self._need = stop - pos
+                        self._buf = b""
+                        return frames
                     break
-                size, start = decoded
-            if size > limit:
-                _check_size(size, limit)
-            stop = start + size
-            if stop > end:
-                if size > 65536:
-                    self._parts = [buf[pos:]]
-                    self._have = end - pos
-                    self._need = stop - pos
-                    self._buf = b""
-                    return frames
-                break
-            append(buf[start:stop])
-            pos = stop
+                append(buf[start:stop])
+                pos = stop
+        except ProtocolError as exc:
+            self._buf = b""
+            if not frames:
+                raise
+            # The frames completed before the fault are still returned; check()
+            # (or any later call) raises the error.
+            self._error = exc
+            return frames
         self._buf = buf[pos:] if pos else buf
         return frames
 
+    def check(self) -> None:
+        """Raise the ProtocolError found after the frames the last ``feed`` returned, if any."""
+        if self._error is not None:
+            raise self._error
+
     def eof(self) -> None:
         """Declare the end of the stream: raise ProtocolError inside a frame."""
+        self.check()
         if self._parts:
             got = self._have
             missing = self._need - got

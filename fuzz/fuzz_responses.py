@@ -1,0 +1,128 @@
+"""Fuzz the agent-output path: frame decoding and response handling.
+
+The target feeds arbitrary bytes (in two chunks) to :class:`udf.wire.FrameDecoder`
+and the frames to :class:`udf.convert.ResponseDecoder`, exactly as the server's
+reader does. The only acceptable failures are :class:`udf.ProtocolError` and
+:class:`udf.AgentError`; anything else is a bug.
+
+With atheris installed (``pip install atheris``), run coverage-guided::
+
+    python fuzz/fuzz_responses.py -atheris_runs=1000000
+
+Without it, a seeded mutation loop runs (this is what CI runs, briefly)::
+
+    python fuzz/fuzz_responses.py --iterations 20000 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from typing import List
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import agent_pb2  # noqa: E402
+from udf.convert import ResponseDecoder  # noqa: E402
+from udf.errors import AgentError, ProtocolError  # noqa: E402
+from udf.wire import FrameDecoder, encode_frame  # noqa: E402
+
+MAX_FRAME = 1 << 20
+
+
+def target(data: bytes) -> int:
+    """Run one input through the agent-output path; return the number of events."""
+    cut = data[0] % (len(data) + 1) if data else 0
+    decoder = FrameDecoder(MAX_FRAME)
+    responses = ResponseDecoder()
+    events = 0
+    try:
+        for chunk in (data[:cut], data[cut:]):
+            frames = decoder.feed(chunk)
+            got, error = responses.decode(frames)
+            events += len(got)
+            if error is not None:
+                raise error
+            decoder.check()
+        decoder.eof()
+        responses.eof()
+    except (ProtocolError, AgentError):
+        pass
+    return events
+
+
+def seed_corpus() -> List[bytes]:
+    """Valid agent outputs to mutate: points, a batch, answers, keepalives."""
+    R = agent_pb2.Response
+    messages = [
+        R(point=agent_pb2.Point(name="cpu", time=1, tags={"h": "a"}, fieldsDouble={"v": 1.5}, fieldsInt={"n": 2})),
+        R(begin=agent_pb2.BeginBatch(name="b", size=2, tags={"h": "a"})),
+        R(point=agent_pb2.Point(time=2, fieldsBool={"ok": True}, fieldsString={"s": "x"})),
+        R(end=agent_pb2.EndBatch(name="b", tmax=2)),
+        R(info=agent_pb2.InfoResponse(wants=agent_pb2.BATCH, options={"f": agent_pb2.OptionInfo(valueTypes=[agent_pb2.STRING])})),
+        R(init=agent_pb2.InitResponse(success=True)),
+        R(keepalive=agent_pb2.KeepaliveResponse(time=3)),
+        R(snapshot=agent_pb2.SnapshotResponse(snapshot=b"state")),
+        R(error=agent_pb2.ErrorResponse(error="boom")),
+    ]
+    frames = [encode_frame(m.SerializeToString()) for m in messages]
+    return [b"".join(frames)] + frames
+
+
+def mutate(rng: random.Random, data: bytes) -> bytes:
+    buf = bytearray(data)
+    for _ in range(rng.randrange(1, 5)):
+        op = rng.randrange(5)
+        if op == 0 and buf:  # flip a bit
+            i = rng.randrange(len(buf))
+            buf[i] ^= 1 << rng.randrange(8)
+        elif op == 1 and buf:  # truncate
+            del buf[rng.randrange(len(buf)) :]
+        elif op == 2:  # insert random bytes
+            i = rng.randrange(len(buf) + 1)
+            buf[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 8)))
+        elif op == 3 and buf:  # overwrite with a boundary value
+            buf[rng.randrange(len(buf))] = rng.choice([0x00, 0x7F, 0x80, 0xFF])
+        else:  # duplicate a slice
+            if buf:
+                i = rng.randrange(len(buf))
+                buf[i:i] = buf[i : i + rng.randrange(1, 32)]
+    return bytes(buf)
+
+
+def run_loop(iterations: int, seed: int) -> int:
+    """The fallback fuzzer: seeded mutations of valid streams plus pure random bytes."""
+    rng = random.Random(seed)
+    corpus = seed_corpus()
+    for _ in range(iterations):
+        if rng.random() < 0.1:
+            data = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 64)))
+        else:
+            data = mutate(rng, rng.choice(corpus))
+        target(data)
+    return iterations
+
+
+def main(argv: List[str]) -> int:
+    try:
+        import atheris  # type: ignore[import-not-found]
+    except ImportError:
+        atheris = None
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--loop", action="store_true", help="use the mutation loop even if atheris is installed")
+    args, rest = parser.parse_known_args(argv)
+    if atheris is not None and not args.loop:
+        atheris.Setup([sys.argv[0], *rest], lambda data: target(bytes(data)))
+        atheris.Fuzz()
+        return 0
+    done = run_loop(args.iterations, args.seed)
+    print(f"fuzz: {done} inputs, no unexpected exception")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
