@@ -16,7 +16,7 @@ from typing import List, Sequence
 import agent_pb2
 
 from udf import Dimensions, Point
-from udf.convert import encode_point, point_from_message
+from udf.convert import encode_point, parse_responses, point_from_message
 from udf.wire import FrameDecoder
 
 #: Points encoded before the block of mirrored frames is decoded.
@@ -32,7 +32,8 @@ def ceiling_roundtrip(points: Sequence[Point], block: int = BLOCK) -> List[Point
     out: List[Point] = []
     for i in range(0, len(points), block):
         data = b"".join([encode_point(p) for p in points[i : i + block]])
-        out.extend([point_from_message(_parse_response(f).point) for f in FrameDecoder().feed(data)])
+        responses, error = parse_responses(FrameDecoder().feed_frames(data))
+        out.extend([point_from_message(r.point) for r in responses])
     return out
 
 

@@ -31,6 +31,30 @@ from .conftest import TIMEOUT
 
 T0 = 1_495_152_000_123_456_789  # ns, with sub-microsecond digits
 
+#: Teardown steps registered by the test being run (run in reverse, even if it failed).
+_CLEANUP: List[Callable[[], Any]] = []
+
+
+@pytest.fixture(autouse=True)
+def run_cleanup() -> Iterator[None]:
+    yield
+    while _CLEANUP:
+        try:
+            _CLEANUP.pop()()
+        except Exception:
+            pass
+
+
+def tracked(server: udf.Server) -> udf.Server:
+    """Make sure ``server``'s threads end with the test, even a failed one."""
+
+    def end() -> None:
+        server.abort(udf.UDFError("test teardown"))  # harmless after a clean stop()
+        server.wait_io(TIMEOUT)
+
+    _CLEANUP.append(end)
+    return server
+
 
 # --- helpers -------------------------------------------------------------------------
 
@@ -114,9 +138,12 @@ class Pipes:
         self.handler = handler
         self.decoder = FrameDecoder()
         self.pending: List[Any] = []
+        self.servers: List[udf.Server] = []
 
     def server(self, **kwargs: Any) -> udf.Server:
-        return udf.Server(self.host_reader, self.host_writer, **kwargs)
+        server = udf.Server(self.host_reader, self.host_writer, **kwargs)
+        self.servers.append(server)
+        return server
 
     def send(self, **fields: Any) -> None:
         """Write one Request frame straight into the agent's input."""
@@ -167,6 +194,8 @@ def pipes_factory() -> Iterator[Callable[..., Pipes]]:
 
     yield make
     for p in made:
+        for server in p.servers:
+            server.abort(udf.UDFError("test teardown"))  # harmless after a clean stop()
         if isinstance(p.handler, EchoHandler) and p.handler.gate is not None:
             p.handler.gate.set()
         try:
@@ -180,6 +209,8 @@ def pipes_factory() -> Iterator[Callable[..., Pipes]]:
                 if not ready or not p.host_reader.read(65536):
                     break
             p.agent.wait(TIMEOUT)
+        for server in p.servers:
+            server.wait_io(TIMEOUT)
         p.close()
 
 
@@ -222,7 +253,9 @@ def test_option_helpers() -> None:
         options=[
             agent_pb2.Option(name="field", values=[agent_pb2.OptionValue(type=agent_pb2.STRING, stringValue="v")]),
             agent_pb2.Option(name="size", values=[agent_pb2.OptionValue(type=agent_pb2.INT, intValue=0)]),
-            agent_pb2.Option(name="every", values=[agent_pb2.OptionValue(type=agent_pb2.DURATION, durationValue=10**9)]),
+            agent_pb2.Option(
+                name="every", values=[agent_pb2.OptionValue(type=agent_pb2.DURATION, durationValue=10**9)]
+            ),
             agent_pb2.Option(name="on", values=[agent_pb2.OptionValue(type=agent_pb2.BOOL, boolValue=True)]),
             agent_pb2.Option(name="scale", values=[agent_pb2.OptionValue(type=agent_pb2.DOUBLE)]),  # no value set
         ]
@@ -307,7 +340,10 @@ def test_batches_through_server(pipes_factory) -> None:
             group="host=a",
             by_name=True,
             tags={"host": "a"},
-            points=[BatchPoint(time=T0 + j, fields={"v": float(j), "n": j, "ok": j % 2 == 0}, tags={"host": "a"}) for j in range(i)],
+            points=[
+                BatchPoint(time=T0 + j, fields={"v": float(j), "n": j, "ok": j % 2 == 0}, tags={"host": "a"})
+                for j in range(i)
+            ],
         )
         for i in range(4)
     ]
@@ -377,7 +413,7 @@ def test_kapacitor_style_handler_returning_responses(pipes_factory) -> None:
     a = Agent(open(req_r, "rb"), open(resp_w, "wb"), name="udf-agent-ported")
     a.handler = Ported(a)
     assert a.handler is not None and a.handler.agent is a  # set by the agent, as none was set
-    s = udf.Server(open(resp_r, "rb", buffering=0), open(req_w, "wb", buffering=0))
+    s = tracked(udf.Server(open(resp_r, "rb", buffering=0), open(req_w, "wb", buffering=0)))
     a.start()
     s.start()
     info = s.info()
@@ -478,7 +514,7 @@ class KeepaliveCounter:
 
 
 def test_server_keepalive_does_not_time_out_while_handler_blocked(pipes_factory) -> None:
-    keepalive = 0.6  # the server pings every 0.3 s and gives up after 0.6 s of silence
+    keepalive = 1.0  # the server pings every 0.5 s and gives up after 1 s of silence
     h = EchoHandler()
     h.gate = threading.Event()
     p = pipes_factory(h)
@@ -486,6 +522,7 @@ def test_server_keepalive_does_not_time_out_while_handler_blocked(pipes_factory)
     counter = KeepaliveCounter(p.host_reader, n=3)
     aborted = threading.Event()
     s = udf.Server(counter, p.host_writer, timeout=keepalive, abort_callback=aborted.set)
+    p.servers.append(s)
     s.start()
     s.point_in.put(sample_point(name="slow"))
     assert h.entered.wait(TIMEOUT)
@@ -737,12 +774,13 @@ def child() -> Iterator[Callable[[], subprocess.Popen]]:
 
 def test_child_process_conversation(child) -> None:
     proc = child()
-    s = udf.Server(proc.stdout, proc.stdin, timeout=5.0)
+    s = tracked(udf.Server(proc.stdout, proc.stdin, timeout=TIMEOUT))
     s.start()
     info = s.info()
     assert info.wants == agent_pb2.STREAM and list(info.options) == ["mode"]
     with pytest.raises(udf.InitError, match="unknown mode fast"):
-        s.init([agent_pb2.Option(name="mode", values=[agent_pb2.OptionValue(type=agent_pb2.STRING, stringValue="fast")])])
+        fast = agent_pb2.OptionValue(type=agent_pb2.STRING, stringValue="fast")
+        s.init([agent_pb2.Option(name="mode", values=[fast])])
     s.init(None)
     s.restore(b"ab")
     pts = [sample_point(name=n, time=T0 + i) for i, n in enumerate("cde")]
@@ -762,7 +800,7 @@ def test_child_process_conversation(child) -> None:
 
 def test_child_process_handler_error(child) -> None:
     proc = child()
-    s = udf.Server(proc.stdout, proc.stdin)
+    s = tracked(udf.Server(proc.stdout, proc.stdin))
     s.start()
     s.init(None)
     s.point_in.put(sample_point(name="crash"))
@@ -775,7 +813,7 @@ def test_child_process_handler_error(child) -> None:
 
 def test_child_process_eof_stops_cleanly(child) -> None:
     proc = child()
-    s = udf.Server(proc.stdout, proc.stdin)
+    s = tracked(udf.Server(proc.stdout, proc.stdin))
     s.start()
     s.stop()
     assert [pt.name for pt in s.point_out] == ["stopped"]
@@ -813,7 +851,7 @@ def connect(address: str) -> socket.socket:
 
 
 def host_server(sock: socket.socket) -> udf.Server:
-    return udf.Server(sock.makefile("rb", buffering=0), SocketHostWriter(sock))
+    return tracked(udf.Server(sock.makefile("rb", buffering=0), SocketHostWriter(sock)))
 
 
 @pytest.fixture
@@ -837,6 +875,7 @@ def test_agent_server_serves_each_connection(kind: str, short_tmp: str) -> None:
     path = os.path.join(short_tmp, "echo.sock")
     address = path if kind == "unix" else "tcp://127.0.0.1:0"
     server = AgentServer(address, factory)
+    _CLEANUP.append(server.stop)
     if kind == "unix":
         assert server.address == path and os.path.exists(path)
     else:
@@ -868,6 +907,7 @@ def test_agent_server_stop_ends_open_connections(short_tmp: str) -> None:
         return handlers[-1]
 
     server = AgentServer(os.path.join(short_tmp, "a.sock"), factory)
+    _CLEANUP.append(server.stop)
     server.start()
     sock = connect(server.address)
     s = host_server(sock)

@@ -164,7 +164,9 @@ def run_main(args: Sequence[str], stdin: bytes = b"") -> Tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def cli(*args: str, stdin: bytes = b"", env: Optional[Dict[str, str]] = None, **kwargs: Any) -> "subprocess.CompletedProcess[bytes]":
+def cli(
+    *args: str, stdin: bytes = b"", env: Optional[Dict[str, str]] = None, **kwargs: Any
+) -> "subprocess.CompletedProcess[bytes]":
     """Run ``python -m udf`` as a real subprocess."""
     return subprocess.run(
         [PY, "-m", "udf", *args], input=stdin, capture_output=True, timeout=TIMEOUT, cwd=ROOT, env=env, **kwargs
@@ -184,7 +186,9 @@ def parse_output(text: str) -> List[ParsedLine]:
 
 
 def test_parse_line_value_types() -> None:
-    p = parse_line('cpu,host=a f=1.5,g=-2e3,h=3,i=42i,j=-9223372036854775808i,s="x",t=t,u=TRUE,v=False,w=f 1500000000000000000')
+    p = parse_line(
+        'cpu,host=a f=1.5,g=-2e3,h=3,i=42i,j=-9223372036854775808i,s="x",t=t,u=TRUE,v=False,w=f 1500000000000000000'
+    )
     assert p is not None
     assert p.measurement == "cpu" and p.tags == {"host": "a"} and p.time == 1_500_000_000_000_000_000
     assert p.fields == {
@@ -194,7 +198,11 @@ def test_parse_line_value_types() -> None:
     assert type(p.fields["h"]) is float and type(p.fields["i"]) is int and type(p.fields["t"]) is bool
 
 
-@pytest.mark.parametrize("spelling, value", [(s, True) for s in ("t", "T", "true", "True", "TRUE")] + [(s, False) for s in ("f", "F", "false", "False", "FALSE")])
+@pytest.mark.parametrize(
+    "spelling, value",
+    [(s, True) for s in ("t", "T", "true", "True", "TRUE")]
+    + [(s, False) for s in ("f", "F", "false", "False", "FALSE")],
+)
 def test_parse_line_boolean_spellings(spelling: str, value: bool) -> None:
     p = parse_line(f"m b={spelling} 1")
     assert p is not None and p.fields == {"b": value}
@@ -261,7 +269,8 @@ def test_invalid_utf8_is_a_bad_line_with_its_number() -> None:
 
 
 def test_format_line_values_and_order() -> None:
-    line = format_line("cpu", {"z": "1", "a": "2", "empty": ""}, {"s": 'q"\\', "i": 3, "f": 1.0, "b": True, "c": False, "e": 1e-07}, 99)
+    fields: Dict[str, Any] = {"s": 'q"\\', "i": 3, "f": 1.0, "b": True, "c": False, "e": 1e-07}
+    line = format_line("cpu", {"z": "1", "a": "2", "empty": ""}, fields, 99)
     assert line == 'cpu,a=2,z=1 b=true,c=false,e=1e-07,f=1.0,i=3i,s="q\\"\\\\" 99'
 
 
@@ -294,7 +303,9 @@ def test_format_line_escapes() -> None:
         ("m", {}, {"f": "a\0"}, "NUL"),
     ],
 )
-def test_format_line_rejects_what_line_protocol_cannot_carry(name: str, tags: Dict[str, str], fields: Dict[str, Any], match: str) -> None:
+def test_format_line_rejects_what_line_protocol_cannot_carry(
+    name: str, tags: Dict[str, str], fields: Dict[str, Any], match: str
+) -> None:
     with pytest.raises(ValueError, match=match):
         format_line(name, tags, fields, 1)
 
@@ -310,7 +321,7 @@ ROUND_TRIPS = [
     ("a b,c", {"t k": "v,=w", "x=y": "a b"}, {"f k": 'say "hi"', "g": -3, "h": True}, 5),
     ("m", {"t": "back\\slash"}, {"s": "trailing\\", "q": '\\"', "e": ""}, 0),
     ("m", {"t": "a\\,b", "u": "a\\=b", "w": "a\\ b"}, {"f": 9_223_372_036_854_775_807, "g": -(1 << 63)}, -1),
-    ("m\u00e9", {"ta\u00ef": "\u65e5\u672c"}, {"f": 1e300, "g": -0.0, "h": 2.2250738585072014e-308}, 1_700_000_000_000_000_000),
+    ("m\u00e9", {"ta\u00ef": "\u65e5\u672c"}, {"f": 1e300, "g": -0.0, "h": 2.2250738585072014e-308}, 17 * 10**17),
     ("m", {}, {"f": 1.7976931348623157e308, "g": 0.1}, MAX_TIME),
     ("m", {}, {"f": -1.5}, MIN_TIME),
 ]
@@ -324,15 +335,15 @@ def test_format_then_parse_round_trips(name: str, tags: Dict[str, str], fields: 
     assert {k: type(v) for k, v in p.fields.items()} == {k: type(v) for k, v in fields.items()}
 
 
-_ident = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\0"), min_size=1, max_size=12).filter(
-    lambda s: not s.endswith("\\")
-)
+_ident = st.text(
+    st.characters(blacklist_categories=["Cs"], blacklist_characters="\n\r\0"), min_size=1, max_size=12
+).filter(lambda s: not s.endswith("\\"))
 _field_value = st.one_of(
     # Subnormal floats are left out: the parser refuses them (InfluxDB reads them).
     st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False),
     st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1),
     st.booleans(),
-    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=20),
+    st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\0"), max_size=20),
 )
 _field_key = _ident.filter(lambda s: not re.search(r"\\[,= ]", s) and not s.startswith("\t"))
 
@@ -424,7 +435,8 @@ def test_build_options_types_every_value_and_keeps_order() -> None:
     assert [o.name for o in options] == ["i", "pair", "flag", "i", "s"]
     assert [(v.type, v.intValue) for v in options[0].values] == [(T.INT, 1)]
     assert [v.WhichOneof("value") for v in options[1].values] == ["intValue", "stringValue"]
-    assert (options[1].values[0].intValue, options[1].values[1].stringValue) == (7, "x,y")  # the last value keeps commas
+    # The last value keeps the commas.
+    assert (options[1].values[0].intValue, options[1].values[1].stringValue) == (7, "x,y")
     assert list(options[2].values) == []
     assert options[3].values[0].intValue == 2  # repeated, as a repeated TICKscript property
     assert options[4].values[0].stringValue == "a,b"  # one STRING: no splitting
@@ -433,10 +445,17 @@ def test_build_options_types_every_value_and_keeps_order() -> None:
 @pytest.mark.parametrize(
     "spec, match",
     [
-        ("size=3", r"^unknown option 'size'; the UDF's options are: b \(BOOL\), d \(DOUBLE\), dur \(DURATION\), flag \(no value\), i \(INT\), pair \(INT, STRING\), s \(STRING\)$"),
+        (
+            "size=3",
+            r"^unknown option 'size'; the UDF's options are: b \(BOOL\), d \(DOUBLE\), dur \(DURATION\), "
+            r"flag \(no value\), i \(INT\), pair \(INT, STRING\), s \(STRING\)$",
+        ),
         ("i=x", r"^option 'i': 'x' is not an INT .*; the UDF's options are: b \(BOOL\)"),
         ("i", r"^option 'i' needs a value: -o i=VALUE; the UDF's options are"),
-        ("pair=7", r"^unexpected number of args to pair, got 1 expected 2 \(comma-separated INT, STRING\); the UDF's options are"),
+        (
+            "pair=7",
+            r"^unexpected number of args to pair, got 1 expected 2 \(comma-separated INT, STRING\); the UDF's options",
+        ),
         ("flag=1", r"^option 'flag' takes no value, got '1'"),
         ("=1", r"^bad option '=1': expected NAME=VALUE"),
     ],
@@ -468,7 +487,8 @@ def test_group_id_is_kapacitors() -> None:
 
 def test_stream_points_are_grouped_by_measurement_and_tags() -> None:
     p = to_stream_point(pl("cpu", {"host": "a", "cpu": "0"}, 5), None)
-    assert (p.name, p.group, p.dimensions.by_name, p.dimensions.tag_names) == ("cpu", "cpu\ncpu=0,host=a", True, ["cpu", "host"])
+    assert (p.name, p.group) == ("cpu", "cpu\ncpu=0,host=a")
+    assert (p.dimensions.by_name, p.dimensions.tag_names) == (True, ["cpu", "host"])
     assert (p.tags, p.fields, p.time) == ({"host": "a", "cpu": "0"}, {"v": 1.0}, 5)
     q = to_stream_point(pl("cpu", {"host": "a", "cpu": "0"}, 5), ["host"])
     assert (q.group, q.dimensions.tag_names, q.tags) == ("cpu\nhost=a", ["host"], {"host": "a", "cpu": "0"})
@@ -582,13 +602,20 @@ def test_run_udf_crash_exits_1_with_its_exit_status(probe: Path) -> None:
     assert code == EXIT_UDF_FAILED
     assert "udf: error: the UDF failed: process exited unexpectedly: exit status 3" in err
     assert "E! crashing on purpose" in err  # its stderr, logged with its level
+    assert "last stderr lines" not in err  # already shown as it came
+    code, out, err = run_main(["run", "-q", *probe_cmd(probe)], b'm crash="now" 1\n')
+    assert code == EXIT_UDF_FAILED
+    assert "exit status 3\nlast stderr lines:\nE! crashing on purpose" in err  # -q hides INFO lines: show the tail
 
 
 def test_run_batch_groups_and_merges_batch_tags(probe: Path) -> None:
     data = b"cpu,host=a,cpu=0 v=1 1\ncpu,host=b,cpu=0 v=2 2\ncpu,host=a,cpu=1 v=3 3\nmem,host=a v=4 4\n"
     code, out, err = run_main(["run", "--batch", "--group-by", "host", *probe_cmd(probe, "--batch-mode")], data)
     assert code == EXIT_OK, err
-    rows = [(p.measurement, p.tags, p.fields["v"], p.fields["bgroup"], p.fields["bsize"], p.fields["tmax"]) for p in parse_output(out)]
+    rows = [
+        (p.measurement, p.tags, p.fields["v"], p.fields["bgroup"], p.fields["bsize"], p.fields["tmax"])
+        for p in parse_output(out)
+    ]
     # The probe strips point tags: what is left are the batch's (group-by) tags.
     assert rows == [
         ("cpu", {"host": "a"}, 1.0, "cpu/host=a", 2, 3),
@@ -647,7 +674,7 @@ def test_input_files_and_precision(probe: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "a.lp", tmp_path / "b.lp"
     a.write_text("m v=1 1\n")
     b.write_text("m v=2 2\nbroken\n")
-    code, out, err = run_main(["run", "--precision", "s", str(a), str(b), *probe_cmd(probe)])
+    code, out, err = run_main(["run", str(a), "--precision", "s", str(b), *probe_cmd(probe)])  # intermixed
     assert code == EXIT_BAD_INPUT
     assert [p.time for p in parse_output(out)] == [1_000_000_000, 2_000_000_000]
     assert f"{b}:2: bad line protocol" in err
@@ -659,10 +686,16 @@ def test_input_files_and_precision(probe: Path, tmp_path: Path) -> None:
 def test_e2e_info_prints_edges_and_options() -> None:
     result = cli("info", "--", PY, str(EXAMPLES / "moving_avg.py"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.decode() == "wants: stream\nprovides: stream\noptions:\n  as     STRING\n  field  STRING\n  size   INT\n"
+    assert result.stdout.decode() == (
+        "wants: stream\nprovides: stream\noptions:\n  as     STRING\n  field  STRING\n  size   INT\n"
+    )
     result = cli("info", "--json", "--", PY, str(EXAMPLES / "outliers.py"))
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"wants": "batch", "provides": "batch", "options": {"field": ["STRING"], "scale": ["DOUBLE"]}}
+    assert json.loads(result.stdout) == {
+        "wants": "batch",
+        "provides": "batch",
+        "options": {"field": ["STRING"], "scale": ["DOUBLE"]},
+    }
 
 
 def read_cpu() -> List[ParsedLine]:
@@ -670,7 +703,8 @@ def read_cpu() -> List[ParsedLine]:
 
 
 def test_e2e_moving_average_on_the_sample_data() -> None:
-    result = cli("run", "-o", "field=usage_user", "-o", "size=10", str(CPU_LP), "--", PY, str(EXAMPLES / "moving_avg.py"))
+    avg = ["--", PY, str(EXAMPLES / "moving_avg.py")]
+    result = cli("run", "-o", "field=usage_user", "-o", "size=10", str(CPU_LP), *avg)
     assert result.returncode == 0, result.stderr
     assert result.stderr == b""  # not a terminal: no progress line
     got = [(p.tags["host"], p.time, p.fields["avg"]) for p in parse_output(result.stdout.decode())]
@@ -684,7 +718,7 @@ def test_e2e_moving_average_on_the_sample_data() -> None:
             expected.append((p.tags["host"], p.time, math.fsum(w[-10:]) / 10))
     assert len(got) == len(expected) == 273
     assert [(h, t) for h, t, _ in got] == [(h, t) for h, t, _ in expected]
-    assert all(math.isclose(g, e, rel_tol=1e-12) for (_, _, g), (_, _, e) in zip(got, expected))
+    assert all(math.isclose(float(g), e, rel_tol=1e-12) for (_, _, g), (_, _, e) in zip(got, expected))
 
 
 def _tukey_outliers(values: List[float], scale: float) -> List[int]:
@@ -701,7 +735,8 @@ def _tukey_outliers(values: List[float], scale: float) -> List[int]:
 
 
 def test_e2e_outliers_batches_on_the_sample_data() -> None:
-    result = cli("run", "--batch", "-o", "field=usage_user", "--", PY, str(EXAMPLES / "outliers.py"), stdin=CPU_LP.read_bytes())
+    outliers = ["--", PY, str(EXAMPLES / "outliers.py")]
+    result = cli("run", "--batch", "-o", "field=usage_user", *outliers, stdin=CPU_LP.read_bytes())
     assert result.returncode == 0, result.stderr
     got = parse_output(result.stdout.decode())
     # One batch per host (the whole input), in order of first appearance.
@@ -712,7 +747,10 @@ def test_e2e_outliers_batches_on_the_sample_data() -> None:
     for points in by_host.values():
         expected += [points[i] for i in _tukey_outliers([float(p.fields["usage_user"]) for p in points], 1.5)]
     assert expected, "the sample data should have outliers"
-    assert [(p.measurement, p.tags, p.fields, p.time) for p in got] == [(p.measurement, p.tags, p.fields, p.time) for p in expected]
+    def rows(points: List[ParsedLine]) -> List[Any]:
+        return [(p.measurement, p.tags, p.fields, p.time) for p in points]
+
+    assert rows(got) == rows(expected)
 
 
 def test_e2e_snapshot_then_restore_equals_one_run(tmp_path: Path) -> None:
@@ -757,7 +795,9 @@ def test_e2e_progress_only_on_a_terminal() -> None:
     avg = ["-o", "field=usage_user", "-o", "size=10", str(CPU_LP), "--", PY, str(EXAMPLES / "moving_avg.py")]
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen([PY, "-m", "udf", "run", *avg], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [PY, "-m", "udf", "run", *avg], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL
+        )
         os.close(slave)
         slave = -1
         chunks = []
@@ -798,10 +838,13 @@ def test_e2e_closed_stdout_exits_quietly() -> None:
 
 def test_e2e_socket_udf(tmp_path: Path) -> None:
     path = tmp_path / "mirror.sock"
-    server = subprocess.Popen([PY, str(EXAMPLES / "mirror.py"), "--socket", str(path)], cwd=ROOT, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [PY, str(EXAMPLES / "mirror.py"), "--socket", str(path)], cwd=ROOT, stderr=subprocess.PIPE
+    )
     try:
         # The tool retries the connection until the server listens (bounded by --connect-timeout).
-        result = cli("run", "--socket", str(path), "--connect-timeout", "10s", stdin=b"m,t=a v=1i 1\nm,t=b s=\"x y\" 2\n")
+        data = b'm,t=a v=1i 1\nm,t=b s="x y" 2\n'
+        result = cli("run", "--socket", str(path), "--connect-timeout", "10s", stdin=data)
         assert result.returncode == 0, result.stderr
         assert result.stdout == b"m,t=a v=1i 1\nm,t=b s=\"x y\" 2\n"
         info = cli("info", "--socket", str(path))
@@ -835,9 +878,11 @@ def test_e2e_config_function(probe: Path, tmp_path: Path) -> None:
     result = cli("run", "--config", str(conf), "--function", "probe", "-o", "i=3", stdin=b"m v=1 1\n", env=env)
     assert result.returncode == 0, result.stderr
     (p,) = parse_output(result.stdout.decode())
-    assert (p.fields["env"], p.fields["parent"], json.loads(str(p.fields["opts"]))) == ("configured", "inherited", [["i", ["INT", 3]]])
+    assert (p.fields["env"], p.fields["parent"]) == ("configured", "inherited")
+    assert json.loads(str(p.fields["opts"])) == [["i", ["INT", 3]]]
     unknown = cli("info", "--config", str(conf), "--function", "prob")
     assert unknown.returncode == 2
     assert unknown.stderr.decode() == "udf: error: no such UDF prob (configured UDFs: broken, probe)\n"
     no_function = cli("info", "--config", str(conf))
-    assert no_function.returncode == 2 and b"--config needs --function NAME (configured UDFs: probe, broken)" in no_function.stderr
+    assert no_function.returncode == 2
+    assert b"--config needs --function NAME (configured UDFs: probe, broken)" in no_function.stderr

@@ -68,7 +68,8 @@ def test_load_sample_with_several_functions(tmp_path: Path) -> None:
     )
     assert avg.timeout_seconds == 10.0 and not avg.is_socket
     outliers = conf.function("outliers")
-    assert (outliers.prog, outliers.args, dict(outliers.env), outliers.timeout) == ("/usr/local/bin/outliers", (), {}, 90 * 10**9)
+    assert (outliers.prog, outliers.args, dict(outliers.env)) == ("/usr/local/bin/outliers", (), {})
+    assert outliers.timeout == 90 * 10**9
     sock = conf.function("sockAvg")
     assert sock.is_socket and sock.socket == "/var/run/kapacitor/avg.sock"
     assert sock.timeout == 500 * 10**6 and sock.timeout_seconds == 0.5
@@ -93,7 +94,10 @@ def test_no_udf_section_means_no_functions() -> None:
         ('prog = "/bin/udf"\ntimeout = "-5s"', "UDF f: timeout is too small: -5s"),
         ('socket = "/s.sock"\nprog = "/bin/udf"\ntimeout = "10s"', "UDF f: both socket and process config provided"),
         ('socket = "/s.sock"\nargs = ["-v"]\ntimeout = "10s"', "UDF f: both socket and process config provided"),
-        ('socket = "/s.sock"\ntimeout = "10s"\n[udf.functions.f.env]\nA = "1"', "UDF f: both socket and process config provided"),
+        (
+            'socket = "/s.sock"\ntimeout = "10s"\n[udf.functions.f.env]\nA = "1"',
+            "UDF f: both socket and process config provided",
+        ),
         ('timeout = "10s"', "UDF f: must set either prog or socket"),
         ('args = ["x"]\ntimeout = "10s"', "UDF f: must set either prog or socket"),
     ],
@@ -280,7 +284,8 @@ def test_format_duration_matches_go(ns: int, text: str) -> None:
 def test_environment_is_the_parent_environment_plus_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UDF_TEST_PARENT", "parent")
     monkeypatch.setenv("UDF_TEST_SHARED", "from-parent")
-    fc = FunctionConfig(name="f", prog="p", timeout=10**10, env={"UDF_TEST_SHARED": "from-config", "UDF_TEST_NEW": "new"})
+    env_conf = {"UDF_TEST_SHARED": "from-config", "UDF_TEST_NEW": "new"}
+    fc = FunctionConfig(name="f", prog="p", timeout=10**10, env=env_conf)
     env = fc.environment()
     assert env["UDF_TEST_PARENT"] == "parent"  # inherited
     assert env["UDF_TEST_SHARED"] == "from-config"  # the configured value wins, as the later entry in Go's Env
@@ -335,9 +340,11 @@ def test_create_returns_real_process_and_socket() -> None:
     conf = loads(SAMPLE)
     process = conf.create("movingAverage")
     assert isinstance(process, udf.Interface)
-    assert type(process).__name__ == "Process" and process.args == ["/usr/bin/python3", "-u", "/opt/udf/moving_avg.py"]  # type: ignore[attr-defined]
+    assert type(process).__name__ == "Process"
+    assert process.args == ["/usr/bin/python3", "-u", "/opt/udf/moving_avg.py"]  # type: ignore[attr-defined]
     sock = conf.create("sockAvg")
-    assert type(sock).__name__ == "Socket" and sock.address.endswith("/var/run/kapacitor/avg.sock")  # type: ignore[attr-defined]
+    assert type(sock).__name__ == "Socket"
+    assert sock.address.endswith("/var/run/kapacitor/avg.sock")  # type: ignore[attr-defined]
 
 
 def test_unknown_function_lists_the_known_ones() -> None:

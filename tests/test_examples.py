@@ -54,14 +54,14 @@ def opt(name: str, value: Any, value_type: Optional[int] = None) -> Any:
 class Example:
     """One example UDF in a child process, with a started udf.Server on its pipes."""
 
-    def __init__(self, script: str, *args: str) -> None:
+    def __init__(self, script: str, *args: str, keepalive: float = 0.0) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(EXAMPLES, script), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        self.server = udf.Server(self.proc.stdout, self.proc.stdin, timeout=5.0)
+        self.server = udf.Server(self.proc.stdout, self.proc.stdin, timeout=keepalive)
         self.server.start()
 
     def finish(self) -> int:
@@ -70,8 +70,9 @@ class Example:
         return self.proc.wait(TIMEOUT)
 
     def cleanup(self) -> None:
+        # Harmless after a clean stop(); ends the server's threads after a failed test.
+        self.server.abort(udf.UDFError("test teardown"))
         if self.proc.poll() is None:
-            self.server.abort(udf.UDFError("test teardown"))
             self.proc.kill()
         self.server.wait_io(TIMEOUT)
         self.proc.wait(TIMEOUT)
@@ -87,8 +88,8 @@ class Example:
 def example() -> Iterator[Callable[..., Example]]:
     made: List[Example] = []
 
-    def start(script: str, *args: str) -> Example:
-        ex = Example(script, *args)
+    def start(script: str, *args: str, keepalive: float = 0.0) -> Example:
+        ex = Example(script, *args, keepalive=keepalive)
         made.append(ex)
         return ex
 
@@ -136,7 +137,7 @@ def read_cpu_lp() -> List[Tuple[Dict[str, str], Dict[str, Any], int]]:
 
 
 def test_mirror_echoes_points_exactly(example) -> None:
-    ex = example("mirror.py")
+    ex = example("mirror.py", keepalive=TIMEOUT)  # keepalives are answered along the way
     info = ex.server.info()
     assert (info.wants, info.provides, info.options) == (agent_pb2.STREAM, agent_pb2.STREAM, {})
     ex.server.init(None)
@@ -321,7 +322,9 @@ def values_batch(values: List[Any], field: str = "v", **kwargs: Any) -> Batch:
     kwargs.setdefault("tags", {"host": "a"})
     kwargs.setdefault("tmax", T0 + len(values) * SEC)
     return Batch(
-        points=[BatchPoint(time=T0 + i * SEC, fields={field: v, "i": i}, tags={"host": "a"}) for i, v in enumerate(values)],
+        points=[
+            BatchPoint(time=T0 + i * SEC, fields={field: v, "i": i}, tags={"host": "a"}) for i, v in enumerate(values)
+        ],
         **kwargs,
     )
 
@@ -518,12 +521,16 @@ def test_example_as_socket_server(kind: str) -> None:
             with sock:
                 s = udf.Server(sock.makefile("rb", buffering=0), _HalfCloseWriter(sock))
                 s.start()
-                assert s.info().wants == agent_pb2.STREAM
-                s.init(None)
-                p = stream_point("host=a", True, 1, n=7)
-                s.point_in.put(p)
-                assert s.point_out.get(timeout=TIMEOUT) == p
-                s.stop()
+                try:
+                    assert s.info().wants == agent_pb2.STREAM
+                    s.init(None)
+                    p = stream_point("host=a", True, 1, n=7)
+                    s.point_in.put(p)
+                    assert s.point_out.get(timeout=TIMEOUT) == p
+                    s.stop()
+                finally:
+                    s.abort(udf.UDFError("test teardown"))  # harmless after a clean stop()
+                    s.wait_io(TIMEOUT)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(TIMEOUT) == 0
             assert not os.path.exists(path)

@@ -405,3 +405,15 @@ def test_stop_from_abort_callback_on_the_reader_thread_does_not_deadlock(agent: 
     agent.close_output()
     assert s.wait_io(TIMEOUT)
     assert agent.finish() == []
+
+
+def test_data_put_before_a_request_is_written_before_it(agent: FakeAgent) -> None:
+    s = started(agent)
+    for i in range(3):
+        s.point_in.put(Point(name=str(i)))
+    join = run_in_thread(s.snapshot)
+    kinds = [agent.next_request().WhichOneof("message") for _ in range(4)]
+    assert kinds == ["point", "point", "point", "snapshot"]
+    agent.respond(snapshot=agent_pb2.SnapshotResponse(snapshot=b"after three"))
+    assert join() == b"after three"
+    finish_cleanly(agent, s)

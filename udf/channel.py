@@ -25,6 +25,10 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
     def __init__(self, maxsize: int = 0) -> None:
         super().__init__(maxsize)
         self._closed = False
+        # Threads waiting in get() / put(), counted under the mutex: a notify
+        # (a pure-Python call of a few microseconds) is only made for a waiter.
+        self._getters = 0
+        self._putters = 0
 
     @property
     def closed(self) -> bool:
@@ -54,7 +58,8 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
                 self._wait(self.not_full, lambda: self._qsize() < self.maxsize, timeout, queue.Full)
             self._put(item)
             self.unfinished_tasks += 1
-            self.not_empty.notify()
+            if self._getters:
+                self.not_empty.notify()
 
     def put_many(self, items: list[T]) -> None:
         """Queue every item in order, blocking for room as needed (one lock round per wait)."""
@@ -72,24 +77,28 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
                 self.queue.extend(chunk)
                 self.unfinished_tasks += len(chunk)
                 i += len(chunk)
-                self.not_empty.notify(len(chunk))
+                if self._getters:
+                    self.not_empty.notify(len(chunk))
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
         """Take the oldest item, waiting if the channel is empty.
 
         Raises :class:`ChannelClosed` once the channel is closed and drained.
         """
-        with self.not_empty:
-            if not self._qsize():
+        # The hot path of every consumer: the plain mutex and the deque itself.
+        with self.mutex:
+            items = self.queue
+            if not items:
                 if self._closed:
                     raise ChannelClosed("channel closed")
                 if not block:
                     raise queue.Empty
                 self._wait(self.not_empty, self._qsize, timeout, queue.Empty)
-                if not self._qsize():  # woken by close with nothing left
+                if not items:  # woken by close with nothing left
                     raise ChannelClosed("channel closed")
-            item: T = self._get()
-            self.not_full.notify()
+            item: T = items.popleft()
+            if self._putters:
+                self.not_full.notify()
             return item
 
     def _wait(self, cond: Any, ready: Any, timeout: float | None, timeout_error: type[Exception]) -> None:
@@ -97,19 +106,30 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
 
         Woken by the other side's notify and by :meth:`close`.
         """
-        if timeout is None:
-            while not ready() and not self._closed:
-                cond.wait()
+        putting = cond is self.not_full
+        if putting:
+            self._putters += 1
         else:
-            if timeout < 0:
-                raise ValueError("'timeout' must be a non-negative number")
-            deadline = time.monotonic() + timeout
-            while not ready() and not self._closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise timeout_error
-                cond.wait(remaining)
-        if self._closed and cond is self.not_full:
+            self._getters += 1
+        try:
+            if timeout is None:
+                while not ready() and not self._closed:
+                    cond.wait()
+            else:
+                if timeout < 0:
+                    raise ValueError("'timeout' must be a non-negative number")
+                deadline = time.monotonic() + timeout
+                while not ready() and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise timeout_error
+                    cond.wait(remaining)
+        finally:
+            if putting:
+                self._putters -= 1
+            else:
+                self._getters -= 1
+        if self._closed and putting:
             raise ChannelClosed("put on a closed channel")
 
     def __iter__(self) -> Iterator[T]:

@@ -33,13 +33,14 @@ import agent_pb2
 from . import config as udf_config
 from .channel import Channel
 from .convert import Info
-from .errors import AgentClosedError, ChannelClosed, InitError, UDFError
+from .errors import AgentClosedError, ChannelClosed, InitError, ProcessExitedError, UDFError
 from .interface import Interface
 from .lineprotocol import PRECISIONS, LineProtocolError, ParsedLine, format_line, read_lines
 from .models import Batch, BatchPoint, Dimensions, Point
 
 __all__ = [
     "main",
+    "console_main",
     "CLIError",
     "parse_option_value",
     "build_options",
@@ -82,7 +83,7 @@ class CLIError(Exception):
 
 
 def _type_name(value_type: int) -> str:
-    return _TYPE_NAMES.get(value_type, f"ValueType({value_type})")
+    return str(_TYPE_NAMES.get(value_type, f"ValueType({value_type})"))
 
 
 def describe_options(info: Info) -> str:
@@ -412,7 +413,7 @@ def _positive_int(text: str) -> int:
 class _Parser(argparse.ArgumentParser):
     """argparse, but errors become :class:`CLIError` (printed and mapped to exit 2 by main)."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise CLIError(f"{message}\n{self.format_usage().rstrip()}", EXIT_USAGE)
 
 
@@ -477,7 +478,9 @@ def _parser(prog: str) -> _Parser:
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--batch", action="store_true", help="require a batch UDF (the mode follows the UDF's info)")
     mode.add_argument("--stream", action="store_true", help="require a stream UDF")
-    run.add_argument("--batch-size", type=_positive_int, default=0, metavar="N", help="emit a group's batch every N points")
+    run.add_argument(
+        "--batch-size", type=_positive_int, default=0, metavar="N", help="emit a group's batch every N points"
+    )
     run.add_argument(
         "--batch-period",
         type=_duration_arg,
@@ -500,9 +503,22 @@ def _parser(prog: str) -> _Parser:
     run.add_argument("--restore", metavar="FILE", help="restore this snapshot before the input")
     run.add_argument("--snapshot-out", metavar="FILE", help="save the UDF's snapshot here after the input")
     prog_group = run.add_mutually_exclusive_group()
-    prog_group.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
+    prog_group.add_argument(
+        "--progress", dest="progress", action="store_true", default=None, help="always show progress"
+    )
     prog_group.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    parser.set_defaults(_subparsers={"info": info, "run": run})
     return parser
+
+
+def _parse_args(parser: _Parser, argv: List[str]) -> argparse.Namespace:
+    """Parse ``argv``; a subcommand's options and inputs may be intermixed (``a.lp -o x=1 b.lp``)."""
+    subparsers: Dict[str, _Parser] = parser.get_default("_subparsers")
+    if argv and argv[0] in subparsers:
+        args = subparsers[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)  # --help, or an error naming the commands
 
 
 def _split_command(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
@@ -604,7 +620,7 @@ def _print_info(info: Info, as_json: bool, out: IO[str]) -> None:
     out.flush()
 
 
-def _wait_written(inlet: Any, udf: Interface) -> None:
+def _wait_written(inlet: Any) -> None:
     """Wait until the data already put has been handed to the agent.
 
     Requests (like a snapshot) may be sent ahead of queued data, so before asking
@@ -622,7 +638,15 @@ def _wait_written(inlet: Any, udf: Interface) -> None:
 class _Run:
     """One ``run``: feed the input, drain the output, snapshot, close."""
 
-    def __init__(self, args: argparse.Namespace, udf: Interface, info: Info, stdout: IO[Any], stderr: IO[str], logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        udf: Interface,
+        info: Info,
+        stdout: IO[Any],
+        stderr: IO[str],
+        logger: logging.Logger,
+    ) -> None:
         self.args = args
         self.udf = udf
         self.info = info
@@ -683,7 +707,7 @@ class _Run:
                     return
 
     def snapshot(self, path: str) -> None:
-        _wait_written(self.udf.batch_in if self.batch_mode else self.udf.point_in, self.udf)
+        _wait_written(self.udf.batch_in if self.batch_mode else self.udf.point_in)
         data = self.udf.snapshot()
         try:
             with open(path, "wb") as f:
@@ -775,7 +799,7 @@ def _converse(
             _print_info(info, args.json, stdout)
             error = close()
             if error is not None:
-                raise CLIError(f"the UDF failed: {error}", EXIT_UDF_FAILED)
+                raise CLIError(_failure(error, logger), EXIT_UDF_FAILED)
             return EXIT_OK
 
         wants = _EDGE_NAMES.get(info.wants, str(info.wants))
@@ -812,28 +836,36 @@ def _converse(
             raise CLIError(f"cannot write output: {run.output.error}", EXIT_UDF_FAILED)
         if input_error is not None:
             if close_error is not None:
-                _report(stderr, f"the UDF failed: {close_error}")
+                _report(stderr, _failure(close_error, logger))
             raise CLIError(str(input_error), EXIT_BAD_INPUT)
         if close_error is not None:
-            raise CLIError(f"the UDF failed: {close_error}", EXIT_UDF_FAILED)
+            raise CLIError(_failure(close_error, logger), EXIT_UDF_FAILED)
         return EXIT_OK
     except CLIError as exc:
         give_up(UDFError(str(exc)))
         raise
     except UDFError as exc:
         # info/init/restore/snapshot failed, or the UDF died meanwhile.
-        error: Optional[BaseException] = exc
+        reason: BaseException = exc
         if isinstance(exc, AgentClosedError):
             # The agent is exiting: its exit status (and stderr) says more.
-            error = close() or exc
+            reason = close() or exc
             if run is not None:
                 run.join_output()
         else:
             give_up(exc)
-        raise CLIError(f"the UDF failed: {error}", EXIT_UDF_FAILED) from None
+        raise CLIError(_failure(reason, logger), EXIT_UDF_FAILED) from None
     except BaseException as exc:
         give_up(UDFError(f"interrupted: {type(exc).__name__}"))
         raise
+
+
+def _failure(err: BaseException, logger: logging.Logger) -> str:
+    """``the UDF failed: ...``; a dead process's stderr tail only if its lines were not shown live."""
+    text = str(err)
+    if isinstance(err, ProcessExitedError) and logger.isEnabledFor(logging.INFO):
+        text = text.split("\n", 1)[0]  # its stderr was logged line by line as it came
+    return f"the UDF failed: {text}"
 
 
 def _report(stderr: IO[str], message: str) -> None:
@@ -867,7 +899,7 @@ def main(
     parser = _parser(_prog_name())
     try:
         try:
-            args = parser.parse_args(ours)
+            args = _parse_args(parser, ours)
         except SystemExit as exc:  # --help
             return int(exc.code or 0)
     except CLIError as exc:
@@ -884,3 +916,17 @@ def main(
         return EXIT_INTERRUPTED
     finally:
         logger.removeHandler(handler)
+
+
+def console_main() -> int:
+    """Entry point of ``python -m udf`` and the console script: :func:`main` on the real streams."""
+    code = main()
+    if code == EXIT_BROKEN_PIPE:
+        # stdout's reader went away: keep Python's final flush of stdout from complaining.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+    return code

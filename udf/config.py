@@ -27,6 +27,14 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Unio
 from .errors import UDFError
 from .interface import Interface
 
+if sys.version_info >= (3, 11):
+    import tomllib as _toml
+else:  # pragma: no cover - Python 3.10: the tomli package (extra "config")
+    try:
+        import tomli as _toml  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        _toml = None  # type: ignore[assignment,unused-ignore]
+
 __all__ = [
     "ConfigError",
     "FunctionConfig",
@@ -347,18 +355,11 @@ class Config:
 
 
 def _toml_loads(text: str) -> Dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on Python 3.10 only
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise ConfigError(
-                "reading kapacitor.conf on Python 3.10 needs the tomli package: pip install 'udf[config]'"
-            ) from None
+    if _toml is None:  # pragma: no cover - Python 3.10 without tomli
+        raise ConfigError("reading kapacitor.conf on Python 3.10 needs the tomli package: pip install 'udf[config]'")
     try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        return dict(_toml.loads(text))
+    except _toml.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}") from None
 
 

@@ -11,6 +11,7 @@ integers get an ``i`` suffix, booleans are ``true``/``false``, times are ns.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -62,7 +63,7 @@ def _load_parser() -> Callable[[str], Any]:
     global _parser, _parser_error
     if _parser is None:
         try:
-            import line_protocol_parser  # type: ignore[import-untyped,unused-ignore]
+            import line_protocol_parser  # type: ignore[import-untyped,import-not-found,unused-ignore]
         except ImportError:
             raise ImportError(
                 "reading line protocol needs the line-protocol-parser package: pip install 'udf[cli]'"
@@ -148,7 +149,8 @@ def read_lines(
                 raw = item.decode("utf-8")
             except UnicodeDecodeError as exc:
                 shown = item.rstrip(b"\r\n").decode("utf-8", "replace")
-                raise LineProtocolError(source, lineno, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", shown) from None
+                reason = f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                raise LineProtocolError(source, lineno, reason, shown) from None
         else:
             raw = item
         try:
@@ -181,6 +183,7 @@ def _check_identifier(kind: str, text: str) -> None:
         raise ValueError(f"{kind} {text!r} ends with a backslash: line protocol cannot write it")
 
 
+@functools.lru_cache(maxsize=4096)
 def escape_measurement(name: str) -> str:
     """A measurement name with ``,`` and spaces escaped; ``ValueError`` if unrepresentable."""
     _check_identifier("measurement", name)
@@ -191,6 +194,7 @@ def escape_measurement(name: str) -> str:
     return name.translate(_MEASUREMENT_ESCAPES)
 
 
+@functools.lru_cache(maxsize=16384)
 def escape_key(text: str, kind: str = "tag") -> str:
     """A tag key, tag value or field key with ``,``, ``=`` and spaces escaped."""
     _check_identifier(kind, text)

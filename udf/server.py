@@ -63,7 +63,7 @@ _REQUEST_KINDS = ("info", "init", "snapshot", "restore")
 
 
 class _Outbox:
-    """The writer thread's input: request frames, then data frames, each FIFO.
+    """The writer thread's input: urgent frames (keepalives), then data and requests in order.
 
     Data is bounded (``put_data`` blocks when full: backpressure); requests are
     few (one per blocked caller, plus keepalives) and never block. ``close``
@@ -78,8 +78,14 @@ class _Outbox:
         self._not_full = threading.Condition(self._lock)  # producers wait here
         self._requests: Deque[bytes] = collections.deque()
         self._data: Deque[bytes] = collections.deque()
+        self._data_bytes = 0  # total size of the frames in _data
         self._maxsize = maxsize
         self._state = self.OPEN
+        # Who is waiting, so that the hot paths notify (a pure-Python call of a
+        # few microseconds) only when someone is: the writer in take(), and how
+        # many producers in put_data(). Both are guarded by _lock.
+        self._writer_waiting = False
+        self._producers_waiting = 0
 
     def put_data(self, frame: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
         with self._lock:
@@ -88,26 +94,48 @@ class _Outbox:
                 if not block:
                     raise queue.Full
                 deadline = None if timeout is None else time.monotonic() + timeout
-                # Woken by take() (room) and by close()/abort().
-                while self._state == self.OPEN and len(data) >= self._maxsize:
-                    if deadline is None:
-                        self._not_full.wait()
-                    else:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            raise queue.Full
-                        self._not_full.wait(remaining)
+                self._producers_waiting += 1
+                try:
+                    # Woken by take() (room) and by close()/abort().
+                    while self._state == self.OPEN and len(data) >= self._maxsize:
+                        if deadline is None:
+                            self._not_full.wait()
+                        else:
+                            remaining = deadline - time.monotonic()
+                            if remaining <= 0:
+                                raise queue.Full
+                            self._not_full.wait(remaining)
+                finally:
+                    self._producers_waiting -= 1
             if self._state != self.OPEN:
                 raise ChannelClosed("put on a closed channel: the server is stopping or aborted")
             data.append(frame)
-            self._not_empty.notify()
+            self._data_bytes += len(frame)
+            if self._writer_waiting:
+                self._wake_writer()
 
-    def put_request(self, frame: bytes) -> None:
+    def _wake_writer(self) -> None:
+        """Wake the writer waiting in take() (call with _lock held)."""
+        self._writer_waiting = False
+        self._not_empty.notify()
+
+    def put_request(self, frame: bytes, urgent: bool = False) -> None:
+        """Queue a request frame without blocking.
+
+        A request goes behind the data already queued, so that data put before
+        a snapshot() is written before the SnapshotRequest (as Go's unbuffered
+        channels guarantee); an ``urgent`` one (a keepalive) goes ahead of it.
+        """
         with self._lock:
             if self._state == self.CLOSED:
                 raise ChannelClosed("the writer has ended")
-            self._requests.append(frame)
-            self._not_empty.notify()
+            if urgent:
+                self._requests.append(frame)
+            else:
+                self._data.append(frame)
+                self._data_bytes += len(frame)
+            if self._writer_waiting:
+                self._wake_writer()
 
     def close(self) -> None:
         """Refuse new data; the writer ends once the queue is drained."""
@@ -123,6 +151,7 @@ class _Outbox:
             self._state = self.CLOSED
             self._requests.clear()
             self._data.clear()
+            self._data_bytes = 0
             self._not_empty.notify_all()
             self._not_full.notify_all()
 
@@ -135,18 +164,27 @@ class _Outbox:
             requests, data = self._requests, self._data
             # Woken by put_data()/put_request(), close() and abort().
             while not requests and not data and self._state == self.OPEN:
+                self._writer_waiting = True
                 self._not_empty.wait()
+            self._writer_waiting = False
             if self._state == self.CLOSED or (not requests and not data):
                 return None
             out = list(requests)
             requests.clear()
-            size = 0
-            popleft = data.popleft
-            while data and size < WRITE_BUDGET:
-                frame = popleft()
-                size += len(frame)
-                out.append(frame)
-            self._not_full.notify_all()
+            if self._data_bytes <= WRITE_BUDGET:  # the usual case: take everything at once
+                out.extend(data)
+                data.clear()
+                self._data_bytes = 0
+            else:
+                size = 0
+                popleft = data.popleft
+                while data and size < WRITE_BUDGET:
+                    frame = popleft()
+                    size += len(frame)
+                    out.append(frame)
+                self._data_bytes -= size
+            if self._producers_waiting:
+                self._not_full.notify_all()
             return out
 
 
@@ -532,7 +570,7 @@ class Server:
                 self._last_seen = time.monotonic()
                 if self._aborted:
                     continue  # discard: the agent must be able to finish writing
-                frames = decoder.feed(data)
+                frames = decoder.feed_frames(data)
                 if frames:
                     self._dispatch(frames, responses)
                     decoder.check()
@@ -580,7 +618,7 @@ class Server:
 
     def _dispatch(self, frames: List[bytes], responses: ResponseDecoder) -> None:
         """Decode a run of frames and hand each result to its destination, in order."""
-        events, error = responses.decode(frames)
+        events, error = responses.decode_frames(frames)
         for kind, item in events:
             if kind is POINTS:
                 self._deliver(self._point_out, item)
@@ -625,7 +663,7 @@ class Server:
             if now >= next_ping:
                 ping = agent_pb2.Request(keepalive=agent_pb2.KeepaliveRequest(time=time.time_ns()))
                 try:
-                    self._outbox.put_request(encode_request(ping))
+                    self._outbox.put_request(encode_request(ping), urgent=True)
                 except ChannelClosed:
                     return
                 next_ping = now + interval

@@ -125,6 +125,16 @@ class FrameDecoder:
         completed before it in the same call they are returned first and the
         error is raised by :meth:`check` (and by every later call).
         """
+        return self._feed(data, False)
+
+    def feed_frames(self, data: bytes) -> List[bytes]:
+        """Like :meth:`feed`, but return each completed frame whole: length prefix and payload.
+
+        A run of whole frames can be parsed in one call (``udf.convert.parse_responses``).
+        """
+        return self._feed(data, True)
+
+    def _feed(self, data: bytes, whole: bool) -> List[bytes]:
         if self._error is not None:
             raise self._error
         if self._parts:
@@ -149,6 +159,9 @@ class FrameDecoder:
                 size = buf[pos]
                 if size < 0x80:
                     start = pos + 1
+                elif pos + 1 < end and buf[pos + 1] < 0x80:  # two bytes: frames of 128 B to 16 KiB
+                    size = (size & 0x7F) | buf[pos + 1] << 7
+                    start = pos + 2
                 else:
                     decoded = decode_uvarint(buf, pos)
                     if decoded is None:
@@ -165,7 +178,7 @@ class FrameDecoder:
                         self._buf = b""
                         return frames
                     break
-                append(buf[start:stop])
+                append(buf[pos if whole else start : stop])
                 pos = stop
         except ProtocolError as exc:
             self._buf = b""
