@@ -620,21 +620,6 @@ def _print_info(info: Info, as_json: bool, out: IO[str]) -> None:
     out.flush()
 
 
-def _wait_written(inlet: Any) -> None:
-    """Wait until the data already put has been handed to the agent.
-
-    Requests (like a snapshot) may be sent ahead of queued data, so before asking
-    for a snapshot "after the input" the data queue must be empty.
-    """
-    qsize = getattr(inlet, "qsize", None)
-    if qsize is None:
-        return
-    delay = 0.0005
-    while qsize() > 0:
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-
-
 class _Run:
     """One ``run``: feed the input, drain the output, snapshot, close."""
 
@@ -707,7 +692,8 @@ class _Run:
                     return
 
     def snapshot(self, path: str) -> None:
-        _wait_written(self.udf.batch_in if self.batch_mode else self.udf.point_in)
+        # The server writes a request behind the data already queued, so this
+        # snapshot covers every point sent so far.
         data = self.udf.snapshot()
         try:
             with open(path, "wb") as f:
