@@ -11,12 +11,13 @@ idle latency (one point at a time, round trip) are measured. ``--json PATH``
 saves the results for ``bench/plot.py``.
 
 Configurations:
-  codec    the ceiling: one thread encodes points to Request frames and decodes
-           the mirrored Response frames, with the library's codec (no threads, no pipes)
-  tricks   the issue's reference single-thread loop (machine calibration only)
-  stream   Server round trip of stream points through the echo agent
-  batch    Server round trip of batches of 100 points through the echo agent
-  agent    the echo agent alone: pre-encoded frames through the pipes and back
+  codec        the ceiling: one thread encodes points to Request frames and decodes
+               the mirrored Response frames, with the library's codec (no threads, no pipes)
+  codec-batch  the same for batches of 100 points (the ceiling of the batch row)
+  tricks       the issue's reference single-thread loop (machine calibration only)
+  stream       Server round trip of stream points through the echo agent
+  batch        Server round trip of batches of 100 points through the echo agent
+  agent        the echo agent alone: pre-encoded frames through the pipes and back
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import codec  # noqa: E402
+import ceiling  # noqa: E402
 import workload  # noqa: E402
 
+import agent_pb2  # noqa: E402
+
 import udf  # noqa: E402
-from udf.convert import encode_point  # noqa: E402
+from udf.convert import encode_point, encode_request  # noqa: E402
+from udf.wire import read_frame  # noqa: E402
 
 ECHO_AGENT = os.path.join(HERE, "echo_agent.py")
 
@@ -50,6 +54,8 @@ ISSUE_GO_BATCH = 57_000
 
 #: Distinct points cycled through by the throughput runs.
 POOL = 2000
+#: The ceiling each configuration is compared with.
+CEILING_OF = {"batch": "codec-batch", "codec-batch": "codec-batch"}
 
 
 # --- the agent ---------------------------------------------------------------------
@@ -107,8 +113,19 @@ def run_codec(points: Sequence[Any], n: int) -> float:
     done = 0
     t0 = time.perf_counter()
     while done < n:
-        out = codec.ceiling_roundtrip(chunk[: n - done])
+        out = ceiling.ceiling_roundtrip(chunk[: n - done])
         done += len(out)
+    return time.perf_counter() - t0
+
+
+def run_codec_batch(batches: Sequence[Any], n: int) -> float:
+    size = len(batches[0].points)
+    chunk = list(batches)
+    done = 0
+    t0 = time.perf_counter()
+    while done < n:
+        out = ceiling.ceiling_batch_roundtrip(chunk[: max(1, (n - done) // size)])
+        done += len(out) * size
     return time.perf_counter() - t0
 
 
@@ -117,7 +134,7 @@ def run_tricks(points: Sequence[Any], n: int) -> float:
     done = 0
     t0 = time.perf_counter()
     while done < n:
-        out = codec.tricks_roundtrip(chunk[: n - done])
+        out = ceiling.tricks_roundtrip(chunk[: n - done])
         done += len(out)
     return time.perf_counter() - t0
 
@@ -170,6 +187,10 @@ def run_agent(points: Sequence[Any], n: int) -> float:
     total = len(block) * blocks
     agent = EchoAgent()
     stdin, stdout = agent.proc.stdin, agent.proc.stdout
+    # Wait until the agent answers an info request: its start-up is not timed.
+    stdin.write(encode_request(agent_pb2.Request(info=agent_pb2.InfoRequest())))
+    if read_frame(stdout) is None:
+        raise RuntimeError("echo agent did not answer")
 
     def feed() -> None:
         for _ in range(blocks):
@@ -280,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--points", type=int, help="points per turn (default 200000, quick 3000)")
     ap.add_argument("--memory-points", type=int, help="points for the RSS check (default 1000000, quick 20000)")
     ap.add_argument("--latency-samples", type=int, help="idle round trips (default 2000, quick 50)")
-    ap.add_argument("--only", help="comma-separated configurations to run (default: all)")
+    ap.add_argument("--only", help="comma-separated configurations to run, memory and latency included (default: all)")
     ap.add_argument("--json", help="write the results to this file")
     args = ap.parse_args(argv)
 
@@ -295,15 +316,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configs: Dict[str, Callable[[], float]] = {
         "codec": lambda: run_codec(points, n),
+        "codec-batch": lambda: run_codec_batch(batches, n),
         "tricks": lambda: run_tricks(points, n),
         "stream": lambda: run_stream(points, n),
         "batch": lambda: run_batch(batches, n),
         "agent": lambda: run_agent(points, n * 10),
     }
     counts = {"agent": n * 10}
-    if args.only:
-        wanted = args.only.split(",")
-        configs = {k: v for k, v in configs.items() if k in wanted}
+    wanted = set(args.only.split(",")) if args.only else set(configs) | {"memory", "latency"}
+    unknown = wanted - set(configs) - {"memory", "latency"}
+    if unknown:
+        ap.error(f"unknown configuration(s): {', '.join(sorted(unknown))}")
+    configs = {k: v for k, v in configs.items() if k in wanted}
     env = environment()
     print(f"# udf bench: Python {env['python']}, protobuf {env['protobuf']}, {env['cpus']} CPUs, "
           f"load {env['loadavg_before'][0]:.2f}; {frame}-byte point frames; {rounds} rounds of {n} points")
@@ -315,18 +339,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             rates[name].append(counts.get(name, n) / seconds)
         print(f"  round {r + 1}/{rounds}: " + "  ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items()), flush=True)
 
-    ceiling = statistics.median(rates["codec"]) if rates.get("codec") else None
     rows = []
     for name, values in rates.items():
         med = statistics.median(values)
-        rows.append({"config": name, "median": med, "min": min(values), "max": max(values),
+        ceiling_name = CEILING_OF.get(name, "codec")
+        ceiling = statistics.median(rates[ceiling_name]) if rates.get(ceiling_name) else None
+        rows.append({"config": name, "median": med, "min": min(values), "max": max(values), "ceiling": ceiling_name,
                      "ratio_to_ceiling": med / ceiling if ceiling else None, "turns": values})
 
-    print()
-    print(f"{'config':<8} {'median pts/s':>13} {'min':>11} {'max':>11} {'x ceiling':>10}")
+    if rows:
+        print()
+        print(f"{'config':<12} {'median pts/s':>13} {'min':>11} {'max':>11} {'x ceiling':>10}  ceiling")
     for row in rows:
         ratio = f"{row['ratio_to_ceiling']:.2f}" if row["ratio_to_ceiling"] is not None else "-"
-        print(f"{row['config']:<8} {row['median']:>13,.0f} {row['min']:>11,.0f} {row['max']:>11,.0f} {ratio:>10}")
+        print(f"{row['config']:<12} {row['median']:>13,.0f} {row['min']:>11,.0f} {row['max']:>11,.0f} {ratio:>10}  {row['ceiling']}")
 
     med = {row["config"]: row["median"] for row in rows}
     calibration = None
@@ -345,12 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"echo agent alone is {med['agent'] / max(med['stream'], med.get('batch', 0)):.0f}x faster than the Server")
 
     memory = latency = None
-    if mem_n and not args.only:
+    if mem_n and "memory" in wanted:
         memory = run_memory(points, mem_n, batches)
         print(f"\nRSS growth over {mem_n:,} points: stream {memory['stream_rss_growth_mb']:+.1f} MB "
               f"(peak {memory['stream_rss_peak_growth_mb']:+.1f}), batch {memory['batch_rss_growth_mb']:+.1f} MB "
               f"(peak {memory['batch_rss_peak_growth_mb']:+.1f}); RSS at end {memory['batch_rss_end_mb']:.0f} MB")
-    if lat_n and not args.only:
+    if lat_n and "latency" in wanted:
         latency = run_latency(points, lat_n, 0.002)
         print(f"idle round trip over {lat_n} points, 2 ms apart: p50 {latency['p50_us']:.0f} us, "
               f"p90 {latency['p90_us']:.0f} us, p99 {latency['p99_us']:.0f} us, max {latency['max_us']:.0f} us")

@@ -9,7 +9,7 @@
 # Set UDF_SKIP_PROTOBUF_RANGE=1 to run step 1 only. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PROTOBUF_LOWEST=4.21.1
+PROTOBUF_LOWEST=4.22.0
 
 pip_install() {  # venv, then pip arguments
     "$1/bin/python" -m pip install -q --disable-pip-version-check "${@:2}"

@@ -221,3 +221,23 @@ def test_points_before_a_bad_length_prefix_in_the_same_read_are_delivered() -> N
     points, _, error = run_stream(good + b"\x80" * 11)
     assert [p.name for p in points] == ["before"]
     assert isinstance(error, udf.ProtocolError) and "longer than 10 bytes" in str(error)
+
+
+def test_map_entry_with_the_wrong_wire_type_is_not_a_crash() -> None:
+    # Found by the fuzz loop: protobuf 4.21.x's upb backend segfaulted on this
+    # frame (fieldsInt entry whose value is a fixed64), hence the floor at 4.22.
+    payload = bytes.fromhex("8a0124080112036370753a060a01681201614a0c0a017611000000000000f83f4a050a016e1002")
+    points, _, error = run_stream(encode_frame(payload))
+    assert error is None or isinstance(error, udf.ProtocolError), repr(error)
+    assert all(p.name == "cpu" for p in points)
+
+
+def test_invalid_utf8_in_a_string_is_a_protocol_error() -> None:
+    # Point{name: "ok", tags{"k": "\xf6"}}: some protobuf versions only notice on access.
+    tag_entry = b"\x0a\x01k" + b"\x12\x01\xf6"
+    point = b"\x12\x02ok" + b"\x3a" + bytes([len(tag_entry)]) + tag_entry
+    payload = b"\x8a\x01" + bytes([len(point)]) + point
+    before = frame(point=agent_pb2.Point(name="before"))
+    points, _, error = run_stream(before + encode_frame(payload))
+    assert [p.name for p in points] == ["before"]
+    assert isinstance(error, udf.ProtocolError), repr(error)

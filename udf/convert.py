@@ -206,15 +206,16 @@ def _check_scalars(where: str, **values: Any) -> None:
 def point_to_message(p: Point) -> Any:
     """Convert a stream :class:`Point` to an ``agent_pb2.Point``."""
     dims = p.dimensions
+    msg = _PbPoint()
+    # Attribute assignment is faster than keyword construction, and unlike a
+    # keyword argument (where None means "unset") it refuses None.
     try:
-        msg = _PbPoint(
-            time=p.time,
-            name=p.name,
-            database=p.database,
-            retentionPolicy=p.retention_policy,
-            group=p.group,
-            byName=dims.by_name,
-        )
+        msg.time = p.time
+        msg.name = p.name
+        msg.database = p.database
+        msg.retentionPolicy = p.retention_policy
+        msg.group = p.group
+        msg.byName = dims.by_name
     except (TypeError, ValueError):
         _check_scalars(
             "point",
@@ -228,24 +229,6 @@ def point_to_message(p: Point) -> Any:
         raise
     if type(p.time) is bool:
         raise TypeError("point.time must be an int of nanoseconds, got bool")
-    if (
-        p.time is None
-        or p.name is None
-        or p.database is None
-        or p.retention_policy is None
-        or p.group is None
-        or dims.by_name is None
-    ):
-        # protobuf takes None as "unset": refuse it rather than send a default.
-        _check_scalars(
-            "point",
-            time=p.time,
-            name=p.name,
-            database=p.database,
-            retention_policy=p.retention_policy,
-            group=p.group,
-            by_name=dims.by_name,
-        )
     if dims.tag_names:
         if isinstance(dims.tag_names, (str, bytes)):  # extend() would split it into characters
             raise TypeError(f"point.dimensions.tag_names must be a list of str, got {dims.tag_names!r:.80}")
@@ -262,7 +245,12 @@ def point_to_message(p: Point) -> Any:
 
 def point_from_message(msg: Any) -> Point:
     """Convert an ``agent_pb2.Point`` to a stream :class:`Point`."""
-    tags = msg.tags
+    # An inline loop, not a comprehension: Python 3.11 calls a function for those.
+    tags: Tags = {}
+    m = msg.tags
+    if m:
+        for key in m:
+            tags[key] = m[key]
     dims = msg.dimensions
     return Point(
         msg.name,
@@ -270,7 +258,7 @@ def point_from_message(msg: Any) -> Point:
         msg.retentionPolicy,
         msg.group,
         Dimensions(msg.byName, list(dims) if dims else []),
-        {key: tags[key] for key in tags} if tags else {},
+        tags,
         fields_from_message(msg),
         msg.time,
     )
@@ -278,13 +266,15 @@ def point_from_message(msg: Any) -> Point:
 
 def batch_point_to_message(bp: BatchPoint, group: str) -> Any:
     """Convert a :class:`BatchPoint` of a batch with ``group`` to an ``agent_pb2.Point``."""
+    msg = _PbPoint()
     try:
-        msg = _PbPoint(time=bp.time, group=group)
+        msg.time = bp.time  # assignment (unlike a keyword argument) refuses None
     except (TypeError, ValueError):
         _check_scalars("batch point", time=bp.time)
         raise
-    if type(bp.time) is bool or bp.time is None:  # protobuf takes None as "unset"
+    if type(bp.time) is bool:
         raise TypeError(f"batch point.time must be an int of nanoseconds, got {bp.time!r}")
+    msg.group = group
     if bp.tags:
         _tags_to_message(msg.tags, bp.tags)
     if bp.fields:
@@ -294,8 +284,12 @@ def batch_point_to_message(bp: BatchPoint, group: str) -> Any:
 
 def batch_point_from_message(msg: Any) -> BatchPoint:
     """Convert an ``agent_pb2.Point`` received inside a batch to a :class:`BatchPoint`."""
-    tags = msg.tags
-    return BatchPoint(msg.time, fields_from_message(msg), {key: tags[key] for key in tags} if tags else {})
+    tags: Tags = {}
+    m = msg.tags
+    if m:
+        for key in m:
+            tags[key] = m[key]
+    return BatchPoint(msg.time, fields_from_message(msg), tags)
 
 
 # --- request frames ----------------------------------------------------------
@@ -306,10 +300,30 @@ def encode_request(request: Any) -> bytes:
     return encode_frame(request.SerializeToString())
 
 
+def _envelope_head(tag: bytes, size: int) -> bytes:
+    """The bytes before a ``size``-byte body framed as the oneof member ``tag`` of a ``Request``."""
+    inner = tag + encode_uvarint(size)
+    return encode_uvarint(len(inner) + size) + inner
+
+
 def _envelope(tag: bytes, body: bytes) -> bytes:
     """Frame ``body`` as the oneof member ``tag`` of a ``Request`` without building one."""
-    inner = tag + encode_uvarint(len(body))
-    return encode_uvarint(len(inner) + len(body)) + inner + body
+    return _envelope_head(tag, len(body)) + body
+
+
+#: ``_envelope_head(_TAG_POINT, n)`` by ``n``, computed once per size (points up to 16 KiB).
+_POINT_HEADS: List[Optional[bytes]] = [None] * 0x4000
+
+
+def _point_frame(body: bytes) -> bytes:
+    """Frame a serialized ``agent_pb2.Point`` as a ``Request{point}`` (the hot path of every put)."""
+    n = len(body)
+    if n >= 0x4000:
+        return _envelope(_TAG_POINT, body)
+    head = _POINT_HEADS[n]
+    if head is None:
+        head = _POINT_HEADS[n] = _envelope_head(_TAG_POINT, n)
+    return head + body
 
 
 def encode_point(p: Point) -> bytes:
@@ -320,7 +334,7 @@ def encode_point(p: Point) -> bytes:
         body = point_to_message(p).SerializeToString()
     except AttributeError as exc:  # dimensions, tags or fields of the wrong type
         raise _wrong_container("point", p, exc) from None
-    return _envelope(_TAG_POINT, body)
+    return _point_frame(body)
 
 
 def _wrong_container(where: str, obj: Any, exc: AttributeError) -> TypeError:
@@ -368,7 +382,7 @@ def encode_batch(b: Batch) -> bytes:
         if not isinstance(bp, BatchPoint):
             raise TypeError(f"batch.points[{i}]: expected udf.BatchPoint, got {type(bp).__name__}")
         try:
-            append(_envelope(_TAG_POINT, batch_point_to_message(bp, group).SerializeToString()))
+            append(_point_frame(batch_point_to_message(bp, group).SerializeToString()))
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"batch.points[{i}]: {exc}") from None
         except AttributeError as exc:  # tags or fields of the wrong type
@@ -573,6 +587,8 @@ class ResponseDecoder:
                     events.append((kind, response))
         except UDFError as exc:
             return events, exc
+        except ValueError as exc:  # e.g. invalid UTF-8 in a string, found only on access by some protobuf versions
+            return events, ProtocolError(f"malformed Response: {exc}")
         return events, error
 
     def eof(self) -> None:

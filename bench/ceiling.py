@@ -15,8 +15,8 @@ from typing import List, Sequence
 
 import agent_pb2
 
-from udf import Dimensions, Point
-from udf.convert import encode_point, parse_responses, point_from_message
+from udf import Batch, Dimensions, Point
+from udf.convert import BATCH, ResponseDecoder, encode_batch, encode_point, parse_responses, point_from_message
 from udf.wire import FrameDecoder
 
 #: Points encoded before the block of mirrored frames is decoded.
@@ -33,7 +33,22 @@ def ceiling_roundtrip(points: Sequence[Point], block: int = BLOCK) -> List[Point
     for i in range(0, len(points), block):
         data = b"".join([encode_point(p) for p in points[i : i + block]])
         responses, error = parse_responses(FrameDecoder().feed_frames(data))
+        if error is not None:
+            raise error
         out.extend([point_from_message(r.point) for r in responses])
+    return out
+
+
+def ceiling_batch_roundtrip(batches: Sequence[Batch], block: int = 10) -> List[Batch]:
+    """The same for batches: encode ``block`` batches, decode and assemble the mirrored frames."""
+    out: List[Batch] = []
+    decoder = ResponseDecoder()
+    for i in range(0, len(batches), block):
+        data = b"".join([encode_batch(b) for b in batches[i : i + block]])
+        events, error = decoder.decode_frames(FrameDecoder().feed_frames(data))
+        if error is not None:
+            raise error
+        out.extend([item for kind, item in events if kind is BATCH])
     return out
 
 
