@@ -1,12 +1,12 @@
 """Benchmark udf.Server against a fast echo agent, side by side with the codec ceiling.
 
-    python bench/run.py            # the full run (about two minutes)
+    python bench/run.py            # the full run (about a minute and a half)
     python bench/run.py --quick    # a small run that only checks the harness works
 
 Throughput configurations are measured in turns (A B C D A B C D ...), so that
 whatever else the machine is doing falls on all of them alike; the table gives
-the median, min and max of the turns and the ratio of each median to the codec
-ceiling's. Then memory (RSS growth over many points through one Server) and
+the median, min and max of the turns and the ratio of each median to its
+ceiling's (``codec``, or ``codec-batch`` for batches). Then memory (RSS growth over many points through one Server) and
 idle latency (one point at a time, round trip) are measured. ``--json PATH``
 saves the results for ``bench/plot.py``.
 
@@ -23,6 +23,8 @@ Configurations:
 from __future__ import annotations
 
 import argparse
+import collections
+import itertools
 import json
 import os
 import platform
@@ -36,7 +38,6 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-import ceiling  # noqa: E402
 import workload  # noqa: E402
 
 import agent_pb2  # noqa: E402
@@ -86,7 +87,7 @@ def _started(batch: bool = False) -> Tuple[EchoAgent, udf.Server]:
     server = agent.server()
     server.start()
     info = server.info()
-    assert info.wants == (1 if batch else 0), info
+    assert info.wants == (agent_pb2.BATCH if batch else agent_pb2.STREAM), info
     server.init(None)
     return agent, server
 
@@ -97,18 +98,31 @@ def _finish(agent: EchoAgent, server: udf.Server) -> None:
 
 
 def _producer(put: Callable[[Any], None], items: Sequence[Any], n: int) -> threading.Thread:
+    """A thread that puts ``n`` items, cycling through ``items``; the loop runs in C."""
+
     def produce() -> None:
-        k = len(items)
-        for i in range(n):
-            put(items[i % k])
+        collections.deque(map(put, itertools.islice(itertools.cycle(items), n)), maxlen=0)
 
     return threading.Thread(target=produce, name="bench-producer", daemon=True)
+
+
+def _consume(outlet: Any, n: int, sample: int) -> List[Any]:
+    """Take ``n`` items from ``outlet`` (in C) and return every ``sample``-th one, for checking."""
+    return list(itertools.islice(outlet, 0, n, sample))
+
+
+def _check(sampled: List[Any], sent: Sequence[Any], sample: int, what: str) -> None:
+    for i, got in enumerate(sampled):
+        if got != sent[(i * sample) % len(sent)]:
+            raise AssertionError(f"{what} {i * sample} came back different: {got!r:.200}")
 
 
 # --- throughput configurations -------------------------------------------------------
 
 
 def run_codec(points: Sequence[Any], n: int) -> float:
+    import ceiling  # here, not at the top: the Server runs also work against older udf trees (A/B)
+
     chunk = list(points)
     done = 0
     t0 = time.perf_counter()
@@ -119,6 +133,8 @@ def run_codec(points: Sequence[Any], n: int) -> float:
 
 
 def run_codec_batch(batches: Sequence[Any], n: int) -> float:
+    import ceiling
+
     size = len(batches[0].points)
     chunk = list(batches)
     done = 0
@@ -130,6 +146,8 @@ def run_codec_batch(batches: Sequence[Any], n: int) -> float:
 
 
 def run_tricks(points: Sequence[Any], n: int) -> float:
+    import ceiling
+
     chunk = list(points)
     done = 0
     t0 = time.perf_counter()
@@ -142,19 +160,14 @@ def run_tricks(points: Sequence[Any], n: int) -> float:
 def run_stream(points: Sequence[Any], n: int, check: bool = True) -> float:
     agent, server = _started()
     producer = _producer(server.point_in.put, points, n)
-    k = len(points)
-    got = 0
     t0 = time.perf_counter()
     producer.start()
-    for p in server.point_out:
-        if check and got % 997 == 0 and p != points[got % k]:
-            raise AssertionError(f"point {got} came back different: {p!r}")
-        got += 1
-        if got == n:
-            break
+    sampled = _consume(server.point_out, n, 997)
     elapsed = time.perf_counter() - t0
     producer.join()
     _finish(agent, server)
+    if check:
+        _check(sampled, points, 997, "point")
     return elapsed
 
 
@@ -163,19 +176,14 @@ def run_batch(batches: Sequence[Any], n: int, check: bool = True) -> float:
     nb = max(1, n // size)
     agent, server = _started(batch=True)
     producer = _producer(server.batch_in.put, batches, nb)
-    k = len(batches)
-    got = 0
     t0 = time.perf_counter()
     producer.start()
-    for b in server.batch_out:
-        if check and got % 97 == 0 and b != batches[got % k]:
-            raise AssertionError(f"batch {got} came back different")
-        got += 1
-        if got == nb:
-            break
+    sampled = _consume(server.batch_out, nb, 97)
     elapsed = time.perf_counter() - t0
     producer.join()
     _finish(agent, server)
+    if check:
+        _check(sampled, batches, 97, "batch")
     return elapsed
 
 

@@ -133,8 +133,20 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
             raise ChannelClosed("put on a closed channel")
 
     def __iter__(self) -> Iterator[T]:
+        # get()'s non-blocking case inlined: iterating is how most consumers drain.
+        mutex, items = self.mutex, self.queue
         while True:
-            try:
-                yield self.get()
-            except ChannelClosed:
-                return
+            with mutex:
+                if items:
+                    item: T = items.popleft()
+                    if self._putters:
+                        self.not_full.notify()
+                    ready = True
+                else:
+                    ready = False
+            if not ready:
+                try:
+                    item = self.get()  # wait for an item or the close
+                except ChannelClosed:
+                    return
+            yield item

@@ -90,29 +90,38 @@ class _Outbox:
     def put_data(self, frame: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
         with self._lock:
             data = self._data
-            if self._state == self.OPEN and len(data) >= self._maxsize:
-                if not block:
-                    raise queue.Full
-                deadline = None if timeout is None else time.monotonic() + timeout
-                self._producers_waiting += 1
-                try:
-                    # Woken by take() (room) and by close()/abort().
-                    while self._state == self.OPEN and len(data) >= self._maxsize:
-                        if deadline is None:
-                            self._not_full.wait()
-                        else:
-                            remaining = deadline - time.monotonic()
-                            if remaining <= 0:
-                                raise queue.Full
-                            self._not_full.wait(remaining)
-                finally:
-                    self._producers_waiting -= 1
-            if self._state != self.OPEN:
-                raise ChannelClosed("put on a closed channel: the server is stopping or aborted")
+            if len(data) >= self._maxsize or self._state != self.OPEN:
+                self._wait_for_room(block, timeout)
             data.append(frame)
             self._data_bytes += len(frame)
             if self._writer_waiting:
                 self._wake_writer()
+
+    def _wait_for_room(self, block: bool, timeout: Optional[float]) -> None:
+        """put_data's slow path (call with _lock held): return once there is room, or raise.
+
+        Raises ``queue.Full`` (not blocking, or at the timeout) or ChannelClosed.
+        """
+        data = self._data
+        if self._state == self.OPEN and len(data) >= self._maxsize:
+            if not block:
+                raise queue.Full
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._producers_waiting += 1
+            try:
+                # Woken by take() (room) and by close()/abort().
+                while self._state == self.OPEN and len(data) >= self._maxsize:
+                    if deadline is None:
+                        self._not_full.wait()
+                    else:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise queue.Full
+                        self._not_full.wait(remaining)
+            finally:
+                self._producers_waiting -= 1
+        if self._state != self.OPEN:
+            raise ChannelClosed("put on a closed channel: the server is stopping or aborted")
 
     def _wake_writer(self) -> None:
         """Wake the writer waiting in take() (call with _lock held)."""
