@@ -7,6 +7,7 @@ test reads ``agent.requests`` and answers through ``agent.respond``.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from typing import Any, Iterator, List, Optional, Union
@@ -31,6 +32,21 @@ def pytest_report_header() -> str:
     from google.protobuf.internal import api_implementation
 
     return f"protobuf {__version__}, {api_implementation.Type()} backend"
+
+
+def _negative_zero_survives_a_map() -> bool:
+    """Whether this protobuf keeps -0.0 in a map<string,double> through bytes.
+
+    The pure-Python backend of older protobuf (4.22 at least) drops a -0.0 map
+    value as if it were the default 0.0; tests of the sign depend on it.
+    """
+    msg = agent_pb2.Point()
+    msg.fieldsDouble["z"] = -0.0
+    value = agent_pb2.Point.FromString(msg.SerializeToString()).fieldsDouble.get("z", 0.0)
+    return math.copysign(1.0, value) < 0
+
+
+NEGATIVE_ZERO_SURVIVES = _negative_zero_survives_a_map()
 
 
 def our_threads() -> List[threading.Thread]:

@@ -106,7 +106,7 @@ def test_decode_frames_equals_decode() -> None:
     assert fast[0] == plain[0]
     assert fast[1] is None and plain[1] is None
     kinds = [kind for kind, _ in fast[0]]
-    assert kinds == ["points", "batch", "info", "points", "snapshot", "points"]
+    assert kinds == ["points", "keepalive", "batch", "info", "points", "snapshot", "points"]
 
 
 @pytest.mark.parametrize(

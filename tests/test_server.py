@@ -15,7 +15,6 @@ import pytest
 import agent_pb2
 import udf
 from udf import Batch, BatchPoint, Point
-from udf.errors import ChannelClosed
 
 from .conftest import TIMEOUT, FakeAgent
 

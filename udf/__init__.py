@@ -26,6 +26,7 @@ from .interface import Interface
 from .models import Batch, BatchPoint, Dimensions, Point
 from .process import Process
 from .server import Server
+from .stats import Stats
 from .socket import Socket
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Server",
     "ServerStoppedError",
     "Socket",
+    "Stats",
     "UDFError",
     "WriteError",
 ]

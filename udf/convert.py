@@ -532,10 +532,10 @@ class ResponseDecoder:
 
     :meth:`decode` returns ``(events, error)``: ``events`` in stream order, each
     ``(POINTS, [Point, ...])`` (consecutive points grouped), ``(BATCH, Batch)``
-    or ``(kind, Response)`` for an answer to an info/init/snapshot/restore
+    or ``(kind, Response)`` for an answer to an info/init/snapshot/restore/keepalive
     request; ``error`` is the :class:`ProtocolError` or :class:`AgentError` that
     ended the run, or ``None``. Events before an error are still returned, so what
-    the agent sent before a fault is delivered. Keepalive responses produce no event.
+    the agent sent before a fault is delivered.
     """
 
     __slots__ = ("_assembler",)
@@ -568,8 +568,9 @@ class ResponseDecoder:
                     points.append(point_from_message(response.point))
                     continue
                 kind = response.WhichOneof("message")
-                if kind == "keepalive":
-                    continue  # liveness only: the reader noted the bytes' arrival
+                if kind == "keepalive":  # for the round-trip time; does not split a run of points
+                    events.append((kind, response))
+                    continue
                 points = None
                 if kind == "begin":
                     assembler.begin(response.begin)

@@ -28,11 +28,8 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
 
-from .channel import Channel
-from .convert import Info
 from .errors import ProcessExitedError, UDFError
-from .interface import Interface
-from .models import Batch, Point
+from .interface import ServerBacked
 from .server import Server
 from .wire import DEFAULT_MAX_FRAME_SIZE
 
@@ -96,7 +93,7 @@ def _signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-class Process(Interface):
+class Process(ServerBacked):
     """A UDF agent run as a child process, spoken to over its stdin and stdout.
 
     ``prog`` and ``args`` form the command line (no shell). ``env=None`` inherits
@@ -106,6 +103,8 @@ class Process(Interface):
     ``kill_grace`` is how long :meth:`close` waits for the child to exit after
     closing its input before sending SIGTERM, and again before SIGKILL.
     """
+
+    _what = "process"
 
     def __init__(
         self,
@@ -389,53 +388,7 @@ class Process(Interface):
             return error
         return self._process_error()
 
-    # --- the server's API -------------------------------------------------------------
-
-    def _require_server(self) -> Server:
-        server = self._server
-        if server is None:
-            raise UDFError("process not opened: call open() first")
-        return server
-
-    def info(self) -> Info:
-        """Ask the agent what it wants, provides and accepts (Go: ``Info``)."""
-        return self._require_server().info()
-
-    def init(self, options: Optional[List[Any]] = None) -> None:
-        """Initialize the agent with ``agent_pb2.Option``s (Go: ``Init``)."""
-        self._require_server().init(options)
-
-    def abort(self, err: BaseException) -> None:
-        """Abort the server with ``err`` (Go: ``Abort``); :meth:`close` still reaps the child."""
-        self._require_server().abort(err)
-
-    def snapshot(self) -> bytes:
-        """The agent's state (Go: ``Snapshot``)."""
-        return self._require_server().snapshot()
-
-    def restore(self, snapshot: bytes) -> None:
-        """Restore the agent's state (Go: ``Restore``)."""
-        self._require_server().restore(snapshot)
-
-    @property
-    def point_in(self) -> Any:
-        """Send side for stream points."""
-        return self._require_server().point_in
-
-    @property
-    def batch_in(self) -> Any:
-        """Send side for batches."""
-        return self._require_server().batch_in
-
-    @property
-    def point_out(self) -> Channel[Point]:
-        """Points the agent produced."""
-        return self._require_server().point_out
-
-    @property
-    def batch_out(self) -> Channel[Batch]:
-        """Batches the agent produced."""
-        return self._require_server().batch_out
+    # --- the server's API (the rest comes from ServerBacked) -----------------------
 
     def __enter__(self) -> "Process":
         self.open()

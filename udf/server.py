@@ -34,7 +34,6 @@ from .errors import (
     AgentError,
     ChannelClosed,
     InitError,
-    ProtocolError,
     ReadError,
     RestoreError,
     ServerStoppedError,
@@ -43,6 +42,7 @@ from .errors import (
     WriteError,
 )
 from .models import Batch, Point
+from .stats import Stats
 from .wire import DEFAULT_MAX_FRAME_SIZE, FrameDecoder
 
 __all__ = ["Server", "Info"]
@@ -86,12 +86,15 @@ class _Outbox:
         # many producers in put_data(). Both are guarded by _lock.
         self._writer_waiting = False
         self._producers_waiting = 0
+        #: Items accepted by put_data, by kind (POINT_ITEMS, BATCH_ITEMS); guarded by _lock.
+        self.accepted = [0, 0]
 
-    def put_data(self, frame: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
+    def put_data(self, frame: bytes, block: bool = True, timeout: Optional[float] = None, kind: int = 0) -> None:
         with self._lock:
             data = self._data
             if len(data) >= self._maxsize or self._state != self.OPEN:
                 self._wait_for_room(block, timeout)
+            self.accepted[kind] += 1
             data.append(frame)
             self._data_bytes += len(frame)
             if self._writer_waiting:
@@ -204,15 +207,16 @@ class _Inlet:
     ``ValueError`` naming the field before anything is queued or written.
     """
 
-    __slots__ = ("_encode", "_outbox")
+    __slots__ = ("_encode", "_outbox", "_kind")
 
-    def __init__(self, encode: Callable[[Any], bytes], outbox: _Outbox) -> None:
+    def __init__(self, encode: Callable[[Any], bytes], outbox: _Outbox, kind: int) -> None:
         self._encode = encode
         self._outbox = outbox
+        self._kind = kind  # which of outbox.accepted counts this inlet's items
 
     def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         """Send ``item`` to the agent, blocking while the outbox is full."""
-        self._outbox.put_data(self._encode(item), block, timeout)
+        self._outbox.put_data(self._encode(item), block, timeout, self._kind)
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
@@ -280,8 +284,8 @@ class Server:
         self._max_frame_size = max_frame_size
 
         self._outbox = _Outbox(OUTBOX_SIZE)
-        self._point_in = _Inlet(encode_point, self._outbox)
-        self._batch_in = _Inlet(encode_batch, self._outbox)
+        self._point_in = _Inlet(encode_point, self._outbox, 0)
+        self._batch_in = _Inlet(encode_batch, self._outbox, 1)
         self._point_out: Channel[Point] = Channel(OUT_CHANNEL_SIZE)
         self._batch_out: Channel[Batch] = Channel(OUT_CHANNEL_SIZE)
 
@@ -307,6 +311,17 @@ class Server:
         # blocked handing results to a slow consumer (not the agent's fault).
         self._last_seen = time.monotonic()
         self._delivering = False
+
+        # Health counters for stats(), each written by one thread only (the
+        # reader, the writer) or under _lock (requests, errors).
+        self._started_at: Optional[float] = None
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._points_out = 0
+        self._batches_out = 0
+        self._requests_sent: Dict[str, int] = {}
+        self._errors = 0
+        self._keepalive_rtt: Optional[float] = None
 
         #: Hook for transports (udf.Process): turn a failure seen here (a write
         #: error, or EOF with requests unanswered) into the most specific error
@@ -343,7 +358,7 @@ class Server:
             if self._started:
                 raise UDFError("server already started")
             self._started = True
-        self._last_seen = time.monotonic()
+        self._last_seen = self._started_at = time.monotonic()
         targets = [("udf-writer", self._write_loop), ("udf-reader", self._read_loop)]
         if self._timeout > 0:
             targets.append(("udf-keepalive", self._keepalive_loop))
@@ -388,6 +403,7 @@ class Server:
         Safe from any thread, including the callbacks; idempotent.
         """
         with self._lock:
+            self._errors += 1
             if self._err is None:
                 self._err = err
             if self._aborted:
@@ -414,6 +430,38 @@ class Server:
         if not self._started:
             return True
         return self._wait_threads(timeout)
+
+    def stats(self) -> Stats:
+        """A snapshot of counters and queue depths (cheap: no I/O, one short lock)."""
+        with self._lock:
+            requests = dict(self._requests_sent)
+            errors = self._errors
+            err = self._err
+            if self._aborted:
+                state = "aborted"
+            elif self._stopped:
+                state = "stopped" if self._io_done.is_set() else "stopping"
+            else:
+                state = "running" if self._started else "new"
+        started = self._started_at
+        accepted = self._outbox.accepted
+        return Stats(
+            state=state,
+            uptime=0.0 if started is None else time.monotonic() - started,
+            points_in=accepted[0],
+            batches_in=accepted[1],
+            points_out=self._points_out,
+            batches_out=self._batches_out,
+            bytes_in=self._bytes_in,
+            bytes_out=self._bytes_out,
+            requests=requests,
+            errors=errors,
+            error=None if err is None else str(err),
+            in_queue=self._outbox.qsize(),
+            point_out_queue=self._point_out.qsize(),
+            batch_out_queue=self._batch_out.qsize(),
+            keepalive_rtt=self._keepalive_rtt,
+        )
 
     def _wait_threads(self, timeout: Optional[float]) -> bool:
         if threading.current_thread() in self._threads[:2]:
@@ -489,6 +537,7 @@ class Server:
                 # in the order the agent answers.
                 self._outbox.put_request(frame)
                 self._waiters[kind].append(pending)
+                self._requests_sent[kind] = self._requests_sent.get(kind, 0) + 1
         if agent_gone:
             closed = AgentClosedError()
             explain = self._explain_failure
@@ -504,6 +553,8 @@ class Server:
             waiters = self._waiters[kind]
             pending = waiters.popleft() if waiters else None
         if pending is None:
+            with self._lock:
+                self._errors += 1
             self._logger.error("received %s response without requesting it", kind)
         else:
             pending.resolve(response)
@@ -536,6 +587,7 @@ class Server:
                     _write_rest(write, memoryview(data)[written:])
                 if flush is not None:
                     flush()
+                self._bytes_out += len(data)
         except Exception as exc:  # OSError (EPIPE, ...), ValueError (closed file), a broken writer
             error = WriteError(_describe(exc))
         finally:
@@ -577,6 +629,7 @@ class Server:
                         responses.eof()
                     return
                 self._last_seen = time.monotonic()
+                self._bytes_in += len(data)
                 if self._aborted:
                     continue  # discard: the agent must be able to finish writing
                 frames = decoder.feed_frames(data)
@@ -631,8 +684,15 @@ class Server:
         for kind, item in events:
             if kind is POINTS:
                 self._deliver(self._point_out, item)
+                self._points_out += len(item)
             elif kind is BATCH:
                 self._deliver(self._batch_out, [item])
+                self._batches_out += 1
+            elif kind == "keepalive":
+                sent_ns = item.keepalive.time  # agents echo the request's time
+                now_ns = time.time_ns()
+                if 0 < sent_ns <= now_ns:
+                    self._keepalive_rtt = (now_ns - sent_ns) / 1e9
             else:
                 self._answer(kind, item)
         if error is not None:
@@ -675,6 +735,8 @@ class Server:
                     self._outbox.put_request(encode_request(ping), urgent=True)
                 except ChannelClosed:
                     return
+                with self._lock:
+                    self._requests_sent["keepalive"] = self._requests_sent.get("keepalive", 0) + 1
                 next_ping = now + interval
 
     def _keepalive_timed_out(self, now: float) -> None:

@@ -17,14 +17,11 @@ import random
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
-from .channel import Channel
-from .convert import Info
 from .errors import UDFError
-from .interface import Interface
-from .models import Batch, Point
+from .interface import ServerBacked
 from .server import Server
 from .wire import DEFAULT_MAX_FRAME_SIZE
 
@@ -107,7 +104,7 @@ class _HalfCloseWriter:
             pass  # the peer is gone already
 
 
-class Socket(Interface):
+class Socket(ServerBacked):
     """A UDF agent listening on a unix socket (or ``tcp://host:port``).
 
     ``timeout`` is the keepalive timeout; ``abort_callback`` runs once if the
@@ -118,6 +115,8 @@ class Socket(Interface):
     will be retried. ``close()`` half-closes, waits up to ``close_grace`` seconds
     for the agent to end the connection, then closes it.
     """
+
+    _what = "socket"
 
     def __init__(
         self,
@@ -310,21 +309,7 @@ class Socket(Interface):
             except OSError:
                 pass
 
-    # --- the server's API -------------------------------------------------------------
-
-    def _require_server(self) -> Server:
-        server = self._server
-        if server is None:
-            raise UDFError("socket not opened: call open() first")
-        return server
-
-    def info(self) -> Info:
-        """Ask the agent what it wants, provides and accepts (Go: ``Info``)."""
-        return self._require_server().info()
-
-    def init(self, options: Optional[List[Any]] = None) -> None:
-        """Initialize the agent with ``agent_pb2.Option``s (Go: ``Init``)."""
-        self._require_server().init(options)
+    # --- the server's API (the rest comes from ServerBacked) -----------------------
 
     def abort(self, err: BaseException) -> None:
         """Abort the server with ``err`` (Go: ``Abort``); during ``open()``, cancel it."""
@@ -335,34 +320,6 @@ class Socket(Interface):
             self._cancel.set()
             return
         server.abort(err)
-
-    def snapshot(self) -> bytes:
-        """The agent's state (Go: ``Snapshot``)."""
-        return self._require_server().snapshot()
-
-    def restore(self, snapshot: bytes) -> None:
-        """Restore the agent's state (Go: ``Restore``)."""
-        self._require_server().restore(snapshot)
-
-    @property
-    def point_in(self) -> Any:
-        """Send side for stream points."""
-        return self._require_server().point_in
-
-    @property
-    def batch_in(self) -> Any:
-        """Send side for batches."""
-        return self._require_server().batch_in
-
-    @property
-    def point_out(self) -> Channel[Point]:
-        """Points the agent produced."""
-        return self._require_server().point_out
-
-    @property
-    def batch_out(self) -> Channel[Batch]:
-        """Batches the agent produced."""
-        return self._require_server().batch_out
 
     def __enter__(self) -> "Socket":
         self.open()
