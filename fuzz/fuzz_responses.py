@@ -1,9 +1,10 @@
 """Fuzz the agent-output path: frame decoding and response handling.
 
 The target feeds arbitrary bytes (in two chunks) to :class:`udf.wire.FrameDecoder`
-and the frames to :class:`udf.convert.ResponseDecoder`, exactly as the server's
-reader does. The only acceptable failures are :class:`udf.ProtocolError` and
-:class:`udf.AgentError`; anything else is a bug.
+and the frames to :class:`udf.convert.ResponseDecoder`, as the server's reader
+does (one C-level parse per read, ``decode_frames``), and again through the plain
+frame-by-frame path (``decode``): both must agree. The only acceptable failures
+are :class:`udf.ProtocolError` and :class:`udf.AgentError`; anything else is a bug.
 
 With atheris installed (``pip install atheris``), run coverage-guided::
 
@@ -32,25 +33,36 @@ from udf.wire import FrameDecoder, encode_frame  # noqa: E402
 MAX_FRAME = 1 << 20
 
 
-def target(data: bytes) -> int:
-    """Run one input through the agent-output path; return the number of events."""
-    cut = data[0] % (len(data) + 1) if data else 0
+def _run(data: bytes, cut: int, whole_frames: bool) -> tuple[list, str]:
+    """One pass over the agent-output path; returns (events, outcome)."""
     decoder = FrameDecoder(MAX_FRAME)
     responses = ResponseDecoder()
-    events = 0
+    events: list = []
     try:
         for chunk in (data[:cut], data[cut:]):
-            frames = decoder.feed(chunk)
-            got, error = responses.decode(frames)
-            events += len(got)
+            if whole_frames:  # what the server does: one C-level parse per read
+                got, error = responses.decode_frames(decoder.feed_frames(chunk))
+            else:
+                got, error = responses.decode(decoder.feed(chunk))
+            events.extend(got)
             if error is not None:
                 raise error
             decoder.check()
         decoder.eof()
         responses.eof()
-    except (ProtocolError, AgentError):
-        pass
-    return events
+    except (ProtocolError, AgentError) as exc:
+        return events, type(exc).__name__
+    return events, "clean"
+
+
+def target(data: bytes) -> int:
+    """Run one input through both decode paths; they must agree. Returns the event count."""
+    cut = data[0] % (len(data) + 1) if data else 0
+    fast = _run(data, cut, whole_frames=True)
+    plain = _run(data, cut, whole_frames=False)
+    if fast[1] != plain[1] or [k for k, _ in fast[0]] != [k for k, _ in plain[0]]:
+        raise AssertionError(f"decode paths disagree on {data!r}: {fast[1]} vs {plain[1]}")
+    return len(fast[0])
 
 
 def seed_corpus() -> List[bytes]:
