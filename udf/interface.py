@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import threading
 from typing import TYPE_CHECKING, Any, List, Optional
 
 from .channel import Channel
@@ -87,9 +88,43 @@ class ServerBacked(Interface):
     and keep it in ``self._server``; every request and channel is the server's.
     """
 
-    _server: Optional["Server"]
-    #: What ``open()`` opens, for the "not opened" error ("process", "socket").
+    #: What ``open()`` opens, for messages ("process", "socket").
     _what = "udf"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards _opened
+        self._opened = False
+        self._server: Optional["Server"] = None
+        self._close_lock = threading.Lock()  # one close() at a time; later ones wait and raise the same
+        self._closed = False
+        self._close_error: Optional[BaseException] = None
+
+    def _claim_open(self) -> None:
+        """Called first by ``open()``: refuse a second open (or an open after close)."""
+        with self._lock:
+            if self._opened:
+                raise UDFError(f"{self._what} already opened")
+            self._opened = True
+
+    def close(self) -> None:
+        """Stop the server, release everything and raise the first error (Go: ``Close``).
+
+        Keep draining ``point_out``/``batch_out`` while this runs. Later calls
+        raise the same error.
+        """
+        with self._close_lock:
+            if not self._closed:
+                self._closed = True
+                with self._lock:
+                    self._opened = True  # no open() after close()
+                self._close_error = self._shutdown()
+            err = self._close_error
+        if err is not None:
+            raise err
+
+    @abc.abstractmethod
+    def _shutdown(self) -> Optional[BaseException]:
+        """Stop the server and release the transport, once; return the first error."""
 
     def _require_server(self) -> "Server":
         server = self._server

@@ -130,15 +130,10 @@ class Process(ServerBacked):
         self._kill_grace = float(kill_grace)
         self._max_frame_size = max_frame_size
 
-        self._lock = threading.Lock()
-        self._opened = False
+        super().__init__()
         self._proc: Optional["subprocess.Popen[bytes]"] = None
-        self._server: Optional[Server] = None
         self._threads: List[threading.Thread] = []
 
-        self._close_lock = threading.Lock()
-        self._closed = False
-        self._close_error: Optional[BaseException] = None
         #: Set when close() begins: from then on an exit is ours to report, not the waiter's.
         self._closing = threading.Event()
         self._exited = threading.Event()
@@ -178,10 +173,7 @@ class Process(ServerBacked):
 
     def open(self) -> None:
         """Start the program and the server on its pipes (Go: ``Open``)."""
-        with self._lock:
-            if self._opened:
-                raise UDFError("process already opened")
-            self._opened = True
+        self._claim_open()
         try:
             proc = subprocess.Popen(
                 self._argv,
@@ -221,24 +213,12 @@ class Process(ServerBacked):
             thread.start()
         server.start()
 
-    def close(self) -> None:
-        """Stop the server, wait for the process, release everything; raise the first error (Go: ``Close``).
-
-        Keep draining ``point_out``/``batch_out`` while this runs. A child that
-        does not exit ``kill_grace`` seconds after its input was closed gets
-        SIGTERM, and SIGKILL after as long again. Later calls raise the same.
-        """
-        with self._close_lock:
-            if not self._closed:
-                self._closed = True
-                with self._lock:
-                    self._opened = True  # no open() after close()
-                self._close_error = self._shutdown()
-            err = self._close_error
-        if err is not None:
-            raise err
-
     def _shutdown(self) -> Optional[BaseException]:
+        """close(): stop the server, then reap the child, escalating if it lingers.
+
+        A child that does not exit ``kill_grace`` seconds after its input was
+        closed gets SIGTERM, and SIGKILL after as long again.
+        """
         proc, server = self._proc, self._server
         if proc is None or server is None:
             return None

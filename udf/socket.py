@@ -152,18 +152,13 @@ class Socket(ServerBacked):
         self._close_grace = float(close_grace)
         self._max_frame_size = max_frame_size
 
-        self._lock = threading.Lock()
-        self._opened = False
+        super().__init__()
         self._sock: Optional[socket.socket] = None
         self._reader: Any = None
-        self._server: Optional[Server] = None
         # abort() before the connection is made cancels open().
         self._cancel = threading.Event()
         self._cancel_error: Optional[BaseException] = None
 
-        self._close_lock = threading.Lock()
-        self._closed = False
-        self._close_error: Optional[BaseException] = None
         self._forced = False
 
     @property
@@ -175,10 +170,7 @@ class Socket(ServerBacked):
 
     def open(self) -> None:
         """Connect (retrying with backoff) and start the server (Go: ``Open``)."""
-        with self._lock:
-            if self._opened:
-                raise UDFError("socket already opened")
-            self._opened = True
+        self._claim_open()
         sock = self._connect()
         reader = sock.makefile("rb", buffering=0)
         try:
@@ -247,22 +239,6 @@ class Socket(ServerBacked):
                 raise
         sock.settimeout(None)
         return sock
-
-    def close(self) -> None:
-        """Stop the server, close the connection and raise the first error (Go: ``Close``).
-
-        Keep draining ``point_out``/``batch_out`` while this runs. Later calls
-        raise the same.
-        """
-        with self._close_lock:
-            if not self._closed:
-                self._closed = True
-                with self._lock:
-                    self._opened = True  # no open() after close()
-                self._close_error = self._shutdown()
-            err = self._close_error
-        if err is not None:
-            raise err
 
     def _shutdown(self) -> Optional[BaseException]:
         server = self._server
