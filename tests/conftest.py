@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from typing import Any, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 import pytest
 
@@ -58,6 +58,30 @@ def join_threads(timeout: float = TIMEOUT) -> List[str]:
     for thread in our_threads():
         thread.join(timeout)
     return sorted(t.name for t in our_threads())
+
+
+def run_in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """Run ``fn(*args)`` in a named thread; return a joiner that waits at most TIMEOUT
+    and returns its result or re-raises its exception."""
+    result: Dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = fn(*args)
+        except BaseException as exc:  # handed back to the test
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name="fake-agent-caller", daemon=True)
+    thread.start()
+
+    def join() -> Any:
+        thread.join(TIMEOUT)
+        assert not thread.is_alive(), f"{getattr(fn, '__name__', fn)} did not return"
+        if "error" in result:
+            raise result["error"]
+        return result.get("value")
+
+    return join
 
 
 @pytest.fixture(autouse=True)

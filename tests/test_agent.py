@@ -24,7 +24,16 @@ import agent_pb2
 import udf
 import udf.agent as agent_mod
 from udf import Batch, BatchPoint, Dimensions, Point
-from udf.agent import Agent, AgentServer, Handler, field_value, init_options, option_value, parse_options
+from udf.agent import (
+    Agent,
+    AgentServer,
+    Handler,
+    field_value,
+    init_options,
+    option_value,
+    parse_options,
+)
+from udf.socket import HalfCloseWriter
 from udf.wire import FrameDecoder, encode_frame
 
 from .conftest import TIMEOUT
@@ -823,23 +832,6 @@ def test_child_process_eof_stops_cleanly(child) -> None:
 # --- AgentServer -------------------------------------------------------------------------------
 
 
-class SocketHostWriter:
-    """The host's side of a connection for udf.Server: close() half-closes."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def write(self, data: bytes) -> int:
-        self._sock.sendall(data)
-        return len(data)
-
-    def close(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-
 def connect(address: str) -> socket.socket:
     if address.startswith("tcp://"):
         host, _, port = address[len("tcp://"):].rpartition(":")
@@ -851,7 +843,7 @@ def connect(address: str) -> socket.socket:
 
 
 def host_server(sock: socket.socket) -> udf.Server:
-    return tracked(udf.Server(sock.makefile("rb", buffering=0), SocketHostWriter(sock)))
+    return tracked(udf.Server(sock.makefile("rb", buffering=0), HalfCloseWriter(sock)))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, List
 
 import pytest
 
@@ -19,29 +19,7 @@ from udf.channel import Channel
 from udf.errors import ChannelClosed, UDFError
 
 from .conftest import TIMEOUT
-
-
-def in_thread(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """Run ``fn`` in a thread; return a joiner that waits at most TIMEOUT and returns or re-raises."""
-    result: Dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = fn()
-        except BaseException as exc:  # handed back to the test
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name="test-channel", daemon=True)
-    thread.start()
-
-    def join() -> Any:
-        thread.join(TIMEOUT)
-        assert not thread.is_alive(), "the thread is still blocked"
-        if "error" in result:
-            raise result["error"]
-        return result.get("value")
-
-    return join
+from .conftest import run_in_thread as in_thread
 
 
 def waits_on(cond: threading.Condition) -> threading.Event:

@@ -43,7 +43,15 @@ from udf.cli import (
     parse_option_value,
     to_stream_point,
 )
-from udf.lineprotocol import MAX_TIME, MIN_TIME, LineProtocolError, ParsedLine, format_line, parse_line, read_lines
+from udf.lineprotocol import (
+    MAX_TIME,
+    MIN_TIME,
+    LineProtocolError,
+    ParsedLine,
+    format_line,
+    parse_line,
+    read_lines,
+)
 
 from .conftest import TIMEOUT
 

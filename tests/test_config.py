@@ -15,7 +15,15 @@ import pytest
 
 import udf
 from udf import config as udf_config
-from udf.config import Config, ConfigError, FunctionConfig, format_duration, load, loads, parse_duration
+from udf.config import (
+    Config,
+    ConfigError,
+    FunctionConfig,
+    format_duration,
+    load,
+    loads,
+    parse_duration,
+)
 
 from .conftest import TIMEOUT
 

@@ -23,6 +23,7 @@ import pytest
 import agent_pb2
 import udf
 from udf import Batch, BatchPoint, Dimensions, Point
+from udf.socket import HalfCloseWriter
 
 from .conftest import TIMEOUT
 
@@ -480,21 +481,6 @@ def read_stderr_line(proc: subprocess.Popen, needle: str) -> str:
             return line
 
 
-class _HalfCloseWriter:
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def write(self, data: bytes) -> int:
-        self._sock.sendall(data)
-        return len(data)
-
-    def close(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-
 @pytest.mark.parametrize("kind", ["unix", "tcp"])
 def test_example_as_socket_server(kind: str) -> None:
     with tempfile.TemporaryDirectory(prefix="udf-") as tmp:
@@ -519,7 +505,7 @@ def test_example_as_socket_server(kind: str) -> None:
                 host, _, port = bound[len("tcp://"):].rpartition(":")
                 sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
             with sock:
-                s = udf.Server(sock.makefile("rb", buffering=0), _HalfCloseWriter(sock))
+                s = udf.Server(sock.makefile("rb", buffering=0), HalfCloseWriter(sock))
                 s.start()
                 try:
                     assert s.info().wants == agent_pb2.STREAM

@@ -16,7 +16,7 @@ import agent_pb2
 import udf
 from udf import Batch, BatchPoint, Point
 
-from .conftest import TIMEOUT, FakeAgent
+from .conftest import TIMEOUT, FakeAgent, run_in_thread
 
 KEEPALIVE = 0.1  # Go's tests use 100 ms
 T1971 = 31_536_000_000_000_000  # 1971-01-01T00:00:00Z in ns
@@ -26,32 +26,6 @@ def answer_init(agent: FakeAgent, success: bool = True, error: str = "") -> agen
     request = agent.next_request("init")
     agent.respond(init=agent_pb2.InitResponse(success=success, error=error))
     return request
-
-
-def run_in_thread(fn, *args):
-    """Run ``fn`` in a named thread; return a function that joins it and gives its result."""
-    result: dict = {}
-
-    def target():
-        try:
-            result["value"] = fn(*args)
-        except BaseException as exc:  # handed back to the test
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name="fake-agent-caller", daemon=True)
-    thread.start()
-
-    def join():
-        thread.join(TIMEOUT)
-        assert not thread.is_alive(), f"{fn.__name__} did not return"
-        if "error" in result:
-            raise result["error"]
-        return result.get("value")
-
-    return join
-
-
-# --- the tests of Go's server_test.go ----------------------------------------
 
 
 def test_start_stop(agent: FakeAgent) -> None:

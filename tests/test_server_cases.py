@@ -12,8 +12,8 @@ import udf
 from udf import Batch, BatchPoint, Dimensions, Point
 from udf.errors import ChannelClosed
 
-from .conftest import TIMEOUT, FakeAgent
-from .test_server import answer_init, run_in_thread
+from .conftest import TIMEOUT, FakeAgent, run_in_thread
+from .test_server import answer_init
 
 
 def started(agent: FakeAgent, **kwargs) -> udf.Server:

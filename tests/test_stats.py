@@ -12,9 +12,8 @@ import agent_pb2
 import udf
 from udf import Batch, BatchPoint, Point
 
-from .conftest import TIMEOUT, FakeAgent
+from .conftest import TIMEOUT, FakeAgent, run_in_thread
 from .test_faults_process import _WaitForLog
-from .test_server import run_in_thread
 
 AGENTS = Path(__file__).resolve().parent / "agents"
 

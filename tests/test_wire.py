@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import tracemalloc
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -28,7 +27,7 @@ from udf.wire import (
     write_message,
 )
 
-from .conftest import TIMEOUT
+from .conftest import run_in_thread as in_thread
 
 # --- varints ------------------------------------------------------------------
 
@@ -402,29 +401,6 @@ def test_read_message_undecodable_payload() -> None:
 
 def test_read_message_clean_eof_is_none() -> None:
     assert read_message(io.BytesIO(b""), agent_pb2.Response.FromString) is None
-
-
-def in_thread(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """Run ``fn`` in a thread; return a joiner that waits at most TIMEOUT and re-raises."""
-    result: Dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = fn()
-        except BaseException as exc:  # handed back to the test
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name="test-wire-writer", daemon=True)
-    thread.start()
-
-    def join() -> Any:
-        thread.join(TIMEOUT)
-        assert not thread.is_alive(), "writer thread did not finish"
-        if "error" in result:
-            raise result["error"]
-        return result.get("value")
-
-    return join
 
 
 @pytest.fixture(params=[0, -1], ids=["raw", "buffered"])

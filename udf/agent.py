@@ -64,6 +64,7 @@ from .convert import (
 )
 from .errors import ChannelClosed, ProtocolError, ReadError, UDFError, WriteError
 from .models import Batch, FieldValue, Point
+from .socket import HalfCloseWriter
 from .wire import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame, parse_payload
 
 __all__ = [
@@ -692,23 +693,6 @@ class _SocketReader:
         pass  # the connection is closed when the agent is done
 
 
-class _SocketWriter:
-    """The output side of a connection; ``close`` half-closes so the host sees EOF."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def write(self, data: bytes, /) -> int:
-        self._sock.sendall(data)
-        return len(data)
-
-    def close(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-
 def _parse_address(address: str) -> Tuple[int, Any]:
     """``(family, bind address)`` of a unix socket path or ``tcp://host:port``."""
     if address.startswith("tcp://"):
@@ -883,7 +867,7 @@ class AgentServer:
             number = self._count
         agent = Agent(
             _SocketReader(conn),
-            _SocketWriter(conn),
+            HalfCloseWriter(conn),
             logger=self._logger,
             max_frame_size=self._max_frame_size,
             name=f"udf-agent-{number}",

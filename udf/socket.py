@@ -25,7 +25,7 @@ from .interface import ServerBacked
 from .server import Server
 from .wire import DEFAULT_MAX_FRAME_SIZE
 
-__all__ = ["Socket", "backoff_delays"]
+__all__ = ["Socket", "HalfCloseWriter", "backoff_delays"]
 
 #: Kapacitor's backoff: start at 500 ms, grow by half each attempt, capped.
 DEFAULT_INITIAL_BACKOFF = 0.5
@@ -81,8 +81,12 @@ def _parse_address(path: Union[str, "os.PathLike[str]"]) -> Tuple[str, Any, str]
     return "unix", text, f"unix socket {text}"
 
 
-class _HalfCloseWriter:
-    """The server's writer stream on a socket: ``close()`` only shuts down writing."""
+class HalfCloseWriter:
+    """A socket's writing side as a stream: ``close()`` only shuts down writing (SHUT_WR).
+
+    The peer sees EOF and can still answer. Used for the host's side
+    (``udf.Socket``) and the agent's side (``udf.agent.AgentServer``).
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
@@ -176,7 +180,7 @@ class Socket(ServerBacked):
         try:
             server = Server(
                 reader,
-                _HalfCloseWriter(sock),
+                HalfCloseWriter(sock),
                 self._logger,
                 self._timeout,
                 self._abort_callback,

@@ -10,8 +10,9 @@ import os
 import signal
 import sys
 
-import agent_pb2
 from _common import requests, send, stderr, stdio
+
+import agent_pb2
 
 
 def main() -> None:

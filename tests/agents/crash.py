@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from _common import Echo, send, stderr, requests, stdio
+from _common import Echo, requests, send, stderr, stdio
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import signal
 import sys
 
-import agent_pb2
 from _common import requests, send, stdio
+
+import agent_pb2
 
 
 def main() -> None:
