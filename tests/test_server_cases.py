@@ -417,3 +417,13 @@ def test_data_put_before_a_request_is_written_before_it(agent: FakeAgent) -> Non
     agent.respond(snapshot=agent_pb2.SnapshotResponse(snapshot=b"after three"))
     assert join() == b"after three"
     finish_cleanly(agent, s)
+
+
+def test_start_after_stop_is_refused(agent: FakeAgent) -> None:
+    s = agent.server()
+    assert s.stop() is None  # never started: closes the writer stream, nothing to wait for
+    with pytest.raises(udf.ServerStoppedError):
+        s.start()
+    with pytest.raises(udf.ServerStoppedError):
+        s.info()
+    assert s.wait_io(TIMEOUT)

@@ -357,6 +357,8 @@ class Server:
         with self._lock:
             if self._started:
                 raise UDFError("server already started")
+            if self._stopped:
+                raise ServerStoppedError()
             self._started = True
         self._last_seen = self._started_at = time.monotonic()
         targets = [("udf-writer", self._write_loop), ("udf-reader", self._read_loop)]
@@ -410,9 +412,7 @@ class Server:
                 return
             self._aborted = True
             first_err = self._err
-            waiters = [w for queue in self._waiters.values() for w in queue]
-            for queue in self._waiters.values():
-                queue.clear()
+            waiters = self._take_waiters()
         self._quiet.set()
         self._outbox.abort()
         self._point_out.close()
@@ -548,6 +548,13 @@ class Server:
             raise pending.error
         return pending.response
 
+    def _take_waiters(self) -> List[_Pending]:
+        """Remove and return every request call still waiting (call with _lock held)."""
+        waiters = [w for waiting in self._waiters.values() for w in waiting]
+        for waiting in self._waiters.values():
+            waiting.clear()
+        return waiters
+
     def _answer(self, kind: str, response: Any) -> None:
         with self._lock:
             waiters = self._waiters[kind]
@@ -662,9 +669,7 @@ class Server:
         """The agent's output ended: close the channels and release request callers."""
         with self._lock:
             self._reader_ended = True
-            waiters = [w for queue in self._waiters.values() for w in queue]
-            for queue in self._waiters.values():
-                queue.clear()
+            waiters = self._take_waiters()
             err = self._err
         self._point_out.close()
         self._batch_out.close()
