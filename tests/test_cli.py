@@ -894,3 +894,16 @@ def test_e2e_config_function(probe: Path, tmp_path: Path) -> None:
     no_function = cli("info", "--config", str(conf))
     assert no_function.returncode == 2
     assert b"--config needs --function NAME (configured UDFs: probe, broken)" in no_function.stderr
+
+
+def test_missing_cli_extra_is_a_clean_usage_error(probe: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from udf import lineprotocol
+
+    monkeypatch.setattr(lineprotocol, "_parser", None)
+    monkeypatch.setitem(sys.modules, "line_protocol_parser", None)  # import now fails
+    code, out, err = run_main(["run", *probe_cmd(probe)], b"m v=1 1\n")
+    assert code == 2
+    assert "needs the line-protocol-parser package: pip install 'udf[cli]'" in err
+    assert "Traceback" not in err and out == ""

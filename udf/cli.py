@@ -35,7 +35,7 @@ from .channel import Channel
 from .convert import Info
 from .errors import AgentClosedError, ChannelClosed, InitError, ProcessExitedError, UDFError
 from .interface import Interface
-from .lineprotocol import PRECISIONS, LineProtocolError, ParsedLine, format_line, read_lines
+from .lineprotocol import PRECISIONS, LineProtocolError, MissingExtraError, ParsedLine, format_line, read_lines
 from .models import Batch, BatchPoint, Dimensions, Point
 
 __all__ = [
@@ -897,6 +897,9 @@ def main(
     except CLIError as exc:
         _report(stderr, str(exc))
         return exc.code
+    except MissingExtraError as exc:  # installed without the "cli" extra
+        _report(stderr, str(exc))
+        return EXIT_USAGE
     except KeyboardInterrupt:
         _report(stderr, "interrupted")
         return EXIT_INTERRUPTED

@@ -58,6 +58,10 @@ _parser: Optional[Callable[[str], Any]] = None
 _parser_error: type[Exception] = ValueError
 
 
+class MissingExtraError(ImportError):
+    """An optional dependency (the ``cli`` extra) is not installed."""
+
+
 def _load_parser() -> Callable[[str], Any]:
     """Import ``line_protocol_parser`` on first use, with an install hint if it is missing."""
     global _parser, _parser_error
@@ -65,7 +69,7 @@ def _load_parser() -> Callable[[str], Any]:
         try:
             import line_protocol_parser  # type: ignore[import-untyped,import-not-found,unused-ignore]
         except ImportError:
-            raise ImportError(
+            raise MissingExtraError(
                 "reading line protocol needs the line-protocol-parser package: pip install 'udf[cli]'"
             ) from None
         _parser_error = line_protocol_parser.LineFormatError
