@@ -24,18 +24,10 @@ _ECHO_TAG_KEEPALIVE = 0x1A
 READ_SIZE = 1 << 20
 
 
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def make_answer(edge: int) -> Callable[[bytes], bytes]:
     """Return a function turning one control request payload into a response frame."""
-    import agent_pb2  # only the control frames need protobuf
+    import agent_pb2  # only the control frames need protobuf (and udf)
+    from udf.wire import encode_frame
 
     def answer(payload: bytes) -> bytes:
         request = agent_pb2.Request.FromString(payload)
@@ -50,8 +42,7 @@ def make_answer(edge: int) -> Callable[[bytes], bytes]:
             response = agent_pb2.Response(restore=agent_pb2.RestoreResponse(success=True))
         else:
             response = agent_pb2.Response(error=agent_pb2.ErrorResponse(error=f"echo agent: unexpected request {kind}"))
-        body = response.SerializeToString()
-        return _uvarint(len(body)) + body
+        return encode_frame(response.SerializeToString())
 
     return answer
 
