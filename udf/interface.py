@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import abc
+import datetime
+import logging
 import threading
-from typing import TYPE_CHECKING, Any, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Union
 
 from .channel import Channel
 from .convert import Info
@@ -91,7 +93,17 @@ class ServerBacked(Interface):
     #: What ``open()`` opens, for messages ("process", "socket").
     _what = "udf"
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        logger: Optional[logging.Logger],
+        timeout: Union[float, datetime.timedelta],
+        abort_callback: Optional[Callable[[], Any]],
+        max_frame_size: int,
+    ) -> None:
+        self._logger = logger if logger is not None else logging.getLogger("udf")
+        self._timeout = timeout
+        self._abort_callback = abort_callback
+        self._max_frame_size = max_frame_size
         self._lock = threading.Lock()  # guards _opened
         self._opened = False
         self._server: Optional["Server"] = None
@@ -121,6 +133,24 @@ class ServerBacked(Interface):
             err = self._close_error
         if err is not None:
             raise err
+
+    def _new_server(self, reader: Any, writer: Any) -> "Server":
+        """The server for this transport's streams; its kill callback is :meth:`_kill`."""
+        from .server import Server
+
+        return Server(
+            reader,
+            writer,
+            self._logger,
+            self._timeout,
+            self._abort_callback,
+            self._kill,
+            max_frame_size=self._max_frame_size,
+        )
+
+    @abc.abstractmethod
+    def _kill(self) -> None:
+        """End the agent now (the server's kill callback after a keepalive timeout)."""
 
     @abc.abstractmethod
     def _shutdown(self) -> Optional[BaseException]:

@@ -30,7 +30,6 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 
 from .errors import ProcessExitedError, UDFError
 from .interface import ServerBacked
-from .server import Server
 from .wire import DEFAULT_MAX_FRAME_SIZE
 
 __all__ = ["Process", "describe_exit_status", "STDERR_TAIL", "STDERR_LINE_LIMIT"]
@@ -124,13 +123,9 @@ class Process(ServerBacked):
             raise ValueError(f"kill_grace must not be negative, got {kill_grace}")
         self._argv: List[str] = [os.fspath(prog), *(os.fspath(a) for a in args)]
         self._env: Optional[Dict[str, str]] = dict(env) if env is not None else None
-        self._logger = logger if logger is not None else logging.getLogger("udf")
-        self._timeout = timeout
-        self._abort_callback = abort_callback
         self._kill_grace = float(kill_grace)
-        self._max_frame_size = max_frame_size
 
-        super().__init__()
+        super().__init__(logger, timeout, abort_callback, max_frame_size)
         self._proc: Optional["subprocess.Popen[bytes]"] = None
         self._threads: List[threading.Thread] = []
 
@@ -187,15 +182,7 @@ class Process(ServerBacked):
             raise UDFError(f"failed to start process {self._argv[0]!r}: {exc}") from exc
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         try:
-            server = Server(
-                proc.stdout,
-                proc.stdin,
-                self._logger,
-                self._timeout,
-                self._abort_callback,
-                self._kill,
-                max_frame_size=self._max_frame_size,
-            )
+            server = self._new_server(proc.stdout, proc.stdin)
         except BaseException:
             proc.kill()
             proc.wait()

@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 from .errors import UDFError
 from .interface import ServerBacked
-from .server import Server
 from .wire import DEFAULT_MAX_FRAME_SIZE
 
 __all__ = ["Socket", "HalfCloseWriter", "backoff_delays"]
@@ -147,16 +146,12 @@ class Socket(ServerBacked):
             raise ValueError(f"jitter must be in [0, 1), got {jitter}")
         if close_grace < 0:
             raise ValueError(f"close_grace must not be negative, got {close_grace}")
-        self._logger = logger if logger is not None else logging.getLogger("udf")
-        self._timeout = timeout
-        self._abort_callback = abort_callback
         self._connect_timeout = float(connect_timeout)
         self._backoff = (initial_backoff, backoff_factor, max_backoff, jitter)
         self._on_retry = on_retry
         self._close_grace = float(close_grace)
-        self._max_frame_size = max_frame_size
 
-        super().__init__()
+        super().__init__(logger, timeout, abort_callback, max_frame_size)
         self._sock: Optional[socket.socket] = None
         self._reader: Any = None
         # abort() before the connection is made cancels open().
@@ -178,15 +173,7 @@ class Socket(ServerBacked):
         sock = self._connect()
         reader = sock.makefile("rb", buffering=0)
         try:
-            server = Server(
-                reader,
-                HalfCloseWriter(sock),
-                self._logger,
-                self._timeout,
-                self._abort_callback,
-                self._kill,
-                max_frame_size=self._max_frame_size,
-            )
+            server = self._new_server(reader, HalfCloseWriter(sock))
         except BaseException:
             reader.close()
             sock.close()
