@@ -120,16 +120,21 @@ def _check(sampled: List[Any], sent: Sequence[Any], sample: int, what: str) -> N
 # --- throughput configurations -------------------------------------------------------
 
 
-def run_codec(points: Sequence[Any], n: int) -> float:
-    import ceiling  # here, not at the top: the Server runs also work against older udf trees (A/B)
-
+def _time_roundtrips(roundtrip: Any, points: Sequence[Any], n: int) -> float:
+    """Seconds for ``roundtrip`` (a list of points in, the list back) to carry ``n`` points."""
     chunk = list(points)
     done = 0
     t0 = time.perf_counter()
     while done < n:
-        out = ceiling.ceiling_roundtrip(chunk[: n - done])
+        out = roundtrip(chunk[: n - done])
         done += len(out)
     return time.perf_counter() - t0
+
+
+def run_codec(points: Sequence[Any], n: int) -> float:
+    import ceiling  # here, not at the top: the Server runs also work against older udf trees (A/B)
+
+    return _time_roundtrips(ceiling.ceiling_roundtrip, points, n)
 
 
 def run_codec_batch(batches: Sequence[Any], n: int) -> float:
@@ -148,13 +153,7 @@ def run_codec_batch(batches: Sequence[Any], n: int) -> float:
 def run_tricks(points: Sequence[Any], n: int) -> float:
     import ceiling
 
-    chunk = list(points)
-    done = 0
-    t0 = time.perf_counter()
-    while done < n:
-        out = ceiling.tricks_roundtrip(chunk[: n - done])
-        done += len(out)
-    return time.perf_counter() - t0
+    return _time_roundtrips(ceiling.tricks_roundtrip, points, n)
 
 
 def run_stream(points: Sequence[Any], n: int, check: bool = True) -> float:
