@@ -130,12 +130,23 @@ def test_context_manager_and_queued_points_written_before_close(processes: List[
 
 def test_not_opened() -> None:
     p = agent("echo")
-    for call in (p.info, p.snapshot, lambda: p.point_in, lambda: p.point_out, lambda: p.abort(udf.UDFError("x"))):
+    for call in (p.info, p.snapshot, lambda: p.point_in, lambda: p.point_out, p.kill):
         with pytest.raises(udf.UDFError, match="not opened"):
             call()
-    p.close()  # nothing to do
+    assert p.close() is None  # nothing to do
     with pytest.raises(udf.UDFError, match="already opened"):
         p.open()  # not after close()
+
+
+def test_abort_before_open_is_raised_by_open_and_starts_nothing() -> None:
+    p = agent("echo")
+    err = udf.UDFError("shutting down")
+    p.abort(err)
+    assert p.error is err
+    with pytest.raises(udf.UDFError) as excinfo:
+        p.open()
+    assert excinfo.value is err and p.pid is None
+    p.close()  # nothing to release
 
 
 def test_missing_program() -> None:

@@ -22,10 +22,10 @@ from .errors import (
     UDFError,
     WriteError,
 )
-from .interface import Interface
+from .interface import Interface, TransportState
 from .models import Batch, BatchPoint, Dimensions, Point
 from .process import Process
-from .server import Server
+from .server import Server, ServerState
 from .stats import Stats
 from .socket import Socket
 
@@ -49,9 +49,11 @@ __all__ = [
     "ReadError",
     "RestoreError",
     "Server",
+    "ServerState",
     "ServerStoppedError",
     "Socket",
     "Stats",
+    "TransportState",
     "UDFError",
     "WriteError",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import time
-from typing import Any, Generic, Iterator, TypeVar
+from typing import Any, Generic, Iterator, Optional, TypeVar
 
 from .errors import ChannelClosed
 
@@ -19,12 +19,15 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
     After :meth:`close`, ``put()`` raises :class:`ChannelClosed`; ``get()`` returns
     what is still queued and then raises :class:`ChannelClosed`; iterating yields
     until the channel is closed and drained. Producers and consumers blocked in
-    ``put``/``get`` are woken by ``close``.
+    ``put``/``get`` are woken by ``close``. ``close(cause)`` records why (for
+    example the error that aborted a server): the :class:`ChannelClosed` raised
+    afterwards names it and has it as ``__cause__``.
     """
 
     def __init__(self, maxsize: int = 0) -> None:
         super().__init__(maxsize)
         self._closed = False
+        self._cause: Optional[BaseException] = None
         # Threads waiting in get() / put(), counted under the mutex: a notify
         # (a pure-Python call of a few microseconds) is only made for a waiter.
         self._getters = 0
@@ -35,12 +38,22 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
         """True once :meth:`close` was called."""
         return self._closed
 
-    def close(self) -> None:
-        """Close the channel (idempotent) and wake every blocked ``put``/``get``."""
+    @property
+    def cause(self) -> Optional[BaseException]:
+        """Why the channel was closed, if its closer said (see :meth:`close`)."""
+        return self._cause
+
+    def close(self, cause: Optional[BaseException] = None) -> None:
+        """Close the channel (idempotent) and wake every blocked ``put``/``get``.
+
+        ``cause``, if given by the first close, is named by every later
+        :class:`ChannelClosed` and set as its ``__cause__``.
+        """
         with self.mutex:
             if self._closed:
                 return
             self._closed = True
+            self._cause = cause
             self.not_empty.notify_all()
             self.not_full.notify_all()
 
@@ -51,7 +64,7 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
         """
         with self.not_full:
             if self._closed:
-                raise ChannelClosed("put on a closed channel")
+                raise self._closed_error("put on a closed channel")
             if self.maxsize > 0 and self._qsize() >= self.maxsize:
                 if not block:
                     raise queue.Full
@@ -68,7 +81,7 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
         with self.not_full:
             while i < n:
                 if self._closed:
-                    raise ChannelClosed("put on a closed channel")
+                    raise self._closed_error("put on a closed channel")
                 room = self.maxsize - self._qsize() if self.maxsize > 0 else n - i
                 if room <= 0:
                     self._wait(self.not_full, lambda: self._qsize() < self.maxsize, None, queue.Full)
@@ -90,16 +103,25 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
             items = self.queue
             if not items:
                 if self._closed:
-                    raise ChannelClosed("channel closed")
+                    raise self._closed_error("channel closed")
                 if not block:
                     raise queue.Empty
                 self._wait(self.not_empty, self._qsize, timeout, queue.Empty)
                 if not items:  # woken by close with nothing left
-                    raise ChannelClosed("channel closed")
+                    raise self._closed_error("channel closed")
             item: T = items.popleft()
             if self._putters:
                 self.not_full.notify()
             return item
+
+    def _closed_error(self, what: str) -> ChannelClosed:
+        """The error for an operation on the closed channel, naming and chaining its cause."""
+        cause = self._cause
+        if cause is None:
+            return ChannelClosed(what)
+        error = ChannelClosed(f"{what}: {cause}")
+        error.__cause__ = cause
+        return error
 
     def _wait(self, cond: Any, ready: Any, timeout: float | None, timeout_error: type[Exception]) -> None:
         """Wait on ``cond`` until ``ready()`` or close; raise ``timeout_error`` at the timeout.
@@ -130,7 +152,7 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
             else:
                 self._getters -= 1
         if self._closed and putting:
-            raise ChannelClosed("put on a closed channel")
+            raise self._closed_error("put on a closed channel")
 
     def __iter__(self) -> Iterator[T]:
         # get()'s non-blocking case inlined: iterating is how most consumers drain.

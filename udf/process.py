@@ -1,7 +1,10 @@
 """Run a UDF agent as a child process and talk to it over its stdin/stdout (Go: ``udf.Process``).
 
-Besides the :class:`~udf.server.Server` on the child's pipes, a :class:`Process`
-runs two helper threads:
+The child starts in its own process group (a new session), so that signals sent
+while closing reach whatever it started too, and a Ctrl-C meant for the host is
+not also delivered to the agent behind the host's back. Besides the
+:class:`~udf.server.Server` on the child's pipes, a :class:`Process` runs two
+helper threads:
 
 * ``udf-stderr`` drains the child's stderr and logs each line; a Kapacitor level
   prefix (``E!``, ``W!``, ``I!``, ``D!``) picks the level and is stripped, other
@@ -12,8 +15,10 @@ runs two helper threads:
   the child wrote before dying.
 
 :meth:`Process.close` stops the server (queued data is written, the child's stdin
-closed and its stdout read to the end), waits for the child and, if it does not
-exit within ``kill_grace`` seconds, sends SIGTERM and then SIGKILL.
+closed and its stdout read to the end) and reaps the child. A ``udf-process-closer``
+thread escalates only when the agent stops making progress -- no output from it,
+no input taken, and our reader not waiting on a slow consumer -- for
+``kill_grace`` seconds: SIGTERM to its process group, then SIGKILL.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
 
 from .errors import ProcessExitedError, UDFError
 from .interface import ServerBacked
+
+if TYPE_CHECKING:
+    from .server import Server
 from .wire import DEFAULT_MAX_FRAME_SIZE
 
 __all__ = ["Process", "describe_exit_status", "STDERR_TAIL", "STDERR_LINE_LIMIT"]
@@ -41,11 +49,11 @@ STDERR_LINE_LIMIT = 4096
 #: Bytes asked of the child's stderr per read.
 STDERR_CHUNK = 64 * 1024
 #: How long the waiter waits, after the child exited, for its stderr and stdout
-#: to end (what it wrote before dying is delivered first). Bounded, because a
-#: grandchild may hold the pipes open.
+#: to end while nothing arrives (what it wrote before dying is delivered first).
+#: Bounded, because a grandchild may hold the pipes open.
 EXIT_GRACE = 5.0
-#: Default ``kill_grace``: seconds between closing the child's input and SIGTERM,
-#: and again between SIGTERM and SIGKILL.
+#: Default ``kill_grace``: seconds without progress, while closing, before SIGTERM,
+#: and again before SIGKILL.
 DEFAULT_KILL_GRACE = 5.0
 
 _LEVEL_PREFIXES = {"E!": logging.ERROR, "W!": logging.WARNING, "I!": logging.INFO, "D!": logging.DEBUG}
@@ -99,8 +107,10 @@ class Process(ServerBacked):
     this process's environment; a mapping is the child's whole environment.
     ``timeout`` is the keepalive timeout (seconds or ``timedelta``; ``<= 0``
     disables keepalives); ``abort_callback`` runs once if the server aborts.
-    ``kill_grace`` is how long :meth:`close` waits for the child to exit after
-    closing its input before sending SIGTERM, and again before SIGKILL.
+    ``kill_grace`` is how long :meth:`close` lets the child go without progress
+    (no output, no input taken, nothing waiting on our consumer) before sending
+    SIGTERM to its process group, and again before SIGKILL: a slow but working
+    agent, or a slow consumer of its output, is never killed.
     """
 
     _what = "process"
@@ -133,8 +143,9 @@ class Process(ServerBacked):
         self._closing = threading.Event()
         self._exited = threading.Event()
         self._stderr_done = threading.Event()
-        #: Signals close() had to send, in order.
+        #: Signals close() had to send, in order, and why the first was needed.
         self._signals_sent: List[str] = []
+        self._escalation_reason: Optional[str] = None
 
         self._tail_lock = threading.Lock()
         self._tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
@@ -166,9 +177,8 @@ class Process(ServerBacked):
 
     # --- lifecycle ----------------------------------------------------------------
 
-    def open(self) -> None:
-        """Start the program and the server on its pipes (Go: ``Open``)."""
-        self._claim_open()
+    def _start_agent(self) -> "Server":
+        """open(): start the program in its own process group, with a server on its pipes."""
         try:
             proc = subprocess.Popen(
                 self._argv,
@@ -177,35 +187,36 @@ class Process(ServerBacked):
                 stderr=subprocess.PIPE,
                 bufsize=0,
                 env=self._env,
+                start_new_session=True,
             )
         except OSError as exc:
             raise UDFError(f"failed to start process {self._argv[0]!r}: {exc}") from exc
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         try:
-            server = self._new_server(proc.stdout, proc.stdin)
+            server = self._new_server(proc.stdout, proc.stdin, explain_failure=self._explain_failure)
         except BaseException:
             proc.kill()
             proc.wait()
             for stream in (proc.stdin, proc.stdout, proc.stderr):
                 stream.close()
             raise
-        server._explain_failure = self._explain_failure
         self._proc = proc
-        self._server = server
         self._threads = [
             threading.Thread(target=self._drain_stderr, name="udf-stderr", daemon=True),
             threading.Thread(target=self._wait_for_exit, name="udf-process-waiter", daemon=True),
         ]
+        return server
+
+    def _after_start(self) -> None:
+        # After server.start(): the waiter may abort the server at once.
         for thread in self._threads:
             thread.start()
-        server.start()
+
+    def _helper_threads(self) -> List[threading.Thread]:
+        return self._threads
 
     def _shutdown(self) -> Optional[BaseException]:
-        """close(): stop the server, then reap the child, escalating if it lingers.
-
-        A child that does not exit ``kill_grace`` seconds after its input was
-        closed gets SIGTERM, and SIGKILL after as long again.
-        """
+        """close(): stop the server, then reap the child, escalating only if it stops making progress."""
         proc, server = self._proc, self._server
         if proc is None or server is None:
             return None
@@ -225,9 +236,9 @@ class Process(ServerBacked):
         for stream in (proc.stdin, proc.stdout):
             _close_quietly(stream)
         if stderr_thread.is_alive():
-            # Only a grandchild can still hold the stderr pipe; leave the thread
-            # the stream it is reading rather than closing it under its feet.
-            self._logger.warning("process %d exited but its stderr is still open (a child of it?)", proc.pid)
+            # Only a process outside the group can still hold the stderr pipe;
+            # leave the thread the stream it is reading rather than closing it under its feet.
+            self._logger.warning("process %d exited but its stderr is still open", proc.pid)
         else:
             _close_quietly(proc.stderr)
         if err is None and (proc.returncode != 0 or self._signals_sent):
@@ -235,25 +246,53 @@ class Process(ServerBacked):
         return err
 
     def _escalate(self) -> None:
-        """close()'s helper: SIGTERM, then SIGKILL, a child that does not exit in time."""
+        """close()'s helper: SIGTERM, then SIGKILL, an agent that stops making progress."""
         proc, server = self._proc, self._server
         assert proc is not None and server is not None
         grace = self._kill_grace
         for signum in (signal.SIGTERM, signal.SIGKILL):
-            deadline = time.monotonic() + grace
-            if server.wait_io(grace) and self._exited.wait(max(0.0, deadline - time.monotonic())):
+            if self._finished(grace):
                 return
+            reason = self._unfinished_reason(grace)
             name = _signal_name(signum)
-            self._logger.warning(
-                "process %d did not exit within %gs after its input was closed: sending %s", proc.pid, grace, name
+            self._logger.warning("process %d %s: sending %s to its process group", proc.pid, reason, name)
+            with self._exit_lock:
+                self._signals_sent.append(name)
+                if self._escalation_reason is None:
+                    self._escalation_reason = reason
+            _signal_group(proc, signum)
+        if not self._finished(grace):
+            self._logger.error(
+                "process %d: its output is still open %gs after SIGKILL (held by a process outside its group?)",
+                proc.pid,
+                grace,
             )
-            self._signals_sent.append(name)
-            _send_signal(proc, signum)
+
+    def _finished(self, grace: float) -> bool:
+        """Wait until the agent's I/O ended and it exited; False once it made no progress for ``grace`` s."""
+        server = self._server
+        assert server is not None
+        if not server.wait_io(idle=grace):
+            return False
+        return self._exited.wait(grace)
+
+    def _unfinished_reason(self, grace: float) -> str:
+        """What the agent is failing to do, for the log and the error."""
+        server, proc = self._server, self._proc
+        assert server is not None and proc is not None
+        if self._exited.is_set():
+            status = describe_exit_status(proc.returncode)
+            return f"exited ({status}) but its output stayed open after it exited (held by a child of it?)"
+        if server.wait_io(0):
+            return f"closed its output but did not exit within {grace:g}s"
+        if not server.input_closed:
+            return f"stopped reading its input (no progress for {grace:g}s)"
+        return f"did not exit within {grace:g}s after its input was closed"
 
     def _kill(self) -> None:
-        """The server's kill callback: SIGKILL the child."""
+        """End the agent now (the server's kill callback, and kill()): SIGKILL its process group."""
         if self._proc is not None:
-            _send_signal(self._proc, signal.SIGKILL)
+            _signal_group(self._proc, signal.SIGKILL)
 
     # --- helper threads -------------------------------------------------------------
 
@@ -268,8 +307,9 @@ class Process(ServerBacked):
         if proc.returncode == 0 or self._closing.is_set():
             return
         err = self._process_error()  # waits (bounded) for the last stderr lines
-        # Let the server deliver what the child wrote before dying.
-        server._reader_done.wait(EXIT_GRACE)
+        # Let the server deliver what the child wrote before dying (bounded
+        # while nothing arrives: a grandchild may hold the pipe).
+        server.wait_io(idle=EXIT_GRACE, output_only=True)
         if not self._closing.is_set():
             server.abort(err)
 
@@ -334,7 +374,7 @@ class Process(ServerBacked):
                 status = describe_exit_status(proc.returncode)
                 if self._signals_sent:
                     message = (
-                        f"process did not exit within {self._kill_grace:g}s after its input was closed: "
+                        f"process {self._escalation_reason}: "
                         f"sent {', then '.join(self._signals_sent)}; {status}"
                     )
                 else:
@@ -346,7 +386,7 @@ class Process(ServerBacked):
             return self._exit_error
 
     def _explain_failure(self, error: UDFError) -> BaseException:
-        """Server hook: a failed write to, or an unanswered request of, a dead child is reported as its exit."""
+        """The server's ``explain_failure``: an I/O failure of a child that died is reported as its exit."""
         if not self._exited.wait(EXIT_GRACE):
             return error
         proc = self._proc
@@ -365,10 +405,11 @@ class Process(ServerBacked):
         return f"<udf.Process {self._argv!r} pid={self.pid} returncode={self.returncode}>"
 
 
-def _send_signal(proc: "subprocess.Popen[bytes]", signum: int) -> None:
+def _signal_group(proc: "subprocess.Popen[bytes]", signum: int) -> None:
+    """Signal the child's process group (the child and what it started; it leads the group)."""
     try:
-        proc.send_signal(signum)  # a no-op once the child is reaped
-    except OSError:
+        os.killpg(proc.pid, signum)
+    except OSError:  # ESRCH: the whole group is gone
         pass
 
 

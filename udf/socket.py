@@ -17,11 +17,14 @@ import random
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from .errors import UDFError
 from .interface import ServerBacked
+
+if TYPE_CHECKING:
+    from .server import Server
 from .wire import DEFAULT_MAX_FRAME_SIZE
 
 __all__ = ["Socket", "HalfCloseWriter", "backoff_delays"]
@@ -154,10 +157,6 @@ class Socket(ServerBacked):
         super().__init__(logger, timeout, abort_callback, max_frame_size)
         self._sock: Optional[socket.socket] = None
         self._reader: Any = None
-        # abort() before the connection is made cancels open().
-        self._cancel = threading.Event()
-        self._cancel_error: Optional[BaseException] = None
-
         self._forced = False
 
     @property
@@ -167,9 +166,8 @@ class Socket(ServerBacked):
 
     # --- lifecycle ----------------------------------------------------------------
 
-    def open(self) -> None:
-        """Connect (retrying with backoff) and start the server (Go: ``Open``)."""
-        self._claim_open()
+    def _start_agent(self) -> "Server":
+        """open(): connect (retrying with backoff, cancelled by abort() or close()) and build the server."""
         sock = self._connect()
         reader = sock.makefile("rb", buffering=0)
         try:
@@ -178,11 +176,8 @@ class Socket(ServerBacked):
             reader.close()
             sock.close()
             raise
-        self._sock, self._reader, self._server = sock, reader, server
-        server.start()
-        if self._cancel.is_set():  # abort() raced with the end of the connect
-            assert self._cancel_error is not None
-            server.abort(self._cancel_error)
+        self._sock, self._reader = sock, reader
+        return server
 
     def _connect(self) -> socket.socket:
         deadline = time.monotonic() + self._connect_timeout
@@ -203,10 +198,12 @@ class Socket(ServerBacked):
             )
             if self._on_retry is not None:
                 self._on_retry(attempts, last, delay)
-            # Woken early by abort().
+            # Woken early by abort() or close().
             if self._cancel.wait(delay):
-                assert self._cancel_error is not None
-                raise self._cancel_error
+                break
+        if self._cancel.is_set():
+            assert self._pending_abort is not None
+            raise self._pending_abort
         plural = "attempt" if attempts == 1 else "attempts"
         raise UDFError(
             f"failed to connect to {self._display}: {attempts} {plural} in {self._connect_timeout:g}s, "
@@ -251,18 +248,20 @@ class Socket(ServerBacked):
                     pass
         if err is None and self._forced:
             err = UDFError(
-                f"agent at {self._display} did not close its connection within "
+                f"agent at {self._display} did not close its connection: no progress for "
                 f"{self._close_grace:g}s after its input was closed"
             )
         return err
 
     def _close_if_stuck(self) -> None:
-        """close()'s helper: end the connection if the agent keeps it open too long."""
+        """close()'s helper: end the connection if the agent stops making progress for close_grace."""
         server = self._server
         assert server is not None
-        if not server.wait_io(self._close_grace):
+        if not server.wait_io(idle=self._close_grace):
             self._logger.warning(
-                "agent at %s did not close its connection within %gs: closing it", self._display, self._close_grace
+                "agent at %s made no progress for %gs while closing: closing the connection",
+                self._display,
+                self._close_grace,
             )
             self._forced = True
             self._kill()
@@ -277,16 +276,6 @@ class Socket(ServerBacked):
                 pass
 
     # --- the server's API (the rest comes from ServerBacked) -----------------------
-
-    def abort(self, err: BaseException) -> None:
-        """Abort the server with ``err`` (Go: ``Abort``); during ``open()``, cancel it."""
-        server = self._server
-        if server is None:
-            if self._cancel_error is None:
-                self._cancel_error = err
-            self._cancel.set()
-            return
-        server.abort(err)
 
     def __enter__(self) -> "Socket":
         self.open()

@@ -20,7 +20,9 @@ class Stats:
     responses); ``error`` the first error's message; ``*_queue`` current queue
     depths; ``keepalive_rtt`` the last keepalive round trip in seconds (``None``
     before the first); ``uptime`` seconds since ``start()``; ``state`` one of
-    "new", "running", "stopping", "stopped", "aborted".
+    "new", "running", "stopping", "stopped", "aborted"; ``dropped`` points and
+    batches the agent sent after their channel was closed by its consumer or by
+    ``discard_output()``.
     """
 
     state: str
@@ -38,3 +40,4 @@ class Stats:
     point_out_queue: int = 0
     batch_out_queue: int = 0
     keepalive_rtt: Optional[float] = None
+    dropped: int = 0
