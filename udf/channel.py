@@ -46,11 +46,13 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
     def close(self, cause: Optional[BaseException] = None) -> None:
         """Close the channel (idempotent) and wake every blocked ``put``/``get``.
 
-        ``cause``, if given by the first close, is named by every later
-        :class:`ChannelClosed` and set as its ``__cause__``.
+        ``cause`` (the first one given, also by a later call) is named by
+        every later :class:`ChannelClosed` and set as its ``__cause__``.
         """
         with self.mutex:
             if self._closed:
+                if self._cause is None:
+                    self._cause = cause  # closed at the end of a stream, then the cause became known
                 return
             self._closed = True
             self._cause = cause

@@ -142,11 +142,14 @@ class ServerBacked(Interface):
         timeout: Union[float, datetime.timedelta],
         abort_callback: Optional[Callable[[], Any]],
         max_frame_size: int,
+        in_queue_size: int,
+        out_queue_size: int,
     ) -> None:
         self._logger = logger if logger is not None else logging.getLogger("udf")
         self._timeout = timeout
         self._abort_callback = abort_callback
         self._max_frame_size = max_frame_size
+        self._queue_sizes = (in_queue_size, out_queue_size)
         self._lock = threading.Lock()
         self._state = _NEW
         self._server: Optional["Server"] = None
@@ -282,6 +285,8 @@ class ServerBacked(Interface):
             self._abort_callback,
             self._kill,
             max_frame_size=self._max_frame_size,
+            in_queue_size=self._queue_sizes[0],
+            out_queue_size=self._queue_sizes[1],
             **kwargs,
         )
 

@@ -31,13 +31,11 @@ import signal
 import subprocess
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
 
 from .errors import ProcessExitedError, UDFError
 from .interface import ServerBacked
-
-if TYPE_CHECKING:
-    from .server import Server
+from .server import OUT_CHANNEL_SIZE, OUTBOX_SIZE, Server
 from .wire import DEFAULT_MAX_FRAME_SIZE
 
 __all__ = ["Process", "describe_exit_status", "STDERR_TAIL", "STDERR_LINE_LIMIT"]
@@ -110,7 +108,8 @@ class Process(ServerBacked):
     ``kill_grace`` is how long :meth:`close` lets the child go without progress
     (no output, no input taken, nothing waiting on our consumer) before sending
     SIGTERM to its process group, and again before SIGKILL: a slow but working
-    agent, or a slow consumer of its output, is never killed.
+    agent, or a slow consumer of its output, is never killed. ``in_queue_size``
+    and ``out_queue_size`` size the server's queues (see :class:`udf.Server`).
     """
 
     _what = "process"
@@ -126,6 +125,8 @@ class Process(ServerBacked):
         *,
         kill_grace: float = DEFAULT_KILL_GRACE,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        in_queue_size: int = OUTBOX_SIZE,
+        out_queue_size: int = OUT_CHANNEL_SIZE,
     ) -> None:
         if isinstance(args, (str, bytes)):
             raise TypeError("args must be a sequence of arguments, not a single string")
@@ -135,7 +136,7 @@ class Process(ServerBacked):
         self._env: Optional[Dict[str, str]] = dict(env) if env is not None else None
         self._kill_grace = float(kill_grace)
 
-        super().__init__(logger, timeout, abort_callback, max_frame_size)
+        super().__init__(logger, timeout, abort_callback, max_frame_size, in_queue_size, out_queue_size)
         self._proc: Optional["subprocess.Popen[bytes]"] = None
         self._threads: List[threading.Thread] = []
 

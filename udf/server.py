@@ -496,7 +496,8 @@ class Server:
             if self._err is None:
                 self._err = err
             first_err = self._err
-            tear_down = self._state is _NEW or self._state is _RUNNING or self._state is _STOPPING
+            never_started = self._state is _NEW
+            tear_down = never_started or self._state is _RUNNING or self._state is _STOPPING
             if tear_down:
                 self._state = _ABORTED
             waiters = self._take_waiters() if tear_down else []
@@ -510,6 +511,10 @@ class Server:
             self._batch_out.close(first_err)
             for waiter in waiters:
                 waiter.fail(first_err)
+            if never_started:  # no I/O thread will end it: release the streams now
+                self._close_writer()
+                self._end_reader()
+                self._io_done.set()
         if run_callbacks:
             if self._abort_callback is not None:
                 self._call_safely("abort callback", self._abort_callback)
@@ -882,11 +887,11 @@ class Server:
         events, error = responses.decode_frames(frames)
         for kind, item in events:
             if kind is POINTS:
-                self._deliver(self._point_out, item)
-                self._points_out += len(item)
+                if self._deliver(self._point_out, item):
+                    self._points_out += len(item)
             elif kind is BATCH:
-                self._deliver(self._batch_out, [item])
-                self._batches_out += 1
+                if self._deliver(self._batch_out, [item]):
+                    self._batches_out += 1
             elif kind == "keepalive":
                 sent_ns = item.keepalive.time  # agents echo the request's time
                 now_ns = time.time_ns()
@@ -899,16 +904,19 @@ class Server:
                 self._logger.error("%s", error)
             raise error
 
-    def _deliver(self, channel: Channel[Any], items: List[Any]) -> None:
+    def _deliver(self, channel: Channel[Any], items: List[Any]) -> bool:
+        """Hand ``items`` to the consumer; False if dropped (its channel was closed by the consumer)."""
         # While blocked on a slow consumer the agent is not to blame: the
         # keepalive watcher and close()'s escalation treat this time as progress.
         self._delivering = True
         try:
             channel.put_many(items)
+            return True
         except ChannelClosed:
             if self._state is _ABORTED:
                 raise _Aborted from None
             self._dropped_output(channel, len(items))
+            return False
         finally:
             self._delivering = False
             self._last_seen = time.monotonic()

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from .errors import UDFError
 from .interface import ServerBacked
+from .server import OUT_CHANNEL_SIZE, OUTBOX_SIZE
 
 if TYPE_CHECKING:
     from .server import Server
@@ -139,6 +140,8 @@ class Socket(ServerBacked):
         on_retry: Optional[RetryHook] = None,
         close_grace: float = DEFAULT_CLOSE_GRACE,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        in_queue_size: int = OUTBOX_SIZE,
+        out_queue_size: int = OUT_CHANNEL_SIZE,
     ) -> None:
         self._kind, self._address, self._display = _parse_address(path)
         if initial_backoff <= 0 or max_backoff <= 0:
@@ -154,7 +157,7 @@ class Socket(ServerBacked):
         self._on_retry = on_retry
         self._close_grace = float(close_grace)
 
-        super().__init__(logger, timeout, abort_callback, max_frame_size)
+        super().__init__(logger, timeout, abort_callback, max_frame_size, in_queue_size, out_queue_size)
         self._sock: Optional[socket.socket] = None
         self._reader: Any = None
         self._forced = False
