@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import NamedTuple, Tuple, Union
+from typing import Any, NamedTuple, Union
 
 __all__ = ["Address", "parse_address", "TCP_PREFIX"]
 
@@ -23,8 +23,8 @@ class Address(NamedTuple):
     """A parsed address: ``kind`` is ``"unix"`` or ``"tcp"``."""
 
     kind: str
-    #: The socket path, or ``(host, port)`` for TCP.
-    sockaddr: Union[str, Tuple[str, int]]
+    #: The socket path (str), or ``(host, port)`` for TCP: what connect/bind take.
+    sockaddr: Any
     #: How messages name it: ``unix socket PATH`` or the ``tcp://`` text.
     display: str
 
