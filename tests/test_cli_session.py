@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List
 
 import pytest
 
@@ -25,6 +25,7 @@ from udf.convert import Info
 from udf.wire import read_message, write_message
 
 from .conftest import TIMEOUT
+from .test_cli import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -58,12 +59,6 @@ def failing(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("failing") / "failing.py"
     path.write_text(FAILING_AGENT)
     return path
-
-
-def run_main(args: Sequence[str], stdin: bytes = b"") -> Tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(args), stdin=io.BytesIO(stdin), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 # --- each error once ------------------------------------------------------------------------

@@ -20,28 +20,24 @@ from .command import console_main, main
 from .exits import (
     EXIT_BAD_INPUT,
     EXIT_BROKEN_PIPE,
+    EXIT_CODES,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_UDF_FAILED,
     EXIT_USAGE,
     CLIError,
 )
+from .exits import __all__ as _EXITS
 from .options import build_options, describe_options, parse_option_value
 
 __all__ = [
     "main",
     "console_main",
-    "CLIError",
     "parse_option_value",
     "build_options",
     "describe_options",
     "group_id",
     "Batcher",
     "to_stream_point",
-    "EXIT_OK",
-    "EXIT_UDF_FAILED",
-    "EXIT_USAGE",
-    "EXIT_BAD_INPUT",
-    "EXIT_INTERRUPTED",
-    "EXIT_BROKEN_PIPE",
+    *_EXITS,
 ]
