@@ -235,7 +235,7 @@ def test_connect_timeout_unix(sock_path: str) -> None:
     plural = "attempt" if attempts == 1 else "attempts"
     assert str(excinfo.value) == (
         f"failed to connect to unix socket {sock_path}: {attempts} {plural} in 0.2s, "
-        "last error: No such file or directory"
+        "last error: no such file or directory"
     )
 
 
@@ -246,7 +246,7 @@ def test_connect_timeout_tcp_refused() -> None:
         s = udf.Socket(f"tcp://127.0.0.1:{port}", connect_timeout=0, initial_backoff=0.01)
         with pytest.raises(
             udf.UDFError,
-            match=rf"^failed to connect to tcp://127.0.0.1:{port}: 1 attempt in 0s, last error: Connection refused$",
+            match=rf"^failed to connect to tcp://127.0.0.1:{port}: 1 attempt in 0s, last error: connection refused$",
         ):
             s.open()
 

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Unio
 
 from .errors import UDFError
 from .interface import Interface
+from .models import INT64_MIN
 
 if sys.version_info >= (3, 11):
     import tomllib as _toml
@@ -68,7 +69,7 @@ _UNITS: Dict[str, int] = {
     "m": _M,
     "h": _H,
 }
-_INT64_LIMIT = 1 << 63
+_INT64_LIMIT = -INT64_MIN  # the magnitude of a negative int64 bound
 _KNOWN_KEYS = ("prog", "args", "env", "timeout", "socket")
 
 

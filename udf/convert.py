@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import agent_pb2
 
 from .errors import AgentError, ProtocolError, UDFError
-from .models import Batch, BatchPoint, Dimensions, Fields, Point, Tags
+from .models import INT64_MAX, INT64_MIN, Batch, BatchPoint, Dimensions, Fields, Point, Tags
 from .wire import decode_uvarint, encode_frame, encode_uvarint
 
 __all__ = [
@@ -37,8 +37,6 @@ __all__ = [
     "BATCH",
 ]
 
-_INT64_MIN = -(1 << 63)
-_INT64_MAX = (1 << 63) - 1
 
 # Request oneof tags, wire type 2 (length-delimited): field_number << 3 | 2.
 _TAG_BEGIN = encode_uvarint(16 << 3 | 2)
@@ -107,7 +105,7 @@ def fields_to_message(msg: Any, fields: Fields) -> None:
                 doubles = msg.fieldsDouble
             target = doubles
         elif kind is int:
-            if not _INT64_MIN <= value <= _INT64_MAX:  # type: ignore[operator]  # kind is int
+            if not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]  # kind is int
                 raise ValueError(f"field {key!r}: integer {value} does not fit in int64")
             if ints is None:
                 ints = msg.fieldsInt
@@ -137,7 +135,7 @@ def _coerce_field(msg: Any, key: object, value: Any) -> tuple[Any, Any]:
         return float(value), msg.fieldsDouble
     if isinstance(value, numbers.Integral):
         value = int(value)
-        if not _INT64_MIN <= value <= _INT64_MAX:
+        if not INT64_MIN <= value <= INT64_MAX:
             raise ValueError(f"field {key!r}: integer {value} does not fit in int64")
         return value, msg.fieldsInt
     if isinstance(value, numbers.Real):
@@ -194,7 +192,7 @@ def _check_scalars(where: str, **values: Any) -> None:
     """Explain which scalar attribute protobuf refused (only run on failure)."""
     for name, value in values.items():
         if name == "time" or name == "tmax":
-            if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
+            if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:
                 raise TypeError(f"{where}.{name} must be an int of nanoseconds in int64 range, got {value!r}")
         elif name == "by_name":
             if not isinstance(value, bool):

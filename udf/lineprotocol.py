@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
-from .models import FieldValue, Fields, Tags
+from .models import INT64_MAX, INT64_MIN, FieldValue, Fields, Tags
 
 __all__ = [
     "ParsedLine",
@@ -35,12 +35,10 @@ __all__ = [
     "format_field_value",
 ]
 
-_INT64_MIN = -(1 << 63)
-_INT64_MAX = (1 << 63) - 1
 #: InfluxDB's valid timestamps (models.MinNanoTime, MaxNanoTime): int64 less two
 #: reserved values at each end; the parser refuses the others too.
-MIN_TIME = _INT64_MIN + 2
-MAX_TIME = _INT64_MAX - 1
+MIN_TIME = INT64_MIN + 2
+MAX_TIME = INT64_MAX - 1
 
 #: Timestamp precisions (InfluxDB's names and Go-style aliases) to nanoseconds.
 PRECISIONS: Dict[str, int] = {
@@ -117,7 +115,7 @@ def parse_line(line: str, precision: str = "ns") -> Optional[ParsedLine]:
         return None
     fields: Fields = data["fields"]
     for key, value in fields.items():
-        if type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
             raise ValueError(f"field {key!r}: integer {value} does not fit in int64")
     ts: Optional[int] = data["time"]
     if ts is not None:
@@ -126,7 +124,7 @@ def parse_line(line: str, precision: str = "ns") -> Optional[ParsedLine]:
         except KeyError:
             raise ValueError(f"unknown precision {precision!r}") from None
         ts *= scale
-        if not _INT64_MIN <= ts <= _INT64_MAX:
+        if not INT64_MIN <= ts <= INT64_MAX:
             raise ValueError(f"timestamp {data['time']} ({precision}) does not fit in int64 nanoseconds")
     return ParsedLine(data["measurement"], data["tags"], fields, ts)
 

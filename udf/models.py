@@ -11,7 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Union
 
-__all__ = ["FieldValue", "Fields", "Tags", "Dimensions", "Point", "BatchPoint", "Batch"]
+__all__ = ["FieldValue", "Fields", "Tags", "Dimensions", "Point", "BatchPoint", "Batch", "INT64_MIN", "INT64_MAX"]
+
+#: The range of Go's int64: integer fields, times and INT options must fit in it.
+INT64_MIN = -(1 << 63)
+INT64_MAX = (1 << 63) - 1
 
 FieldValue = Union[float, int, str, bool]
 Fields = Dict[str, FieldValue]

@@ -55,6 +55,7 @@ from .errors import (
 )
 from .models import Batch, Point
 from .stats import Stats
+from .streams import describe_error as _describe
 from .wire import DEFAULT_MAX_FRAME_SIZE, FrameDecoder
 
 __all__ = ["Server", "ServerState", "Info"]
@@ -985,8 +986,3 @@ def _write_rest(write: Callable[[Any], Optional[int]], view: memoryview) -> None
             raise OSError("write accepted no bytes")
         view = view[written:]
 
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__

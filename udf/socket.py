@@ -17,15 +17,14 @@ import random
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Tuple, Union
-from urllib.parse import urlsplit
+from typing import Any, Callable, Iterator, Optional, Union
 
+from .address import parse_address as _parse_address
 from .errors import UDFError
 from .interface import ServerBacked
-from .server import OUT_CHANNEL_SIZE, OUTBOX_SIZE
-
-if TYPE_CHECKING:
-    from .server import Server
+from .server import OUT_CHANNEL_SIZE, OUTBOX_SIZE, Server
+from .streams import HalfCloseWriter
+from .streams import describe_error as _describe
 from .wire import DEFAULT_MAX_FRAME_SIZE
 
 __all__ = ["Socket", "HalfCloseWriter", "backoff_delays"]
@@ -61,54 +60,6 @@ def backoff_delays(
     while True:
         yield min(maximum, nominal * (1.0 + jitter * (2.0 * rand() - 1.0)))
         nominal = min(maximum, nominal * factor)
-
-
-def _parse_address(path: Union[str, "os.PathLike[str]"]) -> Tuple[str, Any, str]:
-    """``(kind, address, display)`` for a unix socket path or ``tcp://host:port``; kind is "tcp" or "unix"."""
-    text = os.fspath(path)
-    if not isinstance(text, str):
-        raise TypeError(f"socket path must be a str, got {type(text).__name__}")
-    if text.startswith("tcp://"):
-        parts = urlsplit(text)
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ValueError(f"invalid TCP address {text!r}: {exc}") from None
-        if not parts.hostname or port is None:
-            raise ValueError(f"invalid TCP address {text!r}: want tcp://host:port")
-        return "tcp", (parts.hostname, port), text
-    if not text:
-        raise ValueError("socket path must not be empty")
-    if not hasattr(socket, "AF_UNIX"):  # pragma: no cover - Windows without AF_UNIX
-        raise ValueError("unix sockets are not supported here; use tcp://host:port")
-    return "unix", text, f"unix socket {text}"
-
-
-class HalfCloseWriter:
-    """A socket's writing side as a stream: ``close()`` only shuts down writing (SHUT_WR).
-
-    The peer sees EOF and can still answer. Used for the host's side
-    (``udf.Socket``) and the agent's side (``udf.agent.AgentServer``).
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._closed = False
-
-    def write(self, data: Any) -> int:
-        if self._closed:
-            raise ValueError("write to a closed stream")
-        self._sock.sendall(data)
-        return len(data)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the peer is gone already
 
 
 class Socket(ServerBacked):
@@ -287,8 +238,3 @@ class Socket(ServerBacked):
     def __repr__(self) -> str:
         return f"<udf.Socket {self._display}>"
 
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__

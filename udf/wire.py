@@ -8,7 +8,7 @@ byte length of a message followed by the serialized message (Go:
 
 from __future__ import annotations
 
-from typing import IO, Any, Callable, List, Optional, Protocol, TypeVar
+from typing import IO, Any, Callable, List, Optional, TypeVar
 
 from .errors import ProtocolError
 
@@ -29,10 +29,6 @@ DEFAULT_MAX_FRAME_SIZE = 64 * 2**20
 
 _MAX_VARINT_BYTES = 10
 _UINT64_LIMIT = 1 << 64
-
-
-class _Message(Protocol):
-    def SerializeToString(self) -> bytes: ...
 
 
 M = TypeVar("M")

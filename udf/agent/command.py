@@ -1,0 +1,137 @@
+"""The command line of an agent: :func:`main` (stdin/stdout or ``--socket``) and its logging.
+
+Ctrl-C (SIGINT) ends ``main`` with exit status 130 in both modes. With
+stdin/stdout the reader thread may be blocked reading stdin when the
+interpreter exits; it reads the raw file (:func:`~udf.agent.conversation.unbuffered`),
+so no buffered-stream lock is held then, and the handler thread is given
+``INTERRUPT_GRACE`` seconds to run ``handler.stop()`` and close the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any, Optional, Sequence
+
+from ..errors import UDFError
+from .conversation import Agent, unbuffered
+from .handler import HandlerFactory
+from .server import AgentServer
+
+__all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_INTERRUPTED", "INTERRUPT_GRACE"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+#: Seconds the handler thread gets to stop after Ctrl-C (stdin/stdout mode).
+INTERRUPT_GRACE = 2.0
+
+_LOG = logging.getLogger("udf.agent")
+
+
+class _KapacitorFormatter(logging.Formatter):
+    """Prefix log lines with Kapacitor's level marks (E!, W!, I!, D!)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno >= logging.ERROR:
+            mark = "E!"
+        elif record.levelno >= logging.WARNING:
+            mark = "W!"
+        elif record.levelno >= logging.INFO:
+            mark = "I!"
+        else:
+            mark = "D!"
+        text: str = super().format(record)
+        return f"{mark} {text}"
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_KapacitorFormatter("%(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class _Terminate(BaseException):
+    """Raised in the main thread by the SIGTERM handler."""
+
+
+def _raise_terminate(signum: int, frame: Any) -> None:
+    raise _Terminate()
+
+
+def main(
+    handler_factory: HandlerFactory,
+    argv: Optional[Sequence[str]] = None,
+    *,
+    description: Optional[str] = None,
+) -> int:
+    """Run a UDF from the command line; returns the exit status.
+
+    Without options the agent talks over stdin/stdout (Kapacitor's ``prog``
+    UDFs); ``--socket PATH`` (or ``--socket tcp://HOST:PORT``) serves every
+    connection instead, until SIGINT or SIGTERM. Logs go to stderr with
+    Kapacitor's level marks; ``sys.stdout`` is redirected to stderr so that a
+    stray ``print`` cannot corrupt the protocol. Exit status: 0 after a clean
+    end (or SIGTERM in socket mode), 1 after a fatal error, 130 on SIGINT.
+    Typical use::
+
+        if __name__ == "__main__":
+            sys.exit(main(MyHandler))
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="serve agents on a unix socket PATH or tcp://HOST:PORT instead of stdin/stdout",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="stderr log level (default: info)",
+    )
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    if args.socket is None:
+        return _serve_stdio(handler_factory)
+    return _serve_socket(handler_factory, args.socket)
+
+
+def _serve_stdio(handler_factory: HandlerFactory) -> int:
+    """One agent on stdin/stdout until the input ends, a fatal error, or SIGINT."""
+    reader, writer = unbuffered(sys.stdin), unbuffered(sys.stdout)
+    sys.stdout = sys.stderr  # print() must not write into the protocol stream
+    agent = Agent(reader, writer)
+    agent.handler = handler_factory(agent)
+    agent.start()
+    try:
+        agent.wait()
+    except KeyboardInterrupt:
+        agent.abort(UDFError("interrupted"))
+        handler_thread = agent.threads[-1]
+        handler_thread.join(INTERRUPT_GRACE)  # the reader may stay blocked on stdin: not waited for
+        return EXIT_INTERRUPTED
+    return EXIT_OK if agent.error is None else EXIT_FAILED
+
+
+def _serve_socket(handler_factory: HandlerFactory, address: str) -> int:
+    """Serve connections until SIGINT (exit 130) or SIGTERM (exit 0)."""
+    server = AgentServer(address, handler_factory)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminate)
+    _LOG.info("listening on %s", server.address)
+    code = EXIT_OK
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except _Terminate:
+        pass
+    finally:
+        server.stop()
+    return code
