@@ -905,5 +905,5 @@ def test_missing_cli_extra_is_a_clean_usage_error(probe: Path, monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "line_protocol_parser", None)  # import now fails
     code, out, err = run_main(["run", *probe_cmd(probe)], b"m v=1 1\n")
     assert code == 2
-    assert "needs the line-protocol-parser package: pip install 'udf[cli]'" in err
+    assert "needs the line-protocol-parser package: pip install 'kapacitor-udf[cli]'" in err
     assert "Traceback" not in err and out == ""

@@ -1,7 +1,7 @@
 """InfluxDB line protocol for the command-line tool: read with a maintained parser, write by hand.
 
 Reading uses the ``line-protocol-parser`` package (a C parser that follows
-InfluxDB 1.x line protocol; install ``udf[cli]``), wrapped here to skip blank
+InfluxDB 1.x line protocol; install ``kapacitor-udf[cli]``), wrapped here to skip blank
 and ``#`` comment lines, apply a timestamp precision, fill in a missing
 timestamp, check int64 ranges and report the line number of a bad line.
 Writing escapes as InfluxDB 1.x reads it: measurement ``,`` and space; tag keys,
@@ -70,7 +70,7 @@ def _load_parser() -> Callable[[str], Any]:
             import line_protocol_parser  # type: ignore[import-untyped,import-not-found,unused-ignore]
         except ImportError:
             raise MissingExtraError(
-                "reading line protocol needs the line-protocol-parser package: pip install 'udf[cli]'"
+                "reading line protocol needs the line-protocol-parser package: pip install 'kapacitor-udf[cli]'"
             ) from None
         _parser_error = line_protocol_parser.LineFormatError
         _parser = line_protocol_parser.parse_line
