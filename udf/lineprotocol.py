@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
 from .models import FieldValue, Fields, Tags
+from .wire import excerpt
 
 __all__ = [
     "ParsedLine",
@@ -92,6 +93,8 @@ class LineProtocolError(ValueError):
 
     def __init__(self, source: str, lineno: int, reason: str, line: str) -> None:
         shown = line if len(line) <= 120 else line[:117] + "..."
+        if not shown.isprintable():  # binary input: a short escaped excerpt, never echoed raw
+            shown = excerpt(line.encode("utf-8", "surrogateescape"))
         super().__init__(f"{source}:{lineno}: bad line protocol: {reason}: {shown}")
         self.source = source
         self.lineno = lineno
