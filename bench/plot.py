@@ -1,9 +1,10 @@
 """Plot a benchmark run: points/s by configuration, as a PNG.
 
-    python bench/run.py --json docs/performance.json
-    python bench/plot.py docs/performance.json docs/performance.png
+    .venv/bin/python bench/run.py --json docs/performance.json
+    .venv/bin/python bench/plot.py docs/performance.json docs/performance.png
 
-Needs matplotlib (``pip install matplotlib``; not a dependency of the library).
+Needs matplotlib, the ``bench`` extra (``.venv/bin/python -m pip install -e '.[bench]'``;
+not a dependency of the library). Without it: a message saying so, exit status 2.
 """
 
 from __future__ import annotations
@@ -108,6 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("png", nargs="?", default=os.path.join(DOCS, "performance.png"), help="where to write the plot")
     ap.add_argument("--markdown", action="store_true", help="also print the results as Markdown tables")
     args = ap.parse_args(argv)
+    try:
+        import matplotlib  # noqa: F401  (checked first: nothing is half done without it)
+    except ImportError:
+        print(
+            "plot.py: error: matplotlib is not installed; install the bench extra: "
+            "pip install -e '.[bench]' (from the checkout, with the venv's pip)",
+            file=sys.stderr,
+        )
+        return 2
     with open(args.results) as f:
         results = json.load(f)
     if args.markdown:

@@ -238,6 +238,13 @@ def test_read_lines_numbers_lines_skips_comments_and_reports_the_bad_one() -> No
     assert str(err).startswith("in.lp:6: bad line protocol: ") and str(err).endswith(": cpu v= 3")
 
 
+def test_a_binary_bad_line_is_quoted_escaped_and_short() -> None:
+    line = "cpu v=\x00\x1b[2J" + "\x00" * 500
+    err = LineProtocolError("in.lp", 1, "bad", line)
+    assert "\x00" not in str(err) and "\x1b" not in str(err)
+    assert str(err).endswith(": 'cpu v=\\x00\\x1b[2J" + "\\x00" * 29 + "'...")  # 40 characters
+
+
 def test_missing_timestamp_gets_the_read_time() -> None:
     clock = iter([111, 222])
     points = list(read_lines(["m v=1", "m v=2 5", "m v=3"], now=lambda: next(clock)))
@@ -905,5 +912,5 @@ def test_missing_cli_extra_is_a_clean_usage_error(probe: Path, monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "line_protocol_parser", None)  # import now fails
     code, out, err = run_main(["run", *probe_cmd(probe)], b"m v=1 1\n")
     assert code == 2
-    assert "needs the line-protocol-parser package: pip install 'udf[cli]'" in err
+    assert "needs the line-protocol-parser package: pip install 'kapacitor-udf[cli]'" in err
     assert "Traceback" not in err and out == ""

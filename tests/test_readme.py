@@ -23,6 +23,6 @@ def test_usage_example_runs_and_prints_moving_averages() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     quick = README.split("## Quick start", 1)[1]
-    blocks = re.findall(r"```\n(.*?)\n```", quick, re.S)
+    blocks = re.findall(r"```(?:sh)?\n(.*?)\n```", quick, re.S)
     assert blocks[:2] == ["bash scripts/demo.sh", "bash scripts/test.sh"]
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()

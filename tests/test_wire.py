@@ -17,6 +17,7 @@ import pytest
 import agent_pb2
 from udf.errors import ProtocolError, UDFError
 from udf.wire import (
+    excerpt,
     DEFAULT_MAX_FRAME_SIZE,
     FrameDecoder,
     decode_uvarint,
@@ -273,9 +274,9 @@ def test_decoder_refuses_huge_length_without_allocating(size: int) -> None:
 
 def test_decoder_custom_limit_is_inclusive() -> None:
     decoder = FrameDecoder(max_frame_size=100)
-    assert decoder.feed(encode_frame(b"x" * 100)) == [b"x" * 100]
+    assert decoder.feed(encode_frame(b"\0" * 100)) == [b"\0" * 100]
     with pytest.raises(ProtocolError, match="101"):
-        decoder.feed(encode_frame(b"x" * 101))
+        decoder.feed(encode_frame(b"\0" * 101))
 
 
 def test_decoder_refuses_huge_length_arriving_byte_by_byte() -> None:
@@ -486,3 +487,81 @@ def test_frames_before_a_bad_prefix_are_returned_then_check_raises() -> None:
     clean = FrameDecoder()
     assert clean.feed(good) == [b"abc"]
     clean.check()  # nothing pending
+
+
+# --- a stream that starts with text (a UDF that prints to its stdout) ---------
+
+
+def response_frame(**message: Any) -> bytes:
+    return encode_frame(agent_pb2.Response(**message).SerializeToString())
+
+
+@pytest.mark.parametrize(
+    "stream, quoted",
+    [
+        (b"hello\n", "'hello'"),
+        (b"hello\n" + encode_frame(agent_pb2.Response().SerializeToString()), "'hello'"),
+        (b"Starting up\r\nmore", "'Starting up'"),
+        (b"\nok\n", "'ok'"),
+        ("héllo wörld\n".encode(), "'héllo wörld'"),
+        (b"x" * 100, "'" + "x" * 40 + "'..."),  # a short excerpt, not the whole line
+        (b"abc\x00\xff\x01", "b'abc\\x00\\xff\\x01'"),  # escaped, NULs and all
+    ],
+)
+def test_decoder_says_the_agent_wrote_text(stream: bytes, quoted: str) -> None:
+    for chunks in ([stream], [stream[i : i + 1] for i in range(len(stream))]):
+        decoder = FrameDecoder()
+        with pytest.raises(ProtocolError) as info:
+            for chunk in chunks:
+                decoder.feed(chunk)
+            decoder.eof()
+        assert str(info.value).startswith("the agent wrote text to its stdout (a print?): ")
+        if len(chunks) == 1:
+            assert str(info.value).endswith(": " + quoted)
+        with pytest.raises(ProtocolError, match="wrote text"):
+            decoder.feed(b"more")  # the error sticks
+
+
+def test_decoder_text_at_eof_and_its_hint() -> None:
+    decoder = FrameDecoder(text_hint="the host sent text")
+    assert decoder.feed(b"ok") == []
+    with pytest.raises(ProtocolError, match=r"^the host sent text: 'ok'$"):
+        decoder.eof()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # An ErrorResponse whose length bytes are printable: every byte of its start is text.
+        {"error": agent_pb2.ErrorResponse(error="a printable error of just the right size")},
+        {"keepalive": agent_pb2.KeepaliveResponse(time=1)},
+        {"info": agent_pb2.InfoResponse(wants=agent_pb2.BATCH, provides=agent_pb2.BATCH)},
+        {"info": agent_pb2.InfoResponse()},
+        {"point": agent_pb2.Point(name="cpu" * 10)},
+    ],
+)
+def test_decoder_takes_real_frames_for_frames_however_chunked(message: Dict[str, Any]) -> None:
+    frame = response_frame(**message)
+    for chunks in ([frame], [frame[i : i + 1] for i in range(len(frame))]):
+        decoder = FrameDecoder()
+        got = [payload for chunk in chunks for payload in decoder.feed(chunk)]
+        decoder.eof()
+        assert got == [frame[len(frame) - len(got[0]) :]]
+
+
+def test_decoder_text_check_can_be_turned_off() -> None:
+    decoder = FrameDecoder(text_hint=None)
+    assert decoder.feed(encode_frame(b"text payload")) == [b"text payload"]
+
+
+def test_printable_error_response_really_starts_with_text_bytes() -> None:
+    """The case the frame check exists for: without it this frame would pass for text."""
+    frame = response_frame(error=agent_pb2.ErrorResponse(error="a printable error of just the right size"))
+    assert frame[:5] == b",2*\n("
+
+
+def test_excerpt_is_short_and_escaped() -> None:
+    assert excerpt(b"hello") == "'hello'"
+    assert excerpt(b"\x00\x01\xff") == "b'\\x00\\x01\\xff'"
+    assert excerpt(b"a" * 1000) == "'" + "a" * 40 + "'..."
+    assert excerpt("é".encode() * 30) == "'" + "é" * 20 + "'..."  # not cut inside a character

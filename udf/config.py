@@ -357,7 +357,7 @@ class Config:
 
 def _toml_loads(text: str) -> Dict[str, Any]:
     if _toml is None:  # pragma: no cover - Python 3.10 without tomli
-        raise ConfigError("reading kapacitor.conf on Python 3.10 needs the tomli package: pip install 'udf[config]'")
+        raise ConfigError("reading kapacitor.conf on Python 3.10 needs the tomli package: pip install 'kapacitor-udf[config]'")
     try:
         return dict(_toml.loads(text))
     except _toml.TOMLDecodeError as exc:

@@ -18,6 +18,8 @@ __all__ = [
     "decode_uvarint",
     "encode_frame",
     "FrameDecoder",
+    "TEXT_HINT",
+    "excerpt",
     "read_frame",
     "read_message",
     "write_message",
@@ -82,6 +84,74 @@ def encode_frame(payload: bytes) -> bytes:
     return encode_uvarint(len(payload)) + payload
 
 
+#: How much of a bad input an error message quotes.
+EXCERPT_BYTES = 40
+
+
+def excerpt(data: bytes, limit: int = EXCERPT_BYTES) -> str:
+    """A short, escaped quotation of input for an error message.
+
+    Text is shown as a Python string literal (``'hello'``), anything else as a
+    bytes literal (``b'\\x00\\xff'``); at most ``limit`` bytes, then ``...``,
+    so binary junk or a megabyte line never floods a log.
+    """
+    head = bytes(data[:limit])
+    more = "..." if len(data) > limit else ""
+    try:
+        text = head.decode("utf-8") if not more else _decode_prefix(head)
+    except UnicodeDecodeError:
+        return repr(head) + more
+    return repr(text) + more
+
+
+def _decode_prefix(head: bytes) -> str:
+    """Decode UTF-8 that may have been cut inside its last character."""
+    import codecs
+
+    return codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+
+
+#: The bytes a text line is made of: printable ASCII, tab, CR, LF.
+_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+
+#: Bytes of the stream's start examined to tell text from a frame.
+_SNIFF_BYTES = 3
+
+TEXT_HINT = "the agent wrote text to its stdout (a print?)"
+
+
+def _looks_like_text(start: bytes) -> bool:
+    """Whether a stream's first bytes are a line of text rather than a frame.
+
+    A UDF frame holds a ``Request`` or ``Response``: a message with exactly one
+    field set, a nested message. Its first bytes are the length L, the field's
+    tag (wire type 2) and the nested length L - 2. Bytes that can be read that
+    way are a frame (an ErrorResponse of printable length can be all printable
+    bytes); otherwise a first line of at least two printable characters is text.
+    """
+    if len(start) < 2:
+        return False
+    if start[1] & 0x07 == 0x02 and (len(start) < 3 or start[2] == start[0] - 2):
+        return False
+    line = _first_line(start)
+    if len(line) < 2:
+        return False
+    if all(b in _TEXT_BYTES for b in line):
+        return True
+    try:  # non-ASCII text (UTF-8), perhaps cut inside its last character
+        return _decode_prefix(line).replace("\t", " ").isprintable()
+    except UnicodeDecodeError:
+        return False
+
+
+def _first_line(data: bytes) -> bytes:
+    return data.lstrip(b"\r\n").split(b"\n", 1)[0].rstrip(b"\r")
+
+
+def _text_error(start: bytes, hint: str) -> ProtocolError:
+    return ProtocolError(f"{hint}: {excerpt(_first_line(start))}")
+
+
 def _check_size(size: int, limit: int) -> None:
     if size > limit:
         raise ProtocolError(f"frame of {size} bytes exceeds the maximum frame size of {limit} bytes")
@@ -93,14 +163,27 @@ class FrameDecoder:
     ``feed(chunk)`` returns the payloads of every frame completed so far, however
     the stream was chunked: feeding one byte at a time yields the same frames as
     feeding it whole. ``eof()`` checks the stream ended at a frame boundary.
+
+    A stream whose first three bytes are printable text that cannot start a
+    Request or Response frame is refused with a ProtocolError quoting its first
+    line: a UDF that prints to its stdout fails at once, saying so, instead of
+    after a keepalive timeout with a corrupt frame.
     """
 
-    __slots__ = ("max_frame_size", "_buf", "_parts", "_have", "_need", "_error")
+    __slots__ = ("max_frame_size", "text_hint", "_buf", "_parts", "_have", "_need", "_error", "_sniffing")
 
-    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(
+        self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *, text_hint: Optional[str] = TEXT_HINT
+    ) -> None:
         if max_frame_size <= 0:
             raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
         self.max_frame_size = max_frame_size
+        #: Said when the stream starts with printable text instead of a frame
+        #: (a stray print in a UDF): ``f"{text_hint}: 'hello'"``. ``None`` turns
+        #: the check off (for streams of frames that are not UDF messages).
+        self.text_hint = text_hint
+        # Until the stream's first bytes are known not to be text.
+        self._sniffing = True
         self._buf = b""  # unconsumed bytes: at most one partial frame
         # A large partial frame is collected as a list of chunks, joined once
         # it is complete, so that a big frame in many small reads is not quadratic.
@@ -145,6 +228,11 @@ class FrameDecoder:
             buf = self._buf + data
         else:
             buf = data
+        if self._sniffing:
+            if len(buf) >= _SNIFF_BYTES:
+                self._sniff(buf)
+            elif buf and buf[0] < 2:  # a frame of 0 or 1 bytes: not text
+                self._sniffing = False
         frames: List[bytes] = []
         append = frames.append
         limit = self.max_frame_size
@@ -187,6 +275,14 @@ class FrameDecoder:
         self._buf = buf[pos:] if pos else buf
         return frames
 
+    def _sniff(self, start: bytes) -> None:
+        """Refuse a stream that begins with text: say so at once, quoting it."""
+        self._sniffing = False
+        if self.text_hint is not None and _looks_like_text(start[:_SNIFF_BYTES]):
+            self._buf = b""
+            self._error = _text_error(start, self.text_hint)
+            raise self._error
+
     def check(self) -> None:
         """Raise the ProtocolError found after the frames the last ``feed`` returned, if any."""
         if self._error is not None:
@@ -205,6 +301,9 @@ class FrameDecoder:
         if not buf:
             return
         self._buf = b""
+        if self._sniffing and self.text_hint is not None and _looks_like_text(buf[:_SNIFF_BYTES]):
+            self._sniffing = False
+            raise _text_error(buf, self.text_hint)
         decoded = decode_uvarint(buf, 0)
         if decoded is None:
             raise ProtocolError(f"unexpected EOF inside a length prefix after {len(buf)} bytes")

@@ -346,7 +346,7 @@ class Agent:
         """Decode requests; answer keepalives here; queue the rest for the handler."""
         reader = self._reader
         read = getattr(reader, "read1", None) or reader.read
-        decoder = FrameDecoder(self._max_frame_size)
+        decoder = FrameDecoder(self._max_frame_size, text_hint="the input is text, not UDF frames")
         parse = agent_pb2.Request.FromString
         queue_open = True
         try:
