@@ -37,10 +37,14 @@ import zlib
 from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import agent_pb2
-import apache_beam as beam
-from apache_beam.coders import BytesCoder, Coder, TupleCoder, registry
-from apache_beam.metrics import Metrics
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+
+try:
+    import apache_beam as beam
+    from apache_beam.coders import BytesCoder, Coder, TupleCoder, registry
+    from apache_beam.metrics import Metrics
+    from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+except ImportError as exc:  # pragma: no cover - exercised by tests/test_beam_extra.py
+    raise ImportError(f"udf.beam needs Apache Beam: pip install 'udf[beam]' ({exc})") from exc
 
 from .channel import Channel
 from .convert import BATCH, ResponseDecoder, encode_batch, point_from_message, point_to_message
