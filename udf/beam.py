@@ -42,6 +42,7 @@ try:
     import apache_beam as beam
     from apache_beam.coders import BytesCoder, Coder, TupleCoder, registry
     from apache_beam.metrics import Metrics
+    from apache_beam.options.pipeline_options import StandardOptions
     from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 except ImportError as exc:  # pragma: no cover - exercised by tests/test_beam_extra.py
     raise ImportError(f"udf.beam needs Apache Beam: pip install 'udf[beam]' ({exc})") from exc
@@ -60,6 +61,10 @@ MAX_AGENTS = 64
 #: Tries of one group of items, each on a fresh agent restored from Beam state,
 #: before the bundle fails (and the runner retries it, as its policy says).
 MAX_ATTEMPTS = 3
+#: In a streaming pipeline, how long a shard's partial group may wait for more
+#: items before it is handed to the agent anyway (GroupIntoBatches'
+#: ``max_buffering_duration_secs``; a global window never ends by itself).
+STREAMING_FLUSH_SECS = 1.0
 #: Beam metrics namespace of RunUDF's counters (agents_started, agent_failures, restores).
 METRICS_NAMESPACE = "udf.beam"
 
@@ -431,10 +436,12 @@ class RunUDF(beam.PTransform):  # type: ignore[misc]
 
     def expand(self, items: Any) -> Any:
         item_type = Point if self._edge == "stream" else Batch
+        streaming = items.pipeline.options.view_as(StandardOptions).streaming
+        flush = {"max_buffering_duration_secs": STREAMING_FLUSH_SECS} if streaming else {}
         return (
             items
             | "Shard" >> beam.Map(_ShardBy(self._key, self._shards)).with_output_types(Tuple[int, item_type])
-            | "GroupIntoBatches" >> beam.GroupIntoBatches(self._batch_size)
+            | "GroupIntoBatches" >> beam.GroupIntoBatches(self._batch_size, **flush)
             | "RunAgent"
             >> beam.ParDo(_RunUDFFn(self._command, self._options, _EDGES[self._edge], self._timeout)).with_output_types(
                 item_type
