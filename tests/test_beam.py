@@ -310,3 +310,20 @@ def test_beam_moving_avg_example_runs_on_the_sample_data(tmp_path: Any) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert collections.Counter(done.stdout.splitlines()) == lines
     assert sum(lines.values()) == 120 * 6
+
+
+def test_docs_usage_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    with open(os.path.join(ROOT, "docs", "beam.md"), encoding="utf-8") as f:
+        code = re.search(r"## Usage \(in-process runner\)\n\n```python\n(.*?)```", f.read(), re.S)
+    assert code is not None
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the example names examples/moving_avg.py relative to the checkout
+    try:
+        exec(compile(code.group(1), "docs/beam.md", "exec"), {"__name__": "docs_beam"})
+    finally:
+        os.chdir(cwd)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 100 * (20 - 5 + 1)
+    assert all(line.startswith("Point(name='cpu'") and "'avg':" in line for line in lines)
