@@ -84,6 +84,18 @@ def run_in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     return join
 
 
+def exchange(put: Callable[[Any], Any], channel: Any, items: List[Any]) -> List[Any]:
+    """Put ``items`` from a producer thread while taking as many from ``channel`` here.
+
+    Tests that put data always consume concurrently: whether a run of puts
+    fits before anyone reads depends on queue and pipe sizes, never to be relied on.
+    """
+    produced = run_in_thread(lambda: [put(item) for item in items])
+    received = [channel.get(timeout=TIMEOUT) for _ in items]
+    produced()
+    return received
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
     """Fail any test that leaves a thread of ours running."""

@@ -18,6 +18,8 @@ import agent_pb2
 import udf
 from udf import Batch, BatchPoint, Point
 
+from .conftest import exchange
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 #: Generous: the quick run takes a few seconds, more on a loaded machine or the pure-Python backend.
 QUICK_RUN_LIMIT = 600
@@ -97,10 +99,7 @@ def test_echo_agent_answers_requests_and_echoes_points(workload: ModuleType) -> 
         points = workload.make_points(3000)
         odd = Point(name="ünïcode", group="g", tags={}, fields={"s": "str", "b": True, "i": -1}, time=-5)
         points.append(odd)
-        for p in points:
-            server.point_in.put(p)
-        back = [server.point_out.get(timeout=30) for _ in points]
-        assert back == points
+        assert exchange(server.point_in.put, server.point_out, points) == points
     finally:
         _finish(proc, server)
 
@@ -112,10 +111,7 @@ def test_echo_agent_echoes_batches(workload: ModuleType) -> None:
         batches = workload.make_batches(20, 100)
         batches.append(Batch(name="empty", tmax=7, group="g", by_name=True, tags={"a": "b"}, points=[]))
         batches.append(Batch(name="one", points=[BatchPoint(time=1, fields={"f": 1.5}, tags={"t": "v"})]))
-        for b in batches:
-            server.batch_in.put(b)
-        back = [server.batch_out.get(timeout=30) for _ in batches]
-        assert back == batches
+        assert exchange(server.batch_in.put, server.batch_out, batches) == batches
     finally:
         _finish(proc, server)
 

@@ -25,7 +25,7 @@ import udf
 from udf import Batch, BatchPoint, Dimensions, Point
 from udf.socket import HalfCloseWriter
 
-from .conftest import TIMEOUT
+from .conftest import TIMEOUT, exchange, run_in_thread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -157,9 +157,7 @@ def test_mirror_echoes_points_exactly(example) -> None:
         Point(name="neg", fields={"zero": 0, "f": -0.0}, time=-5),
     ]
     points += [stream_point("host=b", i, i, extra=float(i)) for i in range(500)]
-    for p in points:
-        ex.server.point_in.put(p)
-    got = [ex.server.point_out.get(timeout=TIMEOUT) for _ in points]
+    got = exchange(ex.server.point_in.put, ex.server.point_out, points)
     assert got == points
     assert type(got[0].fields["up"]) is bool and type(got[0].fields["n"]) is int
     assert got[0].time == T0 + 999_999_999
@@ -298,14 +296,16 @@ def test_moving_avg_over_sample_data(example) -> None:
     rows = read_cpu_lp()
     ex = example("moving_avg.py")
     ex.server.init([opt("field", "usage_user"), opt("size", 5), opt("as", "avg_user")])
-    for tags, fields, ts in rows:
-        ex.server.point_in.put(
-            Point(name="cpu", group=f"host={tags['host']}", tags=tags, fields=fields, time=ts,
-                  dimensions=Dimensions(tag_names=["host"]))
-        )
+    points = [
+        Point(name="cpu", group=f"host={tags['host']}", tags=tags, fields=fields, time=ts,
+              dimensions=Dimensions(tag_names=["host"]))
+        for tags, fields, ts in rows
+    ]
+    produced = run_in_thread(lambda: [ex.server.point_in.put(p) for p in points])
     hosts = sorted({tags["host"] for tags, _, _ in rows})
     per_host = len(rows) // len(hosts)
     got = [ex.server.point_out.get(timeout=TIMEOUT) for _ in range(len(hosts) * (per_host - 4))]
+    produced()
     assert ex.finish() == 0
     for host in hosts:
         values = [f["usage_user"] for t, f, _ in rows if t["host"] == host]
