@@ -159,7 +159,7 @@ def test_undecodable_payload_is_a_protocol_error() -> None:
     assert isinstance(error, udf.ProtocolError) and "undecodable Response" in str(error)
 
 
-def echo_agent_pipes() -> Tuple[udf.Server, threading.Thread]:
+def echo_agent_pipes() -> Tuple[udf.Server, threading.Thread, Any]:
     """A server whose agent echoes every byte back (Request.point and Response.point share field 17)."""
     request_r, request_w = os.pipe()
     response_r, response_w = os.pipe()
@@ -174,12 +174,13 @@ def echo_agent_pipes() -> Tuple[udf.Server, threading.Thread]:
 
     thread = threading.Thread(target=echo, name="fake-agent-echo", daemon=True)
     thread.start()
-    server = udf.Server(open(response_r, "rb", buffering=0), open(request_w, "wb", buffering=0))
-    return server, thread
+    reader = open(response_r, "rb", buffering=0)
+    server = udf.Server(reader, open(request_w, "wb", buffering=0))
+    return server, thread, reader
 
 
 def test_stalled_consumer_blocks_producer_then_every_point_arrives_in_order() -> None:
-    s, echo = echo_agent_pipes()
+    s, echo, reader = echo_agent_pipes()
     s.start()
     # More than every buffer on the way can hold: the outbox, two pipes, the
     # echo's chunk, the reader's chunk (READ_CHUNK bytes of ~25-byte frames) and point_out.
@@ -213,7 +214,7 @@ def test_stalled_consumer_blocks_producer_then_every_point_arrives_in_order() ->
         producer.join(TIMEOUT)
         s.wait_io(TIMEOUT)
         echo.join(TIMEOUT)
-        s._reader.close()
+        reader.close()
 
 
 def test_points_before_a_bad_length_prefix_in_the_same_read_are_delivered() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import List
 
 import pytest
 
@@ -142,17 +143,7 @@ def test_end_without_begin_is_a_protocol_error(agent: FakeAgent) -> None:
     assert agent.finish() == []
 
 
-def test_begin_inside_batch_is_a_protocol_error(agent: FakeAgent) -> None:
-    s = started(agent)
-    agent.respond(begin=agent_pb2.BeginBatch(name="x"))
-    agent.respond(begin=agent_pb2.BeginBatch(name="y"))
-    agent.close_output()
-    with pytest.raises(udf.ProtocolError, match="BeginBatch received inside a batch"):
-        s.stop()
-    assert agent.finish() == []
-
-
-@pytest.mark.parametrize("size", [2**32, 2**63])
+@pytest.mark.parametrize("size", [2**63])  # 4 GiB: tests/test_faults.py
 def test_huge_length_prefix_is_a_protocol_error(agent: FakeAgent, size: int) -> None:
     from udf.wire import encode_uvarint
 
@@ -160,15 +151,6 @@ def test_huge_length_prefix_is_a_protocol_error(agent: FakeAgent, size: int) -> 
     agent.write_raw(encode_uvarint(size) + b"xx")
     agent.close_output()
     with pytest.raises(udf.ProtocolError, match=f"frame of {size} bytes exceeds the maximum frame size of 1024"):
-        s.stop()
-    assert agent.finish() == []
-
-
-def test_garbage_and_empty_response_are_protocol_errors(agent: FakeAgent) -> None:
-    s = started(agent)
-    agent.write_raw(b"\x00")  # an empty Response: no oneof set
-    agent.close_output()
-    with pytest.raises(udf.ProtocolError, match="no known message"):
         s.stop()
     assert agent.finish() == []
 
@@ -298,13 +280,14 @@ def test_concurrent_requests_each_get_their_answer(agent: FakeAgent) -> None:
 
 def test_abort_from_callback_and_from_many_threads(agent: FakeAgent) -> None:
     calls = []
-    s = agent.server()
+    servers: List[udf.Server] = []
 
     def callback() -> None:
         calls.append(threading.current_thread().name)
-        s.abort(udf.UDFError("from the callback"))  # re-entrant: must not deadlock
+        servers[0].abort(udf.UDFError("from the callback"))  # re-entrant: must not deadlock
 
-    s._abort_callback = callback
+    s = agent.server(abort_callback=callback)
+    servers.append(s)
     s.start()
     errors = [udf.UDFError(f"abort {i}") for i in range(8)]
     joins = [run_in_thread(s.abort, e) for e in errors]
@@ -377,28 +360,29 @@ def test_timedelta_timeout_and_invalid_arguments(agent: FakeAgent) -> None:
     import datetime
 
     s = agent.server(timeout=datetime.timedelta(seconds=5))
-    assert s._timeout == 5.0
     with pytest.raises(TypeError):
         udf.Server(agent.host_reader, agent.host_writer, timeout="5s")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         udf.Server(agent.host_reader, agent.host_writer, max_frame_size=0)
     s.start()
+    assert "udf-keepalive" in [t.name for t in threading.enumerate()]  # 5 s: a keepalive thread
     finish_cleanly(agent, s)
 
 
 def test_stop_from_abort_callback_on_the_reader_thread_does_not_deadlock(agent: FakeAgent) -> None:
     stopped = threading.Event()
     raised = []
-    s = started(agent)
+    servers: List[udf.Server] = []
 
     def callback() -> None:
         try:
-            s.stop()  # runs on the reader thread (ErrorResponse): must not wait for itself
+            servers[0].stop()  # runs on the reader thread (ErrorResponse): must not wait for itself
         except udf.UDFError as exc:
             raised.append(exc)
         stopped.set()
 
-    s._abort_callback = callback
+    s = started(agent, abort_callback=callback)
+    servers.append(s)
     agent.respond(error=agent_pb2.ErrorResponse(error="boom"))
     assert stopped.wait(TIMEOUT)
     assert [str(e) for e in raised] == ["boom"]
