@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import threading
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import pytest
 
