@@ -143,6 +143,7 @@ class _Agent:
         self.gen = gen
         self.base = 0  # the seq of this agent's first item
         self.forwarders: List[threading.Thread] = []
+        self.stopped = False  # aborted and killed (or left to exit) by the supervisor
         self.puts: Tuple[Callable[[bytes, bool, Optional[float]], None], ...] = ()
         self.exact_snapshots = callable(getattr(udf, "snapshot_with_position", None))
 
@@ -675,6 +676,9 @@ class Supervisor(Interface):
             self._serve()
         except BaseException as exc:  # a bug of ours: do not leave producers waiting forever
             self._logger.exception("udf supervisor failed")
+            for agent in (self._agent, self._starting):
+                if agent is not None and not agent.stopped:
+                    self._discard_agent(agent, exc)
             self._give_up(exc, "")
         finally:
             self._finish()
@@ -831,6 +835,9 @@ class Supervisor(Interface):
                 self._starting = None
                 self._state = RUNNING
                 self._can_put.notify_all()
+            if replayed:
+                with self._inbox:  # a snapshot of the new agent soon keeps the log short
+                    self._snapshot_due = True
             event = RestartEvent(generation=gen, cause=cause, delay=delay, replayed=replayed, lost=lost)
             if self._on_restart is not None:
                 try:
@@ -953,6 +960,7 @@ class Supervisor(Interface):
         with self._lock:
             if self._starting is agent:
                 self._starting = None
+        agent.stopped = True
         if soft and agent.error is None:
             reaper = threading.Timer(RETIRE_GRACE, agent.kill)
             reaper.name = "udf-supervisor-reaper"
