@@ -5,6 +5,7 @@ concurrent producers, and recovery equivalence with moving_avg (Python and Go).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import random
@@ -592,3 +593,40 @@ def test_recovery_equivalence_python_moving_avg() -> None:
 @pytest.mark.skipif(not GO_MOVING_AVG.exists(), reason=f"Kapacitor's Go moving_avg anchor is absent ({GO_MOVING_AVG})")
 def test_recovery_equivalence_go_moving_avg() -> None:
     _check_equivalence(str(GO_MOVING_AVG), [])
+
+
+def test_abort_stops_without_restarting() -> None:
+    factory = Factory(*agent("echo.py"))
+    sup = supervisor(factory)
+    sup.open()
+    out = Consumer(sup.point_out)
+    sup.point_in.put(point(1))
+    out.wait_for(1)
+    reason = udf.UDFError("owner gave up")
+    sup.abort(reason)
+    with pytest.raises(udf.UDFError, match="owner gave up"):
+        sup.close()
+    with pytest.raises(udf.ChannelClosed) as raised:
+        sup.point_in.put(point(2))
+    assert raised.value.__cause__ is reason
+    assert len(factory.made) == 1 and factory.made[0].returncode is not None
+    assert sup.stats().state == "closed"
+    out.join()
+
+
+def test_cli_run_restart_survives_an_agent_that_dies(tmp_path: Path) -> None:
+    from udf.cli import main
+
+    lines = b"".join(b"%s,host=a v=%d %d\n" % (b"boom" if i == 5 else b"cpu", i, i) for i in range(10))
+    out, err = io.StringIO(), io.StringIO()
+    cmd = [sys.executable, "-u", str(AGENTS / "flaky.py"), "--die-on", "boom", "--once", str(tmp_path / "died")]
+    code = main(["run", "--restart", "--no-progress", "--", *cmd], stdin=io.BytesIO(lines), stdout=out, stderr=err)
+    assert code == 0, err.getvalue()
+    times = {int(line.rsplit(" ", 1)[1]) for line in out.getvalue().splitlines()}
+    assert times == set(range(10))
+    assert "restarting it (generation 1)" in err.getvalue() and "exit status 3" in err.getvalue()
+
+    # Without --restart the same agent ends the run.
+    os.unlink(tmp_path / "died")
+    code = main(["run", "--no-progress", "--", *cmd], stdin=io.BytesIO(lines), stdout=io.StringIO(), stderr=io.StringIO())
+    assert code == 1

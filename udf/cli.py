@@ -26,7 +26,7 @@ import re
 import sys
 import threading
 import time
-from typing import IO, Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any, BinaryIO, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import agent_pb2
 
@@ -502,6 +502,12 @@ def _parser(prog: str) -> _Parser:
     )
     run.add_argument("--restore", metavar="FILE", help="restore this snapshot before the input")
     run.add_argument("--snapshot-out", metavar="FILE", help="save the UDF's snapshot here after the input")
+    run.add_argument(
+        "--restart",
+        action="store_true",
+        help="run the UDF under a udf.Supervisor: when it fails, restart it, restore its last snapshot "
+        "and replay the input since (outputs may repeat); gives up after 5 restarts within 60s",
+    )
     prog_group = run.add_mutually_exclusive_group()
     prog_group.add_argument(
         "--progress", dest="progress", action="store_true", default=None, help="always show progress"
@@ -571,6 +577,14 @@ def _make_udf(args: argparse.Namespace, command: List[str], logger: logging.Logg
     from .process import Process
 
     return Process(command[0], command[1:], logger=logger, timeout=timeout)
+
+
+def _supervised(first: Interface, make: Callable[[], Interface], logger: logging.Logger) -> Interface:
+    """``--restart``: a Supervisor whose first agent is ``first`` and whose later ones ``make()`` builds."""
+    from .supervisor import Supervisor
+
+    made = [first]
+    return Supervisor(lambda: made.pop() if made else make(), logger=logger)
 
 
 def _open_inputs(names: List[str], stdin: Any) -> List[Tuple[str, Any, bool]]:
@@ -733,6 +747,8 @@ def _run_command(
             except OSError as exc:
                 raise CLIError(f"cannot read snapshot: {exc.filename}: {exc.strerror}") from None
     udf = _make_udf(args, command, logger)
+    if args.command == "run" and args.restart:
+        udf = _supervised(udf, lambda: _make_udf(args, command, logger), logger)
     if args.command == "run":
         inputs = _open_inputs(args.inputs, stdin)
     try:
