@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import queue
 import random
 import signal
 import sys
@@ -630,3 +631,29 @@ def test_cli_run_restart_survives_an_agent_that_dies(tmp_path: Path) -> None:
     os.unlink(tmp_path / "died")
     code = main(["run", "--no-progress", "--", *cmd], stdin=io.BytesIO(lines), stdout=io.StringIO(), stderr=io.StringIO())
     assert code == 1
+
+
+def test_point_out_reads_each_agent_in_turn_and_is_receive_only() -> None:
+    factory = Factory(*agent("echo.py"))
+    restarts = Restarts()
+    sup = supervisor(factory, on_restart=restarts)
+    sup.open()
+    with pytest.raises(queue.Empty):
+        sup.point_out.get(timeout=0.01)
+    with pytest.raises(udf.UDFError, match="receive side"):
+        sup.point_out.put(point(0))
+    for i in range(10):
+        sup.point_in.put(point(i))
+    first = [sup.point_out.get(timeout=TIMEOUT).time for _ in range(10)]
+    factory.kill_current()
+    restarts.wait(1)  # nobody read meanwhile: the old agent's channel is simply drained
+    sup.point_in.put(point(10))
+    rest = []
+    while not rest or rest[-1] != 10:
+        rest.append(sup.point_out.get(timeout=TIMEOUT).time)
+    assert first == list(range(10)) and rest[-1] == 10 and set(rest) <= set(range(11))
+    sup.point_out.close()  # the consumer wants no more: the agents' output is dropped
+    sup.point_in.put(point(11))
+    sup.close()
+    with pytest.raises(udf.ChannelClosed):
+        sup.point_out.get(timeout=TIMEOUT)

@@ -6,14 +6,16 @@ the same for its whole life; behind them the agent may be replaced::
 
     producers -> point_in/batch_in (stable) --+--> replay log (frames since the last snapshot)
                                               +--> current agent's point_in/batch_in (put_encoded)
-    current agent's point_out/batch_out --forwarder threads--> point_out/batch_out (stable)
+    consumers <- point_out/batch_out (stable) <-- each agent's point_out/batch_out, in turn
 
 A ``put()`` validates and encodes the item once, in the caller's thread, then
 appends the frame to the replay log and puts it into the current agent under one
 lock, so that the log's order is the agent's order. Every item gets a sequence
 number (``seq``); the current agent's n-th item is ``seq = base + n``, so the
 position :meth:`udf.Process.snapshot_with_position` returns maps to a sequence
-number exactly, and the log is truncated by it, not by a guess.
+number exactly, and the log is truncated by it, not by a guess. Reading
+``point_out`` reads the agents' own channels one after the other (no thread in
+between): what an agent sent before it failed comes first, then its successor's.
 
 One ``udf-supervisor`` thread does everything else, in order: it takes the
 snapshots (every ``snapshot_every`` items, every ``snapshot_interval`` seconds),
@@ -22,8 +24,7 @@ not ask for it, a put meeting a closed agent) and restarts the agent, and
 closes it at :meth:`Supervisor.close`. A restart:
 
 1. retires the old agent: abort, ``kill()`` (a hung agent is not waited for),
-   ``close()`` to reap it, and waits until its output forwarders have delivered
-   everything it sent;
+   ``close()`` to reap it;
 2. applies the restart intensity (at most ``max_restarts`` restarts within any
    ``period``; the failure that would need one more gives up) and waits the
    backoff delay (jittered; reset after ``period`` healthy seconds);
@@ -55,10 +56,6 @@ from .wire import FrameDecoder
 
 __all__ = ["Supervisor", "RestartEvent", "SupervisorStats", "SupervisorGaveUp"]
 
-#: Items (points or batches) the stable output channels hold before a forwarder waits.
-OUT_CHANNEL_SIZE = 1024
-#: Items a forwarder moves per hand-over at most.
-FORWARD_CHUNK = 512
 #: Producers wait (for the next snapshot) when the replay log holds this many
 #: items beyond ``snapshot_every``: a backstop, the transport's own bounded
 #: queues normally keep the log far below it.
@@ -136,13 +133,12 @@ class _Fatal(Exception):
 
 
 class _Agent:
-    """One generation: the transport, how to put frames into it, and its output forwarders."""
+    """One generation: the transport and how to put frames into it."""
 
     def __init__(self, udf: Interface, gen: int) -> None:
         self.udf = udf
         self.gen = gen
         self.base = 0  # the seq of this agent's first item
-        self.forwarders: List[threading.Thread] = []
         self.stopped = False  # aborted and killed (or left to exit) by the supervisor
         self.puts: Tuple[Callable[[bytes, bool, Optional[float]], None], ...] = ()
         self.exact_snapshots = callable(getattr(udf, "snapshot_with_position", None))
@@ -206,23 +202,127 @@ def _describe_item(frame: bytes, kind: int) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _take(channel: Channel[Any], limit: int) -> List[Any]:
-    """Wait for one item of ``channel``, then take what else is queued (up to ``limit``): one hand-over.
+def _frame_kind(frame: bytes) -> int:
+    """Whether an encoded item is a point or a batch: the tag after the length prefix (Point 17, BeginBatch 16)."""
+    i = 0
+    while frame[i] & 0x80:
+        i += 1
+    return _BATCH if frame[i + 1] == 0x82 else _POINT
 
-    Raises ChannelClosed once the channel is closed and drained.
+
+class _Outlet(Channel[Any]):
+    """``Supervisor.point_out`` / ``batch_out``: the agents' own channels, read one after the other.
+
+    A consumer reads the current agent's channel directly (no thread in
+    between); once it is closed and drained, the next agent's. It ends (raises
+    ``ChannelClosed``, naming why) once the supervisor has ended and the last
+    channel is drained. It is the receive side only: ``put`` raises. A
+    consumer reaching the end of the current agent's channel while the
+    supervisor expected more reports that agent's end as a failure.
     """
-    first = channel.get()
-    with channel.mutex:
-        queued = channel.queue
-        n = min(len(queued), limit - 1)
-        if n <= 0:
-            return [first]
-        items = [first]
-        popleft = queued.popleft
-        for _ in range(n):
-            items.append(popleft())
-        channel.not_full.notify_all()  # a reader blocked on the full channel
-    return items
+
+    def __init__(self, supervisor: "Supervisor", name: str) -> None:
+        super().__init__(0)
+        self._supervisor = supervisor
+        self._name = name
+        self._switch = threading.Condition(threading.Lock())
+        self._sources: Deque[Tuple[_Agent, Channel[Any]]] = collections.deque()  # the one read first
+        self._finished = False  # no more sources will come
+        self._consumer_closed = False
+
+    def add(self, agent: _Agent, channel: Channel[Any]) -> None:
+        """A new agent's channel, read after those before it."""
+        with self._switch:
+            if self._consumer_closed:
+                channel.close()  # its server drops what the agent sends there
+            self._sources.append((agent, channel))
+            self._switch.notify_all()
+
+    def finish(self, cause: Optional[BaseException]) -> None:
+        """No more agents: end once the channels are drained, naming ``cause``."""
+        super().close(cause)
+        with self._switch:
+            self._finished = True
+            self._switch.notify_all()
+
+    def close(self, cause: Optional[BaseException] = None) -> None:
+        """The consumer wants no more: what is queued can still be read; the agents' further output is dropped."""
+        super().close(cause)
+        with self._switch:
+            self._consumer_closed = True
+            sources = [channel for _, channel in self._sources]
+            self._switch.notify_all()
+        for channel in sources:
+            channel.close()
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        raise UDFError(f"{self._name} is the receive side of a supervisor: put into point_in/batch_in")
+
+    def put_many(self, items: List[Any]) -> None:
+        raise UDFError(f"{self._name} is the receive side of a supervisor: put into point_in/batch_in")
+
+    def qsize(self) -> int:
+        with self._switch:
+            channels = [channel for _, channel in self._sources]
+        return sum(channel.qsize() for channel in channels)
+
+    def empty(self) -> bool:
+        return self.qsize() == 0
+
+    def _source(self, deadline: Optional[float]) -> Optional[Channel[Any]]:
+        """The channel to read now, waiting for the next agent's if needed; ``None`` at the end.
+
+        Raises ``queue.Empty`` at ``deadline``.
+        """
+        with self._switch:
+            while True:
+                sources = self._sources
+                ended = self._finished or self._consumer_closed
+                while sources:
+                    agent, channel = sources[0]
+                    if not channel.closed or channel.qsize():
+                        return channel
+                    if len(sources) == 1 and not ended:
+                        self._supervisor._output_ended(agent, channel)
+                        break
+                    sources.popleft()
+                if not sources and ended:
+                    return None
+                if deadline is None:
+                    self._switch.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise queue.Empty
+                    self._switch.wait(remaining)
+
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+        """The next item from the current agent (or its successor); ChannelClosed at the end."""
+        if not block:
+            deadline: Optional[float] = time.monotonic()
+        elif timeout is not None:
+            if timeout < 0:
+                raise ValueError("'timeout' must be a non-negative number")
+            deadline = time.monotonic() + timeout
+        else:
+            deadline = None
+        while True:
+            channel = self._source(deadline)
+            if channel is None:
+                raise self._closed_error("channel closed")
+            try:
+                if deadline is None:
+                    return channel.get()
+                return channel.get(block, max(0.0, deadline - time.monotonic()))
+            except ChannelClosed:
+                continue  # drained: the next agent's
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            channel = self._source(None)
+            if channel is None:
+                return
+            yield from channel
 
 
 class _StableInlet:
@@ -312,8 +412,8 @@ class Supervisor(Interface):
 
         self._point_in = _StableInlet(self, _POINT)
         self._batch_in = _StableInlet(self, _BATCH)
-        self._point_out: Channel[Point] = Channel(OUT_CHANNEL_SIZE)
-        self._batch_out: Channel[Batch] = Channel(OUT_CHANNEL_SIZE)
+        self._point_out = _Outlet(self, "point_out")
+        self._batch_out = _Outlet(self, "batch_out")
 
         # Guarded by _lock: the state, the current agent, sequence numbers, the log.
         self._lock = threading.Lock()
@@ -322,11 +422,18 @@ class Supervisor(Interface):
         self._agent: Optional[_Agent] = None
         self._info: Optional[Info] = None
         self._accepted = 0  # the next item's seq
-        self._log: Deque[Tuple[int, bytes]] = collections.deque()  # (kind, frame), seq from _covered on
+        self._log: Deque[bytes] = collections.deque()  # encoded items, seq from _covered on
+        # replay=False keeps no log: appending to a zero-length deque drops the item.
+        dropped: Deque[bytes] = collections.deque(maxlen=0)
+        self._log_append = (self._log if self._replay else dropped).append
         self._covered = 0  # items before this seq are in the last snapshot (or lost)
         self._snapshot: Optional[bytes] = None
         self._snapshot_due_at = snapshot_every  # seq at which a count snapshot is due
         self._log_cap = snapshot_every + LOG_SLACK
+        #: put() takes its slow path from this seq on: a snapshot is due, the log is
+        #: full, or (-1) no agent is running. See _refresh_slow_at.
+        self._slow_at = -1
+        self._puts: Tuple[Callable[[bytes, bool, Optional[float]], None], ...] = ()  # the current agent's
         self._final: Optional[BaseException] = None  # what close() raises
         self._closing = False  # close() or abort() was called: no more puts
 
@@ -367,12 +474,12 @@ class Supervisor(Interface):
 
     @property
     def point_out(self) -> Channel[Point]:
-        """Points from whichever agent is current; closed at close() or when giving up."""
+        """Points from each agent in turn; ends at close() or when the supervisor gives up."""
         return self._point_out
 
     @property
     def batch_out(self) -> Channel[Batch]:
-        """Batches from whichever agent is current."""
+        """Batches from each agent in turn."""
         return self._batch_out
 
     @property
@@ -393,12 +500,11 @@ class Supervisor(Interface):
         except BaseException:
             with self._lock:
                 self._state = CLOSED
-            self._point_out.close()
-            self._batch_out.close()
+            self._point_out.finish(None)
+            self._batch_out.finish(None)
             raise
         with self._lock:
-            self._agent = agent
-            self._state = RUNNING
+            self._activate(agent)
         self._healthy_since = time.monotonic()
         self._monitor = threading.Thread(target=self._run, name="udf-supervisor", daemon=True)
         self._monitor.start()
@@ -416,10 +522,11 @@ class Supervisor(Interface):
             if state is _NEW:
                 self._state = CLOSED
             self._closing = True
+            self._refresh_slow_at()
             self._can_put.notify_all()
         if state is _NEW:
-            self._point_out.close()
-            self._batch_out.close()
+            self._point_out.finish(None)
+            self._batch_out.finish(None)
             return
         with self._inbox:
             self._close_requested = True
@@ -429,7 +536,7 @@ class Supervisor(Interface):
             self._point_out.close()
             self._batch_out.close()
         monitor = self._monitor
-        if monitor is not None and threading.current_thread() is not monitor and not self._in_forwarder():
+        if monitor is not None and threading.current_thread() is not monitor:
             monitor.join()
         err = self._final
         if err is not None:
@@ -442,6 +549,7 @@ class Supervisor(Interface):
             if self._state is _NEW:
                 self._state = CLOSED
                 self._final = err
+            self._refresh_slow_at()
             self._can_put.notify_all()
             agents = [a for a in (self._agent, self._starting) if a is not None]
         with self._inbox:
@@ -451,10 +559,6 @@ class Supervisor(Interface):
         self._woken.set()
         for agent in agents:  # wakes a replay, a snapshot or a producer blocked on it
             agent.udf.abort(err)
-
-    def _in_forwarder(self) -> bool:
-        agent = self._agent
-        return agent is not None and threading.current_thread() in agent.forwarders
 
     # --- requests -------------------------------------------------------------------
 
@@ -574,16 +678,13 @@ class Supervisor(Interface):
     def _put(self, kind: int, frame: bytes, block: bool, timeout: Optional[float]) -> None:
         """Accept one encoded item: log it and put it into the current agent, in one order."""
         with self._lock:
-            if self._state is not RUNNING or len(self._log) >= self._log_cap or self._closing:
-                self._wait_for_room(block, timeout)
-            agent = self._agent
-            assert agent is not None
+            if self._accepted >= self._slow_at:
+                self._put_slow(block, timeout)
             seq = self._accepted
-            if self._replay:
-                self._log.append((kind, frame))
+            self._log_append(frame)
             self._accepted = seq + 1
             try:
-                agent.puts[kind](frame, block, timeout)
+                self._puts[kind](frame, block, timeout)
             except queue.Full:
                 self._accepted = seq  # not accepted after all
                 if self._replay:
@@ -591,20 +692,41 @@ class Supervisor(Interface):
                 raise
             except ChannelClosed as exc:
                 # The agent failed: the item is accepted (logged), the restart replays it.
+                agent = self._agent
+                assert agent is not None
                 error = agent.error
                 self._report_failure(agent.gen, error or exc.__cause__ or exc, error is None)
                 self._state = RESTARTING  # the next put waits for the new agent
-            if seq + 1 >= self._snapshot_due_at:
-                self._snapshot_due_at = seq + 1 + self._snapshot_every
-                with self._inbox:
-                    self._snapshot_due = True
-                    self._inbox.notify_all()
+                self._slow_at = -1
 
-    def _wait_for_room(self, block: bool, timeout: Optional[float]) -> None:
-        """_put's slow path (with _lock held): wait for a running agent and room in the log."""
-        if not block:
-            timeout = 0.0
-        self._wait_running(timeout, lambda: len(self._log) < self._log_cap)
+    def _put_slow(self, block: bool, timeout: Optional[float]) -> None:
+        """_put's slow path (with _lock held): ask for a due snapshot; wait for a running agent and room in the log."""
+        if self._state is RUNNING and not self._closing and self._accepted >= self._snapshot_due_at:
+            self._snapshot_due_at = self._accepted + self._snapshot_every
+            self._refresh_slow_at()
+            with self._inbox:
+                self._snapshot_due = True
+                self._inbox.notify_all()
+        if self._accepted >= self._slow_at:
+            self._wait_running(0.0 if not block else timeout, lambda: len(self._log) < self._log_cap)
+
+    def _refresh_slow_at(self) -> None:
+        """Recompute where put()'s fast path ends (call with _lock held after changing what it depends on)."""
+        if self._state is not RUNNING or self._closing:
+            self._slow_at = -1
+        elif self._replay:
+            self._slow_at = min(self._snapshot_due_at, self._covered + self._log_cap)
+        else:
+            self._slow_at = self._snapshot_due_at
+
+    def _activate(self, agent: _Agent) -> None:
+        """Make ``agent`` the one puts go to (with _lock held)."""
+        self._agent = agent
+        self._puts = agent.puts
+        self._starting = None
+        self._state = RUNNING
+        self._refresh_slow_at()
+        self._can_put.notify_all()
 
     # --- failure reports (any thread) -----------------------------------------------
 
@@ -631,42 +753,18 @@ class Supervisor(Interface):
 
     # --- output forwarding ----------------------------------------------------------
 
-    def _start_forwarders(self, agent: _Agent) -> None:
-        pairs: List[Tuple[str, Channel[Any], Channel[Any]]] = [
-            ("points", agent.udf.point_out, self._point_out),
-            ("batches", agent.udf.batch_out, self._batch_out),
-        ]
-        for name, src, dst in pairs:
-            thread = threading.Thread(
-                target=self._forward,
-                args=(agent, src, dst),
-                name=f"udf-supervisor-{name}-{agent.gen}",
-                daemon=True,
-            )
-            agent.forwarders.append(thread)
-        for thread in agent.forwarders:
-            thread.start()
+    def _publish(self, agent: _Agent) -> None:
+        """Let consumers read ``agent``'s output once they have drained its predecessors'."""
+        self._point_out.add(agent, agent.udf.point_out)
+        self._batch_out.add(agent, agent.udf.batch_out)
 
-    def _forward(self, agent: _Agent, src: Channel[Any], dst: Channel[Any]) -> None:
-        """Move what the agent sends to the stable channel until its channel closes; then report."""
-        dropping = False
-        try:
-            while True:
-                try:
-                    items = _take(src, FORWARD_CHUNK)
-                except ChannelClosed:
-                    break
-                if not dropping:
-                    try:
-                        dst.put_many(items)
-                    except ChannelClosed:
-                        dropping = True  # our consumer closed our channel: drop the rest
-        finally:
-            cause = src.cause or agent.error
-            if cause is None:
-                self._report_failure(agent.gen, AgentClosedError("agent closed its output while items were still expected"), True)
-            else:
-                self._report_failure(agent.gen, cause, False)
+    def _output_ended(self, agent: _Agent, channel: Channel[Any]) -> None:
+        """A consumer drained ``agent``'s closed channel and no successor is there: a failure, unless expected."""
+        cause = channel.cause or agent.error
+        if cause is None:
+            self._report_failure(agent.gen, AgentClosedError("agent closed its output while items were still expected"), True)
+        else:
+            self._report_failure(agent.gen, cause, False)
 
     # --- the monitor thread ---------------------------------------------------------
 
@@ -758,12 +856,12 @@ class Supervisor(Interface):
         if seq < self._covered:
             return  # an older one than we have
         log = self._log
-        if self._replay:
-            for _ in range(min(seq - self._covered, len(log))):
-                log.popleft()
+        for _ in range(min(seq - self._covered, len(log))):
+            log.popleft()
         self._covered = seq
         self._snapshot = data
         self._snapshot_due_at = max(self._snapshot_due_at, seq + self._snapshot_every)
+        self._refresh_slow_at()
         self._can_put.notify_all()  # producers waiting for room in the log
 
     # --- restarting -----------------------------------------------------------------
@@ -780,6 +878,7 @@ class Supervisor(Interface):
         with self._lock:
             if self._state is RUNNING:
                 self._state = RESTARTING
+                self._refresh_slow_at()
         if not retired:
             cause = self._reap_agent(old, cause, soft, reaper)
         if time.monotonic() - self._healthy_since >= self._period:
@@ -831,10 +930,7 @@ class Supervisor(Interface):
             self._lost += lost
             self._healthy_since = time.monotonic()
             with self._lock:
-                self._agent = agent
-                self._starting = None
-                self._state = RUNNING
-                self._can_put.notify_all()
+                self._activate(agent)
             if replayed:
                 with self._inbox:  # a snapshot of the new agent soon keeps the log short
                     self._snapshot_due = True
@@ -893,7 +989,7 @@ class Supervisor(Interface):
                     udf.restore(snapshot)
                 except RestoreError as exc:
                     raise _Fatal(exc) from None
-            self._start_forwarders(agent)
+            self._publish(agent)
         except BaseException as exc:
             self._discard_agent(agent, exc)
             raise
@@ -918,7 +1014,8 @@ class Supervisor(Interface):
         careful_until = self._replay_high_water
         count = len(entries)
         puts = agent.puts
-        for i, (kind, frame) in enumerate(entries):
+        for i, frame in enumerate(entries):
+            kind = _frame_kind(frame)
             seq = first + i
             careful = seq <= careful_until
             try:
@@ -944,7 +1041,7 @@ class Supervisor(Interface):
         return count, 0
 
     def _discard_agent(self, agent: _Agent, cause: BaseException, soft: bool = False) -> BaseException:
-        """End ``agent`` (abort, kill, close) and wait for its forwarders; return the best explanation of its end."""
+        """End ``agent`` (abort, kill, close); return the best explanation of its end."""
         return self._reap_agent(agent, cause, soft, self._stop_agent(agent, cause, soft))
 
     def _stop_agent(self, agent: _Agent, cause: BaseException, soft: bool) -> Optional[threading.Timer]:
@@ -977,7 +1074,7 @@ class Supervisor(Interface):
     def _reap_agent(
         self, agent: _Agent, cause: BaseException, soft: bool, reaper: Optional[threading.Timer]
     ) -> BaseException:
-        """Close the stopped ``agent`` and wait for its forwarders; return the best explanation of its end."""
+        """Close the stopped ``agent``; return the best explanation of its end."""
         udf = agent.udf
         close_error: Optional[BaseException] = None
         try:
@@ -987,8 +1084,6 @@ class Supervisor(Interface):
         if reaper is not None:
             reaper.cancel()
             reaper.join()
-        for thread in agent.forwarders:
-            thread.join()
         best = agent.error or close_error or cause
         if best is cause and soft and isinstance(cause, AgentClosedError):
             returncode = getattr(udf, "returncode", None)
@@ -1006,6 +1101,7 @@ class Supervisor(Interface):
         with self._lock:
             self._state = GAVE_UP
             self._final = error
+            self._refresh_slow_at()
             self._can_put.notify_all()
 
     def _close_agents(self) -> None:
@@ -1033,8 +1129,6 @@ class Supervisor(Interface):
                     agent.udf.close()
             except Exception as exc:
                 err = exc
-            for thread in agent.forwarders:
-                thread.join()
             if err is None or self._abort_err is not None:
                 return
             self._logger.warning("udf agent failed while closing: %s", err)
@@ -1050,9 +1144,10 @@ class Supervisor(Interface):
                     self._final = self._abort_err
             final = self._final
             self._closing = True
+            self._refresh_slow_at()
             self._can_put.notify_all()
-        self._point_out.close(final)
-        self._batch_out.close(final)
+        self._point_out.finish(final)
+        self._batch_out.finish(final)
 
 
 def _explain(agent: _Agent, exc: BaseException) -> BaseException:
