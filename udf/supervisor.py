@@ -334,16 +334,29 @@ class _StableInlet:
     ``block=False`` or at ``timeout``).
     """
 
-    __slots__ = ("_put", "_encode", "_kind")
+    __slots__ = ("_put", "_encode", "_kind", "_sup")
 
     def __init__(self, supervisor: "Supervisor", kind: int) -> None:
+        self._sup = supervisor
         self._put = supervisor._put
         self._encode = encode_point if kind == _POINT else encode_batch
         self._kind = kind
 
     def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
-        """Accept ``item``: log it for replay and send it to the current agent."""
-        self._put(self._kind, self._encode(item), block, timeout)
+        """Accept ``item``: log it for replay and send it to the current agent (Supervisor._put, inlined)."""
+        frame = self._encode(item)
+        sup = self._sup
+        with sup._lock:
+            seq = sup._accepted
+            if seq >= sup._slow_at:
+                sup._put_slow(block, timeout)
+                seq = sup._accepted
+            sup._log_append(frame)
+            sup._accepted = seq + 1
+            try:
+                sup._puts[self._kind](frame, block, timeout)
+            except (queue.Full, ChannelClosed) as exc:
+                sup._put_failed(seq, exc)
 
     def put_encoded(self, frame: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
         """Accept an item already encoded by ``udf.convert.encode_point``/``encode_batch``."""
@@ -678,26 +691,35 @@ class Supervisor(Interface):
     def _put(self, kind: int, frame: bytes, block: bool, timeout: Optional[float]) -> None:
         """Accept one encoded item: log it and put it into the current agent, in one order."""
         with self._lock:
-            if self._accepted >= self._slow_at:
-                self._put_slow(block, timeout)
             seq = self._accepted
+            if seq >= self._slow_at:
+                self._put_slow(block, timeout)
+                seq = self._accepted
             self._log_append(frame)
             self._accepted = seq + 1
             try:
                 self._puts[kind](frame, block, timeout)
-            except queue.Full:
-                self._accepted = seq  # not accepted after all
-                if self._replay:
-                    self._log.pop()
-                raise
-            except ChannelClosed as exc:
-                # The agent failed: the item is accepted (logged), the restart replays it.
-                agent = self._agent
-                assert agent is not None
-                error = agent.error
-                self._report_failure(agent.gen, error or exc.__cause__ or exc, error is None)
-                self._state = RESTARTING  # the next put waits for the new agent
-                self._slow_at = -1
+            except (queue.Full, ChannelClosed) as exc:
+                self._put_failed(seq, exc)
+
+    def _put_failed(self, seq: int, exc: Exception) -> None:
+        """The current agent did not take item ``seq`` (with _lock held).
+
+        ``queue.Full`` (not blocking, or the timeout): not accepted after all,
+        raised. ``ChannelClosed``: the agent failed; the item is accepted (it is
+        in the log: the restart replays it) and the next put waits for the new agent.
+        """
+        if isinstance(exc, queue.Full):
+            self._accepted = seq
+            if self._replay:
+                self._log.pop()
+            raise exc
+        agent = self._agent
+        assert agent is not None
+        error = agent.error
+        self._report_failure(agent.gen, error or exc.__cause__ or exc, error is None)
+        self._state = RESTARTING
+        self._slow_at = -1
 
     def _put_slow(self, block: bool, timeout: Optional[float]) -> None:
         """_put's slow path (with _lock held): ask for a due snapshot; wait for a running agent and room in the log."""
