@@ -22,6 +22,7 @@ import agent_pb2
 import udf
 from udf import Dimensions, Point, RestartEvent, Supervisor, SupervisorGaveUp
 from udf.agent import AgentServer, Handler
+from udf.convert import encode_point
 
 from .conftest import TIMEOUT
 
@@ -441,9 +442,10 @@ def test_a_bad_point_raises_at_put_and_is_not_accepted() -> None:
     with pytest.raises(TypeError, match="'bad'"):
         sup.point_in.put(Point(name="x", fields={"bad": object()}))
     sup.point_in.put(point(1))
-    assert sup.stats().accepted == 1
+    sup.point_in.put_encoded(encode_point(point(2)))
+    assert sup.stats().accepted == 2
     sup.close()
-    assert [p.time for p in out.join()] == [1]
+    assert [p.time for p in out.join()] == [1, 2]
 
 
 class _Plain(udf.Interface):

@@ -334,16 +334,21 @@ class _StableInlet:
     ``block=False`` or at ``timeout``).
     """
 
-    __slots__ = ("_put", "_encode", "_kind", "_sup")
+    __slots__ = ("_sup", "_kind", "_encode", "_encoded")
 
-    def __init__(self, supervisor: "Supervisor", kind: int) -> None:
+    def __init__(self, supervisor: "Supervisor", kind: int, encode: Optional[Callable[[Any], bytes]] = None) -> None:
         self._sup = supervisor
-        self._put = supervisor._put
-        self._encode = encode_point if kind == _POINT else encode_batch
         self._kind = kind
+        if encode is None:
+            encode = encode_point if kind == _POINT else encode_batch
+            # put_encoded: the same path with no encoding (bytes(frame) is frame itself).
+            self._encoded: Optional[_StableInlet] = _StableInlet(supervisor, kind, bytes)
+        else:
+            self._encoded = None
+        self._encode = encode
 
     def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
-        """Accept ``item``: log it for replay and send it to the current agent (Supervisor._put, inlined)."""
+        """Accept ``item``: log it for replay and send it to the current agent, in one order."""
         frame = self._encode(item)
         sup = self._sup
         with sup._lock:
@@ -360,7 +365,8 @@ class _StableInlet:
 
     def put_encoded(self, frame: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
         """Accept an item already encoded by ``udf.convert.encode_point``/``encode_batch``."""
-        self._put(self._kind, frame, block, timeout)
+        encoded = self._encoded if self._encoded is not None else self
+        encoded.put(frame, block, timeout)
 
     def put_nowait(self, item: Any) -> None:
         self.put(item, block=False)
@@ -688,20 +694,6 @@ class Supervisor(Interface):
 
     # --- the put path ---------------------------------------------------------------
 
-    def _put(self, kind: int, frame: bytes, block: bool, timeout: Optional[float]) -> None:
-        """Accept one encoded item: log it and put it into the current agent, in one order."""
-        with self._lock:
-            seq = self._accepted
-            if seq >= self._slow_at:
-                self._put_slow(block, timeout)
-                seq = self._accepted
-            self._log_append(frame)
-            self._accepted = seq + 1
-            try:
-                self._puts[kind](frame, block, timeout)
-            except (queue.Full, ChannelClosed) as exc:
-                self._put_failed(seq, exc)
-
     def _put_failed(self, seq: int, exc: Exception) -> None:
         """The current agent did not take item ``seq`` (with _lock held).
 
@@ -722,7 +714,7 @@ class Supervisor(Interface):
         self._slow_at = -1
 
     def _put_slow(self, block: bool, timeout: Optional[float]) -> None:
-        """_put's slow path (with _lock held): ask for a due snapshot; wait for a running agent and room in the log."""
+        """put()'s slow path (with _lock held): ask for a due snapshot; wait for a running agent and room in the log."""
         if self._state is RUNNING and not self._closing and self._accepted >= self._snapshot_due_at:
             self._snapshot_due_at = self._accepted + self._snapshot_every
             self._refresh_slow_at()
