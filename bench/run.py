@@ -16,6 +16,7 @@ Configurations:
   codec-batch  the same for batches of 100 points (the ceiling of the batch row)
   tricks       the issue's reference single-thread loop (machine calibration only)
   stream       Server round trip of stream points through the echo agent
+  supervised   the same through a udf.Supervisor around a udf.Process (bench/supervised.py)
   batch        Server round trip of batches of 100 points through the echo agent
   agent        the echo agent alone: pre-encoded frames through the pipes and back
 """
@@ -38,6 +39,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import supervised  # noqa: E402
 import workload  # noqa: E402
 
 import agent_pb2  # noqa: E402
@@ -326,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "codec-batch": lambda: run_codec_batch(batches, n),
         "tricks": lambda: run_tricks(points, n),
         "stream": lambda: run_stream(points, n),
+        "supervised": lambda: supervised.run_supervised(points, n),
         "batch": lambda: run_batch(batches, n),
         "agent": lambda: run_agent(points, n * 10),
     }
@@ -374,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "batch" in med:
             print(f"  batch / Go (scaled): {med['batch'] / calibration['go_batch_here']:.2f}x;"
                   f"  batch / Go (unscaled 57k): {med['batch'] / ISSUE_GO_BATCH:.2f}x")
+    if "supervised" in med and "stream" in med:
+        print(f"supervised / stream: {med['supervised'] / med['stream']:.2f}")
     if "agent" in med and "stream" in med:
         print(f"echo agent alone is {med['agent'] / max(med['stream'], med.get('batch', 0)):.0f}x faster than the Server")
 

@@ -19,6 +19,7 @@ from .errors import (
     ReadError,
     RestoreError,
     ServerStoppedError,
+    SupervisorGaveUp,
     UDFError,
     WriteError,
 )
@@ -28,6 +29,7 @@ from .process import Process
 from .server import Server, ServerState
 from .stats import Stats
 from .socket import Socket
+from .supervisor import RestartEvent, Supervisor
 
 __all__ = [
     "AgentClosedError",
@@ -44,6 +46,7 @@ __all__ = [
     "KeepaliveTimeoutError",
     "Point",
     "Process",
+    "RestartEvent",
     "ProcessExitedError",
     "ProtocolError",
     "ReadError",
@@ -53,6 +56,8 @@ __all__ = [
     "ServerStoppedError",
     "Socket",
     "Stats",
+    "Supervisor",
+    "SupervisorGaveUp",
     "TransportState",
     "UDFError",
     "WriteError",

@@ -24,6 +24,7 @@ __all__ = [
     "WriteError",
     "ChannelClosed",
     "ProcessExitedError",
+    "SupervisorGaveUp",
 ]
 
 
@@ -98,6 +99,10 @@ class WriteError(UDFError):
 
 class ProcessExitedError(UDFError):
     """A UDF child process exited while the server was still running."""
+
+
+class SupervisorGaveUp(UDFError):
+    """A ``udf.Supervisor`` stopped restarting its agent; ``__cause__`` is the last failure."""
 
 
 if sys.version_info >= (3, 13):

@@ -125,6 +125,12 @@ def build_parser(prog: str) -> _Parser:
     )
     run.add_argument("--restore", metavar="FILE", help="restore this snapshot before the input")
     run.add_argument("--snapshot-out", metavar="FILE", help="save the UDF's snapshot here after the input")
+    run.add_argument(
+        "--restart",
+        action="store_true",
+        help="run the UDF under a udf.Supervisor: when it fails, restart it, restore its last snapshot "
+        "and replay the input since (outputs may repeat); gives up after 5 restarts within 60s",
+    )
     prog_group = run.add_mutually_exclusive_group()
     prog_group.add_argument(
         "--progress", dest="progress", action="store_true", default=None, help="always show progress"

@@ -13,7 +13,7 @@ from .args import build_parser, parse_args, prog_name, split_command
 from .exits import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, CLIError
 from .logs import make_logger
 from .output import report
-from .session import Input, Session, make_udf, open_inputs
+from .session import Input, Session, make_udf, open_inputs, supervised
 
 __all__ = ["main", "console_main"]
 
@@ -85,6 +85,8 @@ def _run_command(
             except OSError as exc:
                 raise CLIError(f"cannot read snapshot: {exc.filename}: {exc.strerror}") from None
     udf = make_udf(args, command, logger)
+    if args.command == "run" and args.restart:
+        udf = supervised(udf, lambda: make_udf(args, command, logger), logger)
     if args.command == "run":
         inputs = open_inputs(args.inputs, stdin)
     session = Session(

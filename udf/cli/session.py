@@ -26,7 +26,7 @@ from .exits import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_UDF_FAILED, E
 from .options import build_options, describe_options
 from .output import EDGE_NAMES, Output, Progress, drain, isatty, print_info
 
-__all__ = ["Session", "make_udf", "open_inputs", "failure", "Input"]
+__all__ = ["Session", "make_udf", "supervised", "open_inputs", "failure", "Input"]
 
 #: An input: (name for messages, binary stream, whether the session closes it).
 Input = Tuple[str, Any, bool]
@@ -63,6 +63,14 @@ def make_udf(args: argparse.Namespace, command: List[str], logger: logging.Logge
     from ..process import Process
 
     return Process(command[0], command[1:], logger=logger, timeout=timeout)
+
+
+def supervised(first: Interface, make: Callable[[], Interface], logger: logging.Logger) -> Interface:
+    """``--restart``: a Supervisor whose first agent is ``first`` and whose later ones ``make()`` builds."""
+    from ..supervisor import Supervisor
+
+    made = [first]
+    return Supervisor(lambda: made.pop() if made else make(), logger=logger)
 
 
 def open_inputs(names: List[str], stdin: Any) -> List[Input]:
