@@ -10,12 +10,18 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import re
+import signal
 import socket
 import ssl
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
-from typing import Any, Iterator, List, Optional
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -126,8 +132,12 @@ def test_mutual_tls_round_trip_points_and_batches_with_keepalives(certs: Certs, 
         u.init(None)
         points = [Point(name="cpu", tags={"h": "a"}, fields={"v": float(i), "n": i}, time=i) for i in range(50)]
         assert exchange(u.point_in.put, u.point_out, points) == points
-        # Keepalives every 0.1 s: several round trips happen while we wait for them.
-        assert u.info().wants == udf.EdgeType.STREAM if hasattr(udf, "EdgeType") else True
+        # Keepalives go out every 0.1 s; wait (polling, bounded) for one answered over TLS.
+        deadline = time.monotonic() + TIMEOUT
+        while u.stats().keepalive_rtt is None and time.monotonic() < deadline:
+            threading.Event().wait(0.01)
+        assert u.stats().keepalive_rtt is not None
+        assert u.info().wants == agent_pb2.STREAM
     assert Mirror.stopped.wait(TIMEOUT), "the agent never saw the end of its input"
 
     batcher = serve(BatchMirror, certs.agent_context())
@@ -329,3 +339,75 @@ def test_every_interface_without_tls_is_a_warning(certs: Certs, caplog: Any) -> 
         AgentServer("tcp://0.0.0.0:0", Mirror, ssl_context=certs.agent_context()).stop()
         AgentServer(f"tcp://{LOCAL}:0", Mirror).stop()
     assert "every interface" not in caplog.text
+
+
+# --- the command lines ------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def cert_files(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
+    where = tmp_path_factory.mktemp("certs")
+    files = {"ca": where / "ca.pem", "agent": where / "agent.pem", "host": where / "host.pem"}
+    certs.ca.cert_pem.write_to_path(str(files["ca"]))
+    certs.agent.private_key_and_cert_chain_pem.write_to_path(str(files["agent"]))
+    certs.host.private_key_and_cert_chain_pem.write_to_path(str(files["host"]))
+    return {name: str(path) for name, path in files.items()}
+
+
+def cli(*args: str, stdin: bytes = b"") -> "subprocess.CompletedProcess[bytes]":
+    return subprocess.run(
+        [PY, "-m", "udf", *args], input=stdin, capture_output=True, timeout=TIMEOUT, cwd=ROOT
+    )
+
+
+def test_cli_and_agent_main_with_tls_flags(cert_files: Dict[str, str]) -> None:
+    agent = subprocess.Popen(
+        [PY, str(ROOT / "examples" / "mirror.py"), "--socket", f"tcp://{LOCAL}:0",
+         "--tls-cert", cert_files["agent"], "--tls-ca", cert_files["ca"], "--tls-require-client-cert"],
+        cwd=ROOT, stderr=subprocess.PIPE,
+    )
+    try:
+        assert agent.stderr is not None
+        line = agent.stderr.readline().decode()
+        match = re.search(r"listening on (tcp://\S+)", line)
+        assert match, line
+        address = match.group(1)
+        data = b'm,t=a v=1i 1\nm,t=b s="x y" 2\n'
+        tls = ["--tls-ca", cert_files["ca"], "--tls-cert", cert_files["host"]]
+        result = cli("run", "--socket", address, *tls, stdin=data)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == data
+        # No client certificate: refused (TLS 1.3 learns it at the first read), no traceback.
+        refused = cli("info", "--socket", address, "--tls-ca", cert_files["ca"])
+        assert refused.returncode != 0
+        assert refused.stderr.decode().startswith("udf: "), refused.stderr
+        assert "the peer requires a client certificate and got none" in refused.stderr.decode()
+        assert b"Traceback" not in refused.stderr
+        # A plain host is told the agent wants TLS.
+        plain = cli("info", "--socket", address, "--connect-timeout", "2s")
+        assert plain.returncode != 0 and b"Traceback" not in plain.stderr
+        assert "this agent requires TLS" in plain.stderr.decode(), plain.stderr
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=TIMEOUT)
+    assert agent.returncode == 0, err
+    assert b"refused connection" in err
+
+
+def test_tls_flags_are_checked() -> None:
+    result = cli("info", "--socket", "/tmp/x.sock", "--tls")
+    assert result.returncode == 2
+    assert result.stderr.decode().startswith("udf: error: the --tls-* flags need --socket tcp://HOST:PORT")
+    result = cli("info", "--socket", f"tcp://{LOCAL}:1", "--tls-ca", "/nonexistent/ca.pem")
+    assert result.returncode == 2
+    assert result.stderr.decode().startswith("udf: error: cannot load TLS CA file /nonexistent/ca.pem: ")
+    agent = subprocess.run(
+        [PY, "-m", "udf.agent", "examples.mirror:MirrorHandler", "--socket", f"tcp://{LOCAL}:0",
+         "--tls-require-client-cert"],
+        capture_output=True, timeout=TIMEOUT, cwd=ROOT,
+    )
+    assert agent.returncode == 2
+    assert b"an agent's TLS needs its certificate: --tls-cert FILE" in agent.stderr

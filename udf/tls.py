@@ -21,7 +21,16 @@ from typing import Any, Optional
 
 from .errors import UDFError
 
-__all__ = ["TLSConnection", "TLSError", "NotTLSError", "describe_tls_error", "HANDSHAKE_RECORD"]
+__all__ = [
+    "TLSConnection",
+    "TLSError",
+    "NotTLSError",
+    "describe_tls_error",
+    "make_context",
+    "add_tls_arguments",
+    "context_from_arguments",
+    "HANDSHAKE_RECORD",
+]
 
 #: The first byte of a TLS handshake record: anything else is not a TLS client.
 HANDSHAKE_RECORD = 0x16
@@ -284,3 +293,86 @@ class TLSConnection:
                 if not self._outgoing.pending:
                     return
             block = False
+
+
+def make_context(
+    *,
+    server_side: bool,
+    cert: Optional[str] = None,
+    key: Optional[str] = None,
+    ca: Optional[str] = None,
+    require_client_cert: bool = False,
+) -> ssl.SSLContext:
+    """An ``ssl.SSLContext`` from certificate files, as the command lines' ``--tls-*`` flags give them.
+
+    Host (``server_side=False``): trusts ``ca`` (else the system's CAs), checks
+    the agent's host name, and presents ``cert``/``key`` if given. Agent
+    (``server_side=True``): presents ``cert``/``key`` (required) and, with
+    ``ca``, verifies client certificates: required with
+    ``require_client_cert``, else checked when a client sends one. A file that
+    cannot be loaded is a ``UDFError`` naming it.
+    """
+    if key is not None and cert is None:
+        raise UDFError("--tls-key needs --tls-cert")
+    if server_side and cert is None:
+        raise UDFError("an agent's TLS needs its certificate: --tls-cert FILE (and --tls-key FILE)")
+    if require_client_cert and ca is None:
+        raise UDFError("--tls-require-client-cert needs --tls-ca FILE (the CA that signs client certificates)")
+    purpose = ssl.Purpose.CLIENT_AUTH if server_side else ssl.Purpose.SERVER_AUTH
+    ctx = ssl.create_default_context(purpose)
+    if ca is not None:
+        try:
+            ctx.load_verify_locations(cafile=ca)
+        except (OSError, ValueError) as exc:
+            raise UDFError(f"cannot load TLS CA file {ca}: {describe_tls_error(exc)}") from None
+    if cert is not None:
+        try:
+            ctx.load_cert_chain(cert, key)
+        except (OSError, ValueError) as exc:
+            raise UDFError(
+                f"cannot load TLS certificate {cert}" + (f" with key {key}" if key else "") + f": {describe_tls_error(exc)}"
+            ) from None
+    if server_side:
+        if require_client_cert:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        elif ca is not None:
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+        else:
+            ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def add_tls_arguments(parser: Any, *, server_side: bool) -> None:
+    """Add ``--tls-cert``, ``--tls-key``, ``--tls-ca`` (and the agent's ``--tls-require-client-cert``)."""
+    who = "this agent's" if server_side else "the host's client"
+    group = parser.add_argument_group("TLS (tcp:// addresses only)")
+    if not server_side:
+        group.add_argument("--tls", action="store_true", help="use TLS (implied by the other --tls-* flags)")
+    group.add_argument("--tls-cert", metavar="FILE", help=f"PEM file with {who} certificate (and key)")
+    group.add_argument("--tls-key", metavar="FILE", help="PEM file with its private key, if not in --tls-cert")
+    group.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help=(
+            "PEM file of the CA(s) that sign client certificates"
+            if server_side
+            else "PEM file of the CA(s) that sign the agent's certificate (default: the system's)"
+        ),
+    )
+    if server_side:
+        group.add_argument(
+            "--tls-require-client-cert",
+            action="store_true",
+            help="refuse hosts without a client certificate signed by --tls-ca",
+        )
+
+
+def context_from_arguments(args: Any, *, server_side: bool) -> Optional[ssl.SSLContext]:
+    """The context the ``--tls-*`` flags of :func:`add_tls_arguments` ask for, or ``None`` without TLS."""
+    require = bool(getattr(args, "tls_require_client_cert", False))
+    wanted = args.tls_cert or args.tls_key or args.tls_ca or require or getattr(args, "tls", False)
+    if not wanted:
+        return None
+    return make_context(
+        server_side=server_side, cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca, require_client_cert=require
+    )
