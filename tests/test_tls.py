@@ -423,3 +423,30 @@ def test_tls_flags_are_checked() -> None:
     )
     assert agent.returncode == 2
     assert b"an agent's TLS needs its certificate: --tls-cert FILE" in agent.stderr
+
+
+def test_close_during_a_silent_handshake_returns_at_once(certs: Certs) -> None:
+    listener = socket.socket()
+    listener.bind((LOCAL, 0))
+    listener.listen(1)
+    address = f"tcp://{LOCAL}:{listener.getsockname()[1]}"
+    u = tls_socket(address, certs.host_context(), connect_timeout=600)
+    errors: List[BaseException] = []
+
+    def opener() -> None:
+        try:
+            u.open()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=opener, name="test-opener", daemon=True)
+    thread.start()
+    try:
+        conn, _ = listener.accept()  # the host is connected: its handshake waits for us
+        with conn:
+            u.close()
+            thread.join(TIMEOUT)  # far less than connect_timeout
+            assert not thread.is_alive(), "close() did not end the TLS handshake"
+    finally:
+        listener.close()
+    assert [str(e) for e in errors] == ["socket closed while opening"]

@@ -146,6 +146,7 @@ class Socket(ServerBacked):
                     max(0.001, deadline - time.monotonic()),
                     self._display,
                     f"connect_timeout ({self._connect_timeout:g}s)",
+                    cancelled=self._cancel.is_set,  # close() or abort() during the handshake ends it
                 )
                 reader, writer = tls.reader, tls.writer
             else:

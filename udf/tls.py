@@ -17,7 +17,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from .errors import UDFError
 
@@ -35,6 +35,8 @@ __all__ = [
 #: The first byte of a TLS handshake record: anything else is not a TLS client.
 HANDSHAKE_RECORD = 0x16
 _CHUNK = 65536
+#: How often a handshake's wait for the peer checks whether it was cancelled (seconds).
+CANCEL_CHECK = 0.05
 #: Largest plaintext written to the SSLObject at once (the out BIO stays small).
 _WRITE_CHUNK = 16384
 
@@ -158,13 +160,21 @@ class TLSConnection:
         with self._lock:
             return self._tls.getpeercert()
 
-    def handshake(self, timeout: float, peer: str, limit: Optional[str] = None) -> None:
+    def handshake(
+        self,
+        timeout: float,
+        peer: str,
+        limit: Optional[str] = None,
+        cancelled: Optional[Callable[[], bool]] = None,
+    ) -> None:
         """Complete the handshake within ``timeout`` seconds, or raise a ``UDFError`` naming the failure.
 
         On the agent's side a first byte that is not a TLS handshake record is
         refused at once (a plain host would never complete a record header).
         A failed handshake's alert is sent before raising, so the peer learns why.
         ``limit`` names the time limit in the timeout's message (default: the seconds).
+        With ``cancelled``, the wait for the peer is sliced (``CANCEL_CHECK``
+        seconds) and a true ``cancelled()`` ends it with ``UDFError("... cancelled")``.
         """
         deadline = time.monotonic() + timeout
         self._peer = peer
@@ -185,11 +195,7 @@ class TLSConnection:
                     raise UDFError(f"TLS handshake with {peer} failed: {describe_tls_error(failure)}") from None
                 if done:
                     return
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise socket.timeout()
-                self._sock.settimeout(remaining)
-                data = self._sock.recv(_CHUNK)
+                data = self._receive(deadline, peer, cancelled)
                 if first and self._server_side and data and data[0] != HANDSHAKE_RECORD:
                     raise NotTLSError(
                         f"TLS handshake with {peer} failed: the peer does not speak TLS "
@@ -213,6 +219,20 @@ class TLSConnection:
                 self._sock.settimeout(None)
             except OSError:
                 pass
+
+    def _receive(self, deadline: float, peer: str, cancelled: Optional[Callable[[], bool]]) -> bytes:
+        """The handshake's next bytes from the socket, by the deadline (``socket.timeout``) unless cancelled."""
+        while True:
+            if cancelled is not None and cancelled():
+                raise UDFError(f"TLS handshake with {peer} cancelled")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout()
+            self._sock.settimeout(remaining if cancelled is None else min(remaining, CANCEL_CHECK))
+            try:
+                return self._sock.recv(_CHUNK)
+            except socket.timeout:
+                continue
 
     def recv(self, size: int) -> bytes:
         """Up to ``size`` decrypted bytes; ``b""`` at the end of the peer's output."""
