@@ -200,6 +200,7 @@ def test_plain_host_against_tls_agent_is_refused(certs: Certs, serve: Any, caplo
     agent = serve(Mirror, certs.agent_context())
     with caplog.at_level(logging.WARNING, logger="udf.agent"):
         message = _open_refused(agent.address, None)
+        agent.stop()
     assert message == "this agent requires TLS: connect with an ssl_context (--tls-ca)"
     assert "does not speak TLS (first byte 0x" in caplog.text
 
@@ -259,6 +260,7 @@ def test_host_without_client_certificate_is_refused(certs: Certs, serve: Any, ve
     ctx.maximum_version = version
     with caplog.at_level(logging.WARNING, logger="udf.agent"):
         message = _open_refused(agent.address, ctx)
+        agent.stop()  # joins the handshake thread: its log line is written by now
     if version == ssl.TLSVersion.TLSv1_2:  # refused during the handshake: open() fails
         assert message == (
             f"TLS handshake with {agent.address} failed: the peer refused the handshake (handshake "
