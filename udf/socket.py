@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 import threading
 import time
 from typing import Any, Callable, Iterator, Optional, Union
@@ -25,6 +26,7 @@ from .interface import ServerBacked
 from .server import OUT_CHANNEL_SIZE, OUTBOX_SIZE, Server
 from .streams import HalfCloseWriter
 from .streams import describe_error as _describe
+from .tls import TLSConnection
 from .wire import DEFAULT_MAX_FRAME_SIZE
 
 __all__ = ["Socket", "HalfCloseWriter", "backoff_delays"]
@@ -72,6 +74,12 @@ class Socket(ServerBacked):
     ``on_retry(attempt, error, delay)`` is called after each failed attempt that
     will be retried. ``close()`` half-closes, waits up to ``close_grace`` seconds
     for the agent to end the connection, then closes it.
+
+    With ``ssl_context`` (TCP only) the connection is TLS: the agent's
+    certificate and host name are checked as the context says, and every TLS
+    failure is a ``UDFError`` naming it, raised by ``open()`` within
+    ``connect_timeout`` (not retried: a certificate does not get better). The
+    end of input is then a TLS close_notify followed by a TCP half-close.
     """
 
     _what = "socket"
@@ -93,8 +101,12 @@ class Socket(ServerBacked):
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         in_queue_size: int = OUTBOX_SIZE,
         out_queue_size: int = OUT_CHANNEL_SIZE,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         self._kind, self._address, self._display = _parse_address(path)
+        if ssl_context is not None and self._kind != "tcp":
+            raise ValueError(f"ssl_context needs a tcp://host:port address, not {self._display}")
+        self._ssl_context = ssl_context
         if initial_backoff <= 0 or max_backoff <= 0:
             raise ValueError("initial_backoff and max_backoff must be positive")
         if backoff_factor < 1:
@@ -122,10 +134,31 @@ class Socket(ServerBacked):
 
     def _start_agent(self) -> "Server":
         """open(): connect (retrying with backoff, cancelled by abort() or close()) and build the server."""
+        deadline = time.monotonic() + self._connect_timeout
         sock = self._connect()
-        reader = sock.makefile("rb", buffering=0)
+        reader: Any
+        writer: Any
         try:
-            server = self._new_server(reader, HalfCloseWriter(sock))
+            if self._ssl_context is not None:
+                tls = TLSConnection(sock, self._ssl_context, server_side=False, server_hostname=self._address[0])
+                self._sock = sock  # close() and abort() during the handshake shut it down
+                tls.handshake(
+                    max(0.001, deadline - time.monotonic()),
+                    self._display,
+                    f"connect_timeout ({self._connect_timeout:g}s)",
+                    cancelled=self._cancel.is_set,  # close() or abort() during the handshake ends it
+                )
+                reader, writer = tls.reader, tls.writer
+            else:
+                reader, writer = sock.makefile("rb", buffering=0), HalfCloseWriter(sock)
+        except BaseException:
+            self._sock = None
+            sock.close()
+            if self._cancel.is_set() and self._pending_abort is not None:
+                raise self._pending_abort from None
+            raise
+        try:
+            server = self._new_server(reader, writer)
         except BaseException:
             reader.close()
             sock.close()

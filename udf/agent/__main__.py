@@ -1,4 +1,4 @@
-"""``python -m udf.agent MODULE:FACTORY [--socket ADDR] [--log-level LEVEL]``.
+"""``python -m udf.agent MODULE:FACTORY [--socket ADDR] [--log-level LEVEL] [--tls-* ...]``.
 
 Runs :func:`udf.agent.main` for a handler named by import path, e.g.
 ``python -m udf.agent mymodule:MyHandler`` (the current directory is on the
@@ -15,7 +15,10 @@ from typing import Optional, Sequence
 from .command import main
 from .handler import HandlerFactory
 
-USAGE = "usage: python -m udf.agent MODULE:FACTORY [--socket ADDR] [--log-level LEVEL]"
+USAGE = (
+    "usage: python -m udf.agent MODULE:FACTORY [--socket ADDR] [--log-level LEVEL]\n"
+    "       [--tls-cert FILE [--tls-key FILE]] [--tls-ca FILE] [--tls-require-client-cert]"
+)
 
 
 def load_factory(spec: str) -> HandlerFactory:

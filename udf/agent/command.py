@@ -12,11 +12,14 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import ssl
 import sys
 import threading
 from typing import Any, Optional, Sequence
 
+from ..address import TCP_PREFIX
 from ..errors import UDFError
+from ..tls import add_tls_arguments, context_from_arguments
 from .conversation import Agent, unbuffered
 from .handler import HandlerFactory
 from .server import AgentServer
@@ -74,7 +77,9 @@ def main(
 
     Without options the agent talks over stdin/stdout (Kapacitor's ``prog``
     UDFs); ``--socket PATH`` (or ``--socket tcp://HOST:PORT``) serves every
-    connection instead, until SIGINT or SIGTERM. Logs go to stderr with
+    connection instead, until SIGINT or SIGTERM. With ``--tls-cert`` (and
+    ``--tls-key``, ``--tls-ca``, ``--tls-require-client-cert``) a TCP socket
+    is served over TLS. Logs go to stderr with
     Kapacitor's level marks; ``sys.stdout`` is redirected to stderr so that a
     stray ``print`` cannot corrupt the protocol. Exit status: 0 after a clean
     end (or SIGTERM in socket mode), 1 after a fatal error, 130 on SIGINT.
@@ -95,11 +100,18 @@ def main(
         choices=["debug", "info", "warning", "error"],
         help="stderr log level (default: info)",
     )
+    add_tls_arguments(parser, server_side=True)
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
+    try:
+        ssl_context = context_from_arguments(args, server_side=True)
+    except UDFError as exc:
+        parser.error(str(exc))
+    if ssl_context is not None and (args.socket is None or not args.socket.startswith(TCP_PREFIX)):
+        parser.error("the --tls-* flags need --socket tcp://HOST:PORT")
     if args.socket is None:
         return _serve_stdio(handler_factory)
-    return _serve_socket(handler_factory, args.socket)
+    return _serve_socket(handler_factory, args.socket, ssl_context)
 
 
 def _serve_stdio(handler_factory: HandlerFactory) -> int:
@@ -119,9 +131,9 @@ def _serve_stdio(handler_factory: HandlerFactory) -> int:
     return EXIT_OK if agent.error is None else EXIT_FAILED
 
 
-def _serve_socket(handler_factory: HandlerFactory, address: str) -> int:
+def _serve_socket(handler_factory: HandlerFactory, address: str, ssl_context: Optional[ssl.SSLContext]) -> int:
     """Serve connections until SIGINT (exit 130) or SIGTERM (exit 0)."""
-    server = AgentServer(address, handler_factory)
+    server = AgentServer(address, handler_factory, ssl_context=ssl_context)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminate)
     _LOG.info("listening on %s", server.address)

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 from .. import __version__
 from .. import config as udf_config
 from ..lineprotocol import PRECISIONS
+from ..tls import add_tls_arguments
 from .exits import EXIT_CODES, EXIT_USAGE, CLIError
 
 __all__ = ["build_parser", "parse_args", "split_command", "prog_name"]
@@ -57,6 +58,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         default=10_000_000_000,
         help="how long to retry connecting to a socket (default 10s)",
     )
+    add_tls_arguments(p, server_side=False)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
 

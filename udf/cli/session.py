@@ -17,10 +17,12 @@ from typing import IO, Any, Callable, Iterable, Iterator, List, Optional, Tuple
 import agent_pb2
 
 from .. import config as udf_config
+from ..address import TCP_PREFIX
 from ..convert import Info
 from ..errors import AgentClosedError, ChannelClosed, InitError, ProcessExitedError, UDFError
 from ..interface import Interface
 from ..lineprotocol import LineProtocolError, read_lines
+from ..tls import context_from_arguments
 from .batching import Batcher, to_stream_point
 from .exits import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_UDF_FAILED, EXIT_USAGE, CLIError
 from .options import build_options, describe_options
@@ -41,6 +43,12 @@ def make_udf(args: argparse.Namespace, command: List[str], logger: logging.Logge
         raise CLIError("--function needs --config FILE")
     timeout_ns: Optional[int] = args.timeout
     connect = args.connect_timeout / 1e9
+    try:
+        ssl_context = context_from_arguments(args, server_side=False)
+    except UDFError as exc:
+        raise CLIError(str(exc)) from None
+    if ssl_context is not None and (args.socket is None or not args.socket.startswith(TCP_PREFIX)):
+        raise CLIError("the --tls-* flags need --socket tcp://HOST:PORT")
     if args.config is not None:
         try:
             conf = udf_config.load(args.config)
@@ -59,7 +67,7 @@ def make_udf(args: argparse.Namespace, command: List[str], logger: logging.Logge
     if args.socket is not None:
         from ..socket import Socket
 
-        return Socket(args.socket, logger=logger, timeout=timeout, connect_timeout=connect)
+        return Socket(args.socket, logger=logger, timeout=timeout, connect_timeout=connect, ssl_context=ssl_context)
     from ..process import Process
 
     return Process(command[0], command[1:], logger=logger, timeout=timeout)
