@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -128,9 +129,10 @@ def test_echo_agent_answers_requests_and_echoes_points(workload: ModuleType) -> 
         points = workload.make_series_points(3000, 2000)
         odd = Point(name="ünïcode", group="g", tags={}, fields={"s": "str", "b": True, "i": -1}, time=-5)
         points.append(odd)
-        for p in points:
-            server.point_in.put(p)
+        producer = threading.Thread(target=lambda: [server.point_in.put(p) for p in points], name="test-producer")
+        producer.start()  # consume while it puts: never rely on queue and pipe sizes
         back = [server.point_out.get(timeout=30) for _ in points]
+        producer.join(30)
         assert back == points
     finally:
         _finish(proc, server)
@@ -143,9 +145,10 @@ def test_echo_agent_echoes_batches(workload: ModuleType) -> None:
         batches = workload.make_anchor_batches(20, 100)
         batches.append(Batch(name="empty", tmax=7, group="g", by_name=True, tags={"a": "b"}, points=[]))
         batches.append(Batch(name="one", points=[BatchPoint(time=1, fields={"f": 1.5}, tags={"t": "v"})]))
-        for b in batches:
-            server.batch_in.put(b)
+        producer = threading.Thread(target=lambda: [server.batch_in.put(b) for b in batches], name="test-producer")
+        producer.start()
         back = [server.batch_out.get(timeout=30) for _ in batches]
+        producer.join(30)
         assert back == batches
     finally:
         _finish(proc, server)

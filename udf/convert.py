@@ -332,13 +332,18 @@ def encode_point(p: Point) -> bytes:
     if type(p) is not Point and not isinstance(p, Point):
         raise TypeError(f"expected udf.Point, got {type(p).__name__}")
     body = _fastcodec.point_frame_body(p)  # the common case: cached series bytes, hand-written fields
-    if body is not None:
-        return _point_frame(body)
+    if body is None:
+        body = point_body_general(p)
+    return _point_frame(body)
+
+
+def point_body_general(p: Point) -> bytes:
+    """Serialize ``p`` through protobuf's general path (what :func:`encode_point` falls back to)."""
     try:
-        body = point_to_message(p).SerializeToString()
+        body: bytes = point_to_message(p).SerializeToString()
     except AttributeError as exc:  # dimensions, tags or fields of the wrong type
         raise _wrong_container("point", p, exc) from None
-    return _point_frame(body)
+    return body
 
 
 def _wrong_container(where: str, obj: Any, exc: AttributeError) -> TypeError:
@@ -393,7 +398,9 @@ def encode_batch(b: Batch) -> bytes:
         try:
             append(_point_frame(batch_point_to_message(bp, group).SerializeToString()))
         except (TypeError, ValueError) as exc:
-            raise type(exc)(f"batch.points[{i}]: {exc}") from None
+            # UnicodeEncodeError (a string protobuf cannot encode) cannot be built from a message.
+            kind = ValueError if isinstance(exc, UnicodeError) else type(exc)
+            raise kind(f"batch.points[{i}]: {exc}") from None
         except AttributeError as exc:  # tags or fields of the wrong type
             raise _wrong_container(f"batch.points[{i}]", bp, exc) from None
     append(_envelope(_TAG_END, end.SerializeToString()))
@@ -467,7 +474,7 @@ def _message_class(pool: Any, name: str) -> Any:
     return message_factory.MessageFactory(pool).GetPrototype(descriptor)  # pragma: no cover
 
 
-def _private_classes() -> Tuple[Any, Any, Any]:
+def _private_classes(views: bool = True) -> Tuple[Any, Any, Any]:
     """The private wrappers ``Responses``, ``ResponseViews`` and ``PointView`` (package ``udf_internal``).
 
     ``Responses { repeated agent.Response r = 1; }``: a run of frames
@@ -488,17 +495,34 @@ def _private_classes() -> Tuple[Any, Any, Any]:
     from google.protobuf import descriptor_pb2, descriptor_pool
 
     pool = descriptor_pool.Default()
+    if not views:
+        try:
+            pool.FindMessageTypeByName("udf_internal.Responses")
+        except KeyError:
+            field = descriptor_pb2.FieldDescriptorProto
+            file = descriptor_pb2.FileDescriptorProto(
+                name="udf_internal/responses.proto", package="udf_internal", syntax="proto3",
+                dependency=[agent_pb2.DESCRIPTOR.name],
+            )
+            file.message_type.add(name="Responses").field.add(
+                name="r", number=1, label=field.LABEL_REPEATED, type=field.TYPE_MESSAGE, type_name=".agent.Response"
+            )
+            pool.AddSerializedFile(file.SerializeToString())
+        responses = _message_class(pool, "udf_internal.Responses")
+        return responses, responses, _PbResponse
     try:
         pool.FindMessageTypeByName("udf_internal.ResponseViews")
     except KeyError:
         field = descriptor_pb2.FieldDescriptorProto
-        file = descriptor_pb2.FileDescriptorProto(
-            name="udf_internal/views.proto",
+        # One file per message: protobuf 4.22's upb crashes (segfault) on a
+        # message field whose type was declared in the same dynamic file.
+        point_file = descriptor_pb2.FileDescriptorProto(
+            name="udf_internal/point_view.proto",
             package="udf_internal",
             syntax="proto3",
             dependency=[agent_pb2.DESCRIPTOR.name],
         )
-        point = file.message_type.add()
+        point = point_file.message_type.add()
         agent_pb2.Point.DESCRIPTOR.CopyToProto(point)
         point.name = "PointView"
         for f in point.field:
@@ -507,17 +531,35 @@ def _private_classes() -> Tuple[Any, Any, Any]:
                 f.ClearField("type_name")
             elif f.type_name.startswith(".agent.Point."):  # the other maps' entry types, nested
                 f.type_name = ".udf_internal.PointView." + f.type_name[len(".agent.Point.") :]
-        response = file.message_type.add()
+        entries = [n for n in point.nested_type if n.name != "TagsEntry"]
+        del point.nested_type[:]
+        point.nested_type.extend(entries)
+        pool.AddSerializedFile(point_file.SerializeToString())
+        response_file = descriptor_pb2.FileDescriptorProto(
+            name="udf_internal/response_view.proto",
+            package="udf_internal",
+            syntax="proto3",
+            dependency=[agent_pb2.DESCRIPTOR.name, point_file.name],
+        )
+        response = response_file.message_type.add()
         agent_pb2.Response.DESCRIPTOR.CopyToProto(response)
         response.name = "ResponseView"
         for f in response.field:
             if f.name == "point":
                 f.type_name = ".udf_internal.PointView"
-        for name, element in (("Responses", ".agent.Response"), ("ResponseViews", ".udf_internal.ResponseView")):
+        pool.AddSerializedFile(response_file.SerializeToString())
+        for name, element, dependency in (
+            ("Responses", ".agent.Response", agent_pb2.DESCRIPTOR.name),
+            ("ResponseViews", ".udf_internal.ResponseView", response_file.name),
+        ):
+            file = descriptor_pb2.FileDescriptorProto(
+                name=f"udf_internal/{name.lower()}.proto", package="udf_internal", syntax="proto3", dependency=[dependency]
+            )
             file.message_type.add(name=name).field.add(
                 name="r", number=1, label=field.LABEL_REPEATED, type=field.TYPE_MESSAGE, type_name=element
             )
-        pool.AddSerializedFile(file.SerializeToString())
+            pool.AddSerializedFile(file.SerializeToString())
+    _message_class(pool, "udf_internal.PointView")  # before its users: see the crash note above
     return (
         _message_class(pool, "udf_internal.Responses"),
         _message_class(pool, "udf_internal.ResponseViews"),
@@ -525,7 +567,30 @@ def _private_classes() -> Tuple[Any, Any, Any]:
     )
 
 
-_Responses, _ResponseViews, _ResponseView = _private_classes()
+def _views_are_safe() -> bool:
+    """Whether this protobuf runs the view schema: the pure-Python backend, or upb from 7.0.
+
+    protobuf 4.22's upb crashes (a segfault, not an exception) reading a
+    PointView inside a ResponseView; the releases between 4.22 and 7.0 are not
+    tested, so they keep the plain path (maps decoded key by key), which every
+    version runs.
+    """
+    from google.protobuf import __version__ as version
+    from google.protobuf.internal import api_implementation
+
+    if api_implementation.Type() == "python":
+        return True
+    try:
+        return int(version.split(".")[0]) >= 7
+    except ValueError:
+        return False
+
+
+VIEWS = _views_are_safe()
+if VIEWS:
+    _Responses, _ResponseViews, _ResponseView = _private_classes()
+else:
+    _Responses, _ResponseViews, _ResponseView = _private_classes(views=False)
 _RESPONSES_TAG = b"\n"  # field 1 of udf_internal.Responses and ResponseViews, wire type 2
 
 #: Tag sets decoded so far: the tuple of a PointView's raw ``tags`` entries ->
@@ -557,6 +622,8 @@ def _tags_of(raw: Any) -> Tags:
 
 def _point_from_view(msg: Any) -> Point:
     """:func:`point_from_message` for a ``PointView``."""
+    if not VIEWS:
+        return point_from_message(msg)
     dims = msg.dimensions
     return Point(
         msg.name,
@@ -572,11 +639,15 @@ def _point_from_view(msg: Any) -> Point:
 
 def _batch_point_from_view(msg: Any) -> BatchPoint:
     """:func:`batch_point_from_message` for a ``PointView``."""
+    if not VIEWS:
+        return batch_point_from_message(msg)
     return BatchPoint(msg.time, fields_from_message(msg), _tags_of(msg.tags))
 
 
 def _response_of(view: Any) -> Any:
     """A ``ResponseView`` that is not a point as the ``agent_pb2.Response`` it is (answers are rare)."""
+    if not VIEWS:
+        return view
     return _PbResponse.FromString(view.SerializeToString())
 
 
