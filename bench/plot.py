@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import os
 import sys
 import textwrap
@@ -22,13 +23,18 @@ DOCS = os.path.join(os.path.dirname(HERE), "docs")
 #: Bars in this order, with these labels; the echo agent alone is far off this
 #: scale and is given in the caption instead.
 LABELS = {
+    "go-stream": "Go original\nstream points",
+    "stream": "Python Server\nstream points",
+    "series": "Python Server\n2000 series",
+    "go-batch": "Go original\nbatches of 100",
+    "batch": "Python Server\nbatches of 100",
     "codec": "codec ceiling\n(stream points)",
     "codec-batch": "codec ceiling\n(batches of 100)",
-    "tricks": "issue's tricks loop\n(reference)",
-    "stream": "Server round trip\nstream points",
-    "batch": "Server round trip\nbatches of 100",
 }
-COLORS = {"codec": "#9aa5b1", "codec-batch": "#9aa5b1", "tricks": "#d8c29d", "stream": "#2f6fb0", "batch": "#2f6fb0"}
+COLORS = {"go-stream": "#e0a43a", "go-batch": "#e0a43a", "stream": "#2f6fb0", "series": "#2f6fb0",
+          "batch": "#2f6fb0", "codec": "#9aa5b1", "codec-batch": "#9aa5b1"}
+#: Each Python row and the Go row it is compared with (bench/run.py's GO_PAIRS).
+GO_OF = {"stream": "go-stream", "batch": "go-batch", "series": "go-stream"}
 
 
 def plot(results: Dict[str, Any], out: str) -> None:
@@ -49,19 +55,10 @@ def plot(results: Dict[str, Any], out: str) -> None:
     for x, n in zip(xs, names):
         row = rows[n]
         note = f"{row['median'] / 1000:,.0f}k"
-        if n in ("stream", "batch") and row.get("ratio_to_ceiling"):
-            note += f"\n{row['ratio_to_ceiling']:.2f}x ceiling"
+        ratios = results.get("go", {}).get("ratios", {}).get(n)
+        if ratios:
+            note += f"\n{statistics.median(ratios):.2f}x Go"
         ax.text(x, row["max"] * 1.02, note, ha="center", va="bottom", fontsize=9)
-
-    calibration = results.get("calibration")
-    if calibration:
-        for key, label, name in (("go_stream_here", "Go original", "stream"), ("go_batch_here", "Go original", "batch")):
-            if name in names:
-                x = names.index(name)
-                y = calibration[key]
-                ax.hlines(y, x - 0.31, x + 0.31, colors="#f4d03f", linestyles="dashed", linewidth=2)
-                ax.text(x, y * 1.03, f"{label}\n{y / 1000:,.0f}k", color="white", fontsize=8,
-                        ha="center", va="bottom")
 
     ax.set_xticks(list(xs))
     ax.set_xticklabels([LABELS[n] for n in names], fontsize=9)
@@ -69,15 +66,15 @@ def plot(results: Dict[str, Any], out: str) -> None:
     ax.set_ylim(0, max(rows[n]["max"] for n in names) * 1.25)
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
     env = results.get("env", {})
-    title = (f"udf.Server vs the single-thread codec ceiling: {results.get('frame_bytes', '?')}-byte point frames, "
-             f"{results.get('rounds', '?')} turns")
+    title = (f"udf.Server and Kapacitor's Go udf.Server, side by side: {results.get('frame_bytes', '?')}-byte point "
+             f"frames, {results.get('rounds', '?')} turns")
     ax.set_title(title, fontsize=10)
     caption = f"Python {env.get('python', '?')}, protobuf {env.get('protobuf', '?')}, {env.get('cpus', '?')} CPUs."
     if "agent" in rows:
         caption += f" The echo agent alone (no Server): {rows['agent']['median'] / 1e6:.1f}M points/s."
-    if calibration:
-        caption += (f" Dashed: Kapacitor v1.3.0-rc4's Go Server, the issue's figures scaled by this"
-                    f" machine's speed (x{calibration['scale']:.2f}).")
+    load = env.get("loadavg_before")
+    if load:
+        caption += f" Load average {load[0]:.2f} before the run. 'x Go': median of the per-round ratios."
     fig.text(0.01, 0.01, textwrap.fill(caption, 150), fontsize=8, color="#444444")
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
@@ -88,9 +85,21 @@ def plot(results: Dict[str, Any], out: str) -> None:
 def markdown(results: Dict[str, Any]) -> str:
     """The results as the Markdown tables of docs/performance.md."""
     lines = ["| configuration | median points/s | min | max | x ceiling |", "|---|---:|---:|---:|---:|"]
+    turns = {row["config"]: row["turns"] for row in results["rows"]}
     for row in results["rows"]:
         ratio = f"{row['ratio_to_ceiling']:.2f} ({row['ceiling']})" if row.get("ratio_to_ceiling") else "-"
         lines.append(f"| {row['config']} | {row['median']:,.0f} | {row['min']:,.0f} | {row['max']:,.0f} | {ratio} |")
+    ratios = results.get("go", {}).get("ratios", {})
+    if ratios:
+        pairs = [(py, GO_OF[py]) for py in GO_OF if py in ratios]
+        lines += ["", "| round | load | " + " | ".join(f"{py} / {go}" for py, go in pairs) + " |",
+                  "|---:|---:|" + "---:|" * len(pairs)]
+        loads = results.get("round_loadavg", [])
+        for r in range(len(next(iter(ratios.values())))):
+            cells = [f"{turns[py][r]:,.0f} / {turns[go][r]:,.0f} = **{ratios[py][r]:.2f}x**" for py, go in pairs]
+            load = f"{loads[r]:.2f}" if r < len(loads) else "?"
+            lines.append(f"| {r + 1} | {load} | " + " | ".join(cells) + " |")
+        lines.append("| median | | " + " | ".join(f"**{statistics.median(ratios[py]):.2f}x**" for py, _ in pairs) + " |")
     memory, latency = results.get("memory"), results.get("latency")
     if memory:
         lines += ["", f"RSS growth over {memory['points']:,} points through one Server: stream "

@@ -1,24 +1,33 @@
-"""Benchmark udf.Server against a fast echo agent, side by side with the codec ceiling.
+"""Benchmark udf.Server side by side with Kapacitor's Go original and the codec ceiling.
 
-    python bench/run.py            # the full run (about a minute and a half)
+    python bench/run.py            # the full run (a few minutes)
     python bench/run.py --quick    # a small run that only checks the harness works
 
 Throughput configurations are measured in turns (A B C D A B C D ...), so that
-whatever else the machine is doing falls on all of them alike; the table gives
-the median, min and max of the turns and the ratio of each median to its
-ceiling's (``codec``, or ``codec-batch`` for batches). Then memory (RSS growth over many points through one Server) and
-idle latency (one point at a time, round trip) are measured. ``--json PATH``
-saves the results for ``bench/plot.py``.
+whatever else the machine is doing falls on all of them alike. The first table
+gives the median, min and max of the turns and the ratio of each median to its
+ceiling's (``codec``, or ``codec-batch`` for batches); the second gives, for
+every round, the Python Server against the Go original measured in the same
+round, and the median of those per-round ratios. Then memory (RSS growth over
+many points through one Server) and idle latency (one point at a time, round
+trip) are measured. ``--json PATH`` saves the results for ``bench/plot.py``.
 
 Configurations:
+  go-stream    Kapacitor v1.3.0-rc4's Go udf.Server (../shared/anchors/anchorbench),
+               stream points through the same echo agent program as the Python rows
+  stream       the Python Server: the same points (anchorbench's), one put() and one get() each
+  go-batch     the Go Server, batches of 100 points
+  batch        the Python Server, the same batches of 100 points
+  series       the Python Server, stream points of a realistic workload: 2000 series
+               (host, cpu and group vary), every point distinct
   codec        the ceiling: one thread encodes points to Request frames and decodes
                the mirrored Response frames, with the library's codec (no threads, no pipes)
   codec-batch  the same for batches of 100 points (the ceiling of the batch row)
-  tricks       the issue's reference single-thread loop (machine calibration only)
-  stream       Server round trip of stream points through the echo agent
-  supervised   the same through a udf.Supervisor around a udf.Process (bench/supervised.py)
-  batch        Server round trip of batches of 100 points through the echo agent
+  supervised   the stream row through a udf.Supervisor around a udf.Process (bench/supervised.py)
   agent        the echo agent alone: pre-encoded frames through the pipes and back
+
+Where ../shared/anchors/anchorbench does not exist (a fresh clone), the Go rows
+are left out and no Go figure is printed.
 """
 
 from __future__ import annotations
@@ -29,14 +38,16 @@ import itertools
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import supervised  # noqa: E402
@@ -49,27 +60,34 @@ from udf.convert import encode_point, encode_request  # noqa: E402
 from udf.wire import read_frame  # noqa: E402
 
 ECHO_AGENT = os.path.join(HERE, "echo_agent.py")
+#: Kapacitor v1.3.0-rc4's Go udf.Server, built unchanged (see ../shared/anchors/README.md).
+ANCHORBENCH = os.path.join(ROOT, "..", "shared", "anchors", "anchorbench")
 
-#: The issue's reference figures (2 shared cores, Python 3.11, protobuf 7.36 upb).
-ISSUE_TRICKS = 77_000
-ISSUE_GO_STREAM = 43_000
-ISSUE_GO_BATCH = 57_000
-
-#: Distinct points cycled through by the throughput runs.
+#: Distinct items cycled through by the throughput runs (anchorbench's ``-pool``).
 POOL = 2000
+#: Points per batch.
+BATCH_SIZE = 100
+#: Series of the realistic workload (the ``series`` row), and its pool: every series twice.
+SERIES = 2000
 #: The ceiling each configuration is compared with.
-CEILING_OF = {"batch": "codec-batch", "codec-batch": "codec-batch"}
+CEILING_OF = {"stream": "codec", "series": "codec", "batch": "codec-batch"}
+#: Each Python row and the Go row it is compared with, round by round.
+GO_PAIRS = (("stream", "go-stream"), ("batch", "go-batch"), ("series", "go-stream"))
 
 
 # --- the agent ---------------------------------------------------------------------
+
+
+def agent_argv(batch: bool = False) -> List[str]:
+    """The echo agent's command line: the same program for the Python and the Go Server."""
+    return [sys.executable, ECHO_AGENT] + (["--batch"] if batch else [])
 
 
 class EchoAgent:
     """The echo agent as a child process, with its stdin/stdout as unbuffered pipes."""
 
     def __init__(self, batch: bool = False) -> None:
-        argv = [sys.executable, ECHO_AGENT] + (["--batch"] if batch else [])
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.proc = subprocess.Popen(agent_argv(batch), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
 
     def server(self, **kwargs: Any) -> udf.Server:
         return udf.Server(self.proc.stdout, self.proc.stdin, **kwargs)
@@ -152,12 +170,6 @@ def run_codec_batch(batches: Sequence[Any], n: int) -> float:
     return time.perf_counter() - t0
 
 
-def run_tricks(points: Sequence[Any], n: int) -> float:
-    import ceiling
-
-    return _time_roundtrips(ceiling.tricks_roundtrip, points, n)
-
-
 def run_stream(points: Sequence[Any], n: int, check: bool = True) -> float:
     agent, server = _started()
     producer = _producer(server.point_in.put, points, n)
@@ -186,6 +198,31 @@ def run_batch(batches: Sequence[Any], n: int, check: bool = True) -> float:
     if check:
         _check(sampled, batches, 97, "batch")
     return elapsed
+
+
+_GO_RATE = re.compile(r"points=(\d+) .*points_per_s=([0-9.]+)")
+
+
+def run_go(mode: str, n: int, pool: int, anchorbench: str = ANCHORBENCH) -> float:
+    """Seconds the Go original takes for ``n`` points (``mode`` stream or batch), as it times itself.
+
+    Like the Python rows, it cycles ``pool`` distinct items (anchorbench's
+    ``-pool``) and talks to the same echo agent program; its start-up and the
+    info/init exchange are not timed.
+    """
+    if mode == "stream":
+        args = ["-mode", "stream", "-n", str(n), "-pool", str(pool)]
+        argv = agent_argv()
+    else:
+        nb = max(1, n // BATCH_SIZE)
+        args = ["-mode", "batch", "-b", str(nb), "-bs", str(BATCH_SIZE), "-pool", str(pool)]
+        argv = agent_argv(batch=True)
+    out = subprocess.run([anchorbench, *args, "--", *argv], capture_output=True, text=True, timeout=600)
+    found = _GO_RATE.search(out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "")
+    if out.returncode != 0 or found is None:
+        raise RuntimeError(f"anchorbench failed ({out.returncode}): {out.stdout[-300:]}{out.stderr[-300:]}")
+    points, rate = int(found.group(1)), float(found.group(2))
+    return points / rate * (n / points)
 
 
 def run_agent(points: Sequence[Any], n: int) -> float:
@@ -303,6 +340,19 @@ def environment() -> Dict[str, Any]:
     }
 
 
+def _load() -> str:
+    return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def go_ratios(rates: Dict[str, List[float]]) -> Dict[str, List[float]]:
+    """Per round, each Python row over the Go row measured in the same round."""
+    return {
+        py: [a / b for a, b in zip(rates[py], rates[go])]
+        for py, go in GO_PAIRS
+        if rates.get(py) and rates.get(go)
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a small run that checks the harness (CI)")
@@ -311,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--memory-points", type=int, help="points for the RSS check (default 1000000, quick 20000)")
     ap.add_argument("--latency-samples", type=int, help="idle round trips (default 2000, quick 50)")
     ap.add_argument("--only", help="comma-separated configurations to run, memory and latency included (default: all)")
+    ap.add_argument("--anchorbench", default=ANCHORBENCH, help="the Go original's benchmark binary (default: %(default)s)")
     ap.add_argument("--json", help="write the results to this file")
     args = ap.parse_args(argv)
 
@@ -319,17 +370,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     mem_n = args.memory_points if args.memory_points is not None else (20_000 if args.quick else 1_000_000)
     lat_n = args.latency_samples if args.latency_samples is not None else (50 if args.quick else 2000)
 
-    points = workload.make_points(POOL)
-    batches = workload.make_batches(POOL // 100 or 1, 100)
+    points = workload.make_anchor_points(POOL)
+    batches = workload.make_anchor_batches(POOL // BATCH_SIZE or 1, BATCH_SIZE)
+    series = workload.make_series_points(2 * SERIES, SERIES)
     frame = len(encode_point(points[0]))
+    anchorbench = args.anchorbench
+    have_go = os.access(anchorbench, os.X_OK)
 
     configs: Dict[str, Callable[[], float]] = {
+        "go-stream": lambda: run_go("stream", n, len(points), anchorbench),
+        "stream": lambda: run_stream(points, n),
+        "go-batch": lambda: run_go("batch", n, len(batches), anchorbench),
+        "batch": lambda: run_batch(batches, n),
+        "series": lambda: run_stream(series, n),
+        "supervised": lambda: supervised.run_supervised(points, n),
         "codec": lambda: run_codec(points, n),
         "codec-batch": lambda: run_codec_batch(batches, n),
-        "tricks": lambda: run_tricks(points, n),
-        "stream": lambda: run_stream(points, n),
-        "supervised": lambda: supervised.run_supervised(points, n),
-        "batch": lambda: run_batch(batches, n),
         "agent": lambda: run_agent(points, n * 10),
     }
     counts = {"agent": n * 10}
@@ -337,23 +393,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = wanted - set(configs) - {"memory", "latency"}
     if unknown:
         ap.error(f"unknown configuration(s): {', '.join(sorted(unknown))}")
+    if not have_go:
+        wanted -= {"go-stream", "go-batch"}
     configs = {k: v for k, v in configs.items() if k in wanted}
     env = environment()
     print(f"# udf bench: Python {env['python']}, protobuf {env['protobuf']}, {env['cpus']} CPUs, "
-          f"load {env['loadavg_before'][0]:.2f}; {frame}-byte point frames; {rounds} rounds of {n} points")
+          f"{_load()} (1, 5, 15 min); {frame}-byte point frames; {rounds} rounds of {n} points")
+    if not have_go:
+        print(f"# Go original: {os.path.relpath(anchorbench, os.getcwd())} not found, so no Go rows and no Go figures")
 
     rates: Dict[str, List[float]] = {k: [] for k in configs}
+    loads: List[float] = []
     for r in range(rounds):
         for name, fn in configs.items():
             seconds = fn()
             rates[name].append(counts.get(name, n) / seconds)
-        print(f"  round {r + 1}/{rounds}: " + "  ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items()), flush=True)
+        loads.append(os.getloadavg()[0])
+        print(f"  round {r + 1}/{rounds} ({_load()}): " + "  ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items()),
+              flush=True)
 
     rows = []
     for name, values in rates.items():
         med = statistics.median(values)
-        ceiling_name = CEILING_OF.get(name, "codec")
-        ceiling = statistics.median(rates[ceiling_name]) if rates.get(ceiling_name) else None
+        ceiling_name = CEILING_OF.get(name)
+        ceiling = statistics.median(rates[ceiling_name]) if ceiling_name and rates.get(ceiling_name) else None
         rows.append({"config": name, "median": med, "min": min(values), "max": max(values), "ceiling": ceiling_name,
                      "ratio_to_ceiling": med / ceiling if ceiling else None, "turns": values})
 
@@ -362,42 +425,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{'config':<12} {'median pts/s':>13} {'min':>11} {'max':>11} {'x ceiling':>10}  ceiling")
     for row in rows:
         ratio = f"{row['ratio_to_ceiling']:.2f}" if row["ratio_to_ceiling"] is not None else "-"
-        print(f"{row['config']:<12} {row['median']:>13,.0f} {row['min']:>11,.0f} {row['max']:>11,.0f} {ratio:>10}  {row['ceiling']}")
+        print(f"{row['config']:<12} {row['median']:>13,.0f} {row['min']:>11,.0f} {row['max']:>11,.0f} {ratio:>10}"
+              f"  {row['ceiling'] or '-'}")
 
-    med = {row["config"]: row["median"] for row in rows}
-    calibration = None
-    if "tricks" in med:
-        scale = med["tricks"] / ISSUE_TRICKS
-        calibration = {"scale": scale, "go_stream_here": ISSUE_GO_STREAM * scale, "go_batch_here": ISSUE_GO_BATCH * scale}
-        print(f"\nmachine speed vs the issue's reference (tricks loop {med['tricks']:,.0f} vs {ISSUE_TRICKS:,}): x{scale:.2f};"
-              f" Go v1.3.0-rc4 scaled to this machine: stream {calibration['go_stream_here']:,.0f}, batch {calibration['go_batch_here']:,.0f} pts/s")
-        if "stream" in med:
-            print(f"  stream / Go (scaled): {med['stream'] / calibration['go_stream_here']:.2f}x;"
-                  f"  stream / Go (unscaled 43k): {med['stream'] / ISSUE_GO_STREAM:.2f}x")
-        if "batch" in med:
-            print(f"  batch / Go (scaled): {med['batch'] / calibration['go_batch_here']:.2f}x;"
-                  f"  batch / Go (unscaled 57k): {med['batch'] / ISSUE_GO_BATCH:.2f}x")
-    if "supervised" in med and "stream" in med:
-        print(f"supervised / stream: {med['supervised'] / med['stream']:.2f}")
-    if "agent" in med and "stream" in med:
-        print(f"echo agent alone is {med['agent'] / max(med['stream'], med.get('batch', 0)):.0f}x faster than the Server")
+    ratios = go_ratios(rates)
+    if ratios:
+        print("\nPython Server / Go original, per round (same agent program, same points, taking turns):")
+        print(f"{'round':>5} {'load':>5}  " + "  ".join(f"{py + ' / ' + go:>22}" for py, go in GO_PAIRS if py in ratios))
+        for r in range(rounds):
+            cells = [f"{rates[py][r]:>9,.0f}/{rates[go][r]:>7,.0f} {ratios[py][r]:>4.2f}x"
+                     for py, go in GO_PAIRS if py in ratios]
+            print(f"{r + 1:>5} {loads[r]:>5.2f}  " + "  ".join(f"{c:>22}" for c in cells))
+        print(f"{'median':>11}  " + "  ".join(f"{statistics.median(ratios[py]):>21.2f}x" for py, _ in GO_PAIRS
+                                                if py in ratios))
+    if "supervised" in rates and "stream" in rates:
+        per_round = [sup / plain for sup, plain in zip(rates["supervised"], rates["stream"])]
+        print(f"supervised / stream, median of the per-round ratios: {statistics.median(per_round):.3f}")
+    if "agent" in rates and "stream" in rates:
+        print(f"echo agent alone is {statistics.median(rates['agent']) / statistics.median(rates['stream']):.0f}x"
+              " faster than the stream row")
 
     memory = latency = None
     if mem_n and "memory" in wanted:
-        memory = run_memory(points, mem_n, batches)
-        print(f"\nRSS growth over {mem_n:,} points: stream {memory['stream_rss_growth_mb']:+.1f} MB "
-              f"(peak {memory['stream_rss_peak_growth_mb']:+.1f}), batch {memory['batch_rss_growth_mb']:+.1f} MB "
-              f"(peak {memory['batch_rss_peak_growth_mb']:+.1f}); RSS at end {memory['batch_rss_end_mb']:.0f} MB")
+        churn = workload.make_series_points(20_000, 20_000)  # more series than any cache holds
+        memory = run_memory(churn, mem_n, batches)
+        print(f"\nRSS growth over {mem_n:,} points ({len(churn):,} series cycled): stream "
+              f"{memory['stream_rss_growth_mb']:+.1f} MB (peak {memory['stream_rss_peak_growth_mb']:+.1f}), batch "
+              f"{memory['batch_rss_growth_mb']:+.1f} MB (peak {memory['batch_rss_peak_growth_mb']:+.1f}); "
+              f"RSS at end {memory['batch_rss_end_mb']:.0f} MB ({_load()})")
     if lat_n and "latency" in wanted:
         latency = run_latency(points, lat_n, 0.002)
         print(f"idle round trip over {lat_n} points, 2 ms apart: p50 {latency['p50_us']:.0f} us, "
-              f"p90 {latency['p90_us']:.0f} us, p99 {latency['p99_us']:.0f} us, max {latency['max_us']:.0f} us")
+              f"p90 {latency['p90_us']:.0f} us, p99 {latency['p99_us']:.0f} us, max {latency['max_us']:.0f} us ({_load()})")
 
     if args.json:
         env["loadavg_after"] = os.getloadavg()
         with open(args.json, "w") as f:
             json.dump({"env": env, "frame_bytes": frame, "points_per_turn": n, "rounds": rounds, "rows": rows,
-                       "calibration": calibration, "memory": memory, "latency": latency}, f, indent=2)
+                       "round_loadavg": loads, "go": {"anchorbench": have_go, "ratios": ratios},
+                       "memory": memory, "latency": latency}, f, indent=2)
     return 0
 
 

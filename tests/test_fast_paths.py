@@ -182,3 +182,55 @@ def test_a_timed_out_waiter_is_no_longer_counted() -> None:
     with pytest.raises(queue.Full):
         ch.put(2, timeout=0.01)
     assert (ch._getters, ch._putters) == (0, 0)
+
+
+# --- the hand-written codec paths (udf._fastcodec, the view schema) ---------------------
+
+from udf import Dimensions, Point  # noqa: E402
+from udf import _fastcodec  # noqa: E402
+from udf.convert import POINTS, encode_point, point_body_general  # noqa: E402
+
+
+def _point_of(frame_bytes: bytes) -> Any:
+    [payload] = FrameDecoder().feed(frame_bytes)
+    return agent_pb2.Request.FromString(payload).point
+
+
+def test_series_cache_never_returns_stale_bytes_after_in_place_changes() -> None:
+    p = Point(name="cpu", group="g", dimensions=Dimensions(False, ["host"]), tags={"host": "a"},
+              fields={"v": 1.5, "n": -3, "s": "x", "b": True}, time=1_500_000_000_000_000_000)
+    first = _point_of(encode_point(p))
+    assert first == agent_pb2.Point.FromString(point_body_general(p))
+    p.tags["host"] = "b"
+    p.dimensions.tag_names.append("dc")
+    p.fields["v"] = 2.5
+    again = _point_of(encode_point(p))
+    assert again == agent_pb2.Point.FromString(point_body_general(p))
+    assert dict(again.tags) == {"host": "b"} and list(again.dimensions) == ["host", "dc"]
+
+
+def test_caches_are_bounded() -> None:
+    for i in range(_fastcodec.SERIES_CACHE_SIZE + 10):
+        encode_point(Point(name="m", tags={"host": f"h{i}"}, fields={f"f{i}": 1.0}, time=i))
+    assert len(_fastcodec._SERIES) <= _fastcodec.SERIES_CACHE_SIZE
+    assert len(_fastcodec._DOUBLE_HEADS) <= _fastcodec.FIELD_CACHE_SIZE
+
+
+def test_decoded_tags_are_fresh_dicts_and_fields_may_come_in_any_order_or_twice() -> None:
+    point = agent_pb2.Point(name="cpu", time=5, tags={"host": "a", "dc": "x"}, fieldsDouble={"v": 1.0})
+    body = point.SerializeToString()
+    # time again at the end (the last wins), a tag entry repeated with a new value (the last wins)
+    entry = agent_pb2.Point(tags={"host": "z"}).SerializeToString()
+    odd = entry + body + agent_pb2.Point(time=9).SerializeToString() + entry
+    frames = [frame(agent_pb2.Response(point=point))] * 2 + [
+        encode_frame(b"\x8a\x01" + bytes([len(odd)]) + odd)]
+    events, error = ResponseDecoder().decode_frames(FrameDecoder().feed_frames(b"".join(frames)))
+    assert error is None
+    [(kind, points)] = events
+    assert kind is POINTS
+    assert points[0].tags == {"host": "a", "dc": "x"} and points[0].tags is not points[1].tags
+    points[0].tags["host"] = "changed"  # a consumer changing its point changes no other point
+    assert points[1].tags == {"host": "a", "dc": "x"}
+    expected = agent_pb2.Point.FromString(odd)
+    assert points[2].tags == dict(expected.tags) == {"host": "z", "dc": "x"}
+    assert points[2].time == expected.time == 9

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import agent_pb2
 
+from . import _fastcodec
 from .errors import AgentError, ProtocolError, UDFError
 from .models import INT64_MAX, INT64_MIN, Batch, BatchPoint, Dimensions, Fields, Point, Tags
 from .wire import decode_uvarint, encode_frame, encode_uvarint
@@ -328,11 +329,19 @@ def encode_point(p: Point) -> bytes:
     """A stream point as one ``Request{point}`` frame; validates first."""
     if type(p) is not Point and not isinstance(p, Point):
         raise TypeError(f"expected udf.Point, got {type(p).__name__}")
+    body = _fastcodec.point_frame_body(p)  # the common case: cached series bytes, hand-written fields
+    if body is None:
+        body = point_body_general(p)
+    return _point_frame(body)
+
+
+def point_body_general(p: Point) -> bytes:
+    """Serialize ``p`` through protobuf's general path (what :func:`encode_point` falls back to)."""
     try:
-        body = point_to_message(p).SerializeToString()
+        body: bytes = point_to_message(p).SerializeToString()
     except AttributeError as exc:  # dimensions, tags or fields of the wrong type
         raise _wrong_container("point", p, exc) from None
-    return _point_frame(body)
+    return body
 
 
 def _wrong_container(where: str, obj: Any, exc: AttributeError) -> TypeError:
@@ -376,13 +385,20 @@ def encode_batch(b: Batch) -> bytes:
     parts = [_envelope(_TAG_BEGIN, begin.SerializeToString())]
     append = parts.append
     group = b.group
+    fast_body = _fastcodec.batch_point_body
     for i, bp in enumerate(b.points):
         if not isinstance(bp, BatchPoint):
             raise TypeError(f"batch.points[{i}]: expected udf.BatchPoint, got {type(bp).__name__}")
+        body = fast_body(bp, group)
+        if body is not None:
+            append(_point_frame(body))
+            continue
         try:
             append(_point_frame(batch_point_to_message(bp, group).SerializeToString()))
         except (TypeError, ValueError) as exc:
-            raise type(exc)(f"batch.points[{i}]: {exc}") from None
+            # UnicodeEncodeError (a string protobuf cannot encode) cannot be built from a message.
+            kind = ValueError if isinstance(exc, UnicodeError) else type(exc)
+            raise kind(f"batch.points[{i}]: {exc}") from None
         except AttributeError as exc:  # tags or fields of the wrong type
             raise _wrong_container(f"batch.points[{i}]", bp, exc) from None
     append(_envelope(_TAG_END, end.SerializeToString()))
@@ -446,43 +462,191 @@ class BatchAssembler:
 # --- many responses in one parse ------------------------------------------------------
 
 
-def _responses_class() -> Any:
-    """The private wrapper ``udf_internal.Responses { repeated agent.Response r = 1; }``.
+def _message_class(pool: Any, name: str) -> Any:
+    from google.protobuf import message_factory
 
-    A run of frames ``varint(len) payload varint(len) payload ...`` becomes a
-    valid serialization of this message once each frame is preceded by the tag
-    byte 0x0a (field 1, length-delimited): one C-level parse then decodes every
-    frame of a read, and its elements are ordinary ``agent_pb2.Response``s. It
-    lives in the default pool (so that its elements are ``agent_pb2`` classes)
-    under a file and package name of its own.
+    descriptor = pool.FindMessageTypeByName(name)
+    get_class = getattr(message_factory, "GetMessageClass", None)  # protobuf >= 4.22
+    if get_class is not None:
+        return get_class(descriptor)
+    return message_factory.MessageFactory(pool).GetPrototype(descriptor)  # pragma: no cover
+
+
+def _private_classes(views: bool = True) -> Tuple[Any, Any, Any]:
+    """The private wrappers ``Responses``, ``ResponseViews`` and ``PointView`` (package ``udf_internal``).
+
+    ``Responses { repeated agent.Response r = 1; }``: a run of frames
+    ``varint(len) payload varint(len) payload ...`` becomes a valid
+    serialization of it once each frame is preceded by the tag byte 0x0a
+    (field 1, length-delimited), so one C-level parse decodes every frame of a
+    read into ordinary ``agent_pb2.Response``s.
+
+    ``ResponseViews`` is the same over ``ResponseView``, a copy of
+    ``agent.Response`` whose ``point`` is a ``PointView``: a copy of
+    ``agent.Point`` that sees its ``tags`` map entries (field 7) as
+    ``repeated bytes``, wire-compatible with the map. The raw entries of a tag
+    set are a key under which the decoded dict is cached (:func:`_tags_of`):
+    a tag set repeats from point to point, so it is decoded once. Everything
+    else is protobuf's own parse. They live in the default pool under a file and
+    package name of their own.
     """
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import descriptor_pb2, descriptor_pool
 
     pool = descriptor_pool.Default()
-    name = "udf_internal.Responses"
+    if not views:
+        try:
+            pool.FindMessageTypeByName("udf_internal.Responses")
+        except KeyError:
+            field = descriptor_pb2.FieldDescriptorProto
+            file = descriptor_pb2.FileDescriptorProto(
+                name="udf_internal/responses.proto", package="udf_internal", syntax="proto3",
+                dependency=[agent_pb2.DESCRIPTOR.name],
+            )
+            file.message_type.add(name="Responses").field.add(
+                name="r", number=1, label=field.LABEL_REPEATED, type=field.TYPE_MESSAGE, type_name=".agent.Response"
+            )
+            pool.AddSerializedFile(file.SerializeToString())
+        responses = _message_class(pool, "udf_internal.Responses")
+        return responses, responses, _PbResponse
     try:
-        descriptor = pool.FindMessageTypeByName(name)
+        pool.FindMessageTypeByName("udf_internal.ResponseViews")
     except KeyError:
         field = descriptor_pb2.FieldDescriptorProto
-        file = descriptor_pb2.FileDescriptorProto(
-            name="udf_internal/responses.proto",
+        # One file per message: protobuf 4.22's upb crashes (segfault) on a
+        # message field whose type was declared in the same dynamic file.
+        point_file = descriptor_pb2.FileDescriptorProto(
+            name="udf_internal/point_view.proto",
             package="udf_internal",
             syntax="proto3",
             dependency=[agent_pb2.DESCRIPTOR.name],
         )
-        file.message_type.add(name="Responses").field.add(
-            name="r", number=1, label=field.LABEL_REPEATED, type=field.TYPE_MESSAGE, type_name=".agent.Response"
+        point = point_file.message_type.add()
+        agent_pb2.Point.DESCRIPTOR.CopyToProto(point)
+        point.name = "PointView"
+        for f in point.field:
+            if f.name == "tags":
+                f.type = field.TYPE_BYTES
+                f.ClearField("type_name")
+            elif f.type_name.startswith(".agent.Point."):  # the other maps' entry types, nested
+                f.type_name = ".udf_internal.PointView." + f.type_name[len(".agent.Point.") :]
+        entries = [n for n in point.nested_type if n.name != "TagsEntry"]
+        del point.nested_type[:]
+        point.nested_type.extend(entries)
+        pool.AddSerializedFile(point_file.SerializeToString())
+        response_file = descriptor_pb2.FileDescriptorProto(
+            name="udf_internal/response_view.proto",
+            package="udf_internal",
+            syntax="proto3",
+            dependency=[agent_pb2.DESCRIPTOR.name, point_file.name],
         )
-        pool.AddSerializedFile(file.SerializeToString())
-        descriptor = pool.FindMessageTypeByName(name)
-    get_class = getattr(message_factory, "GetMessageClass", None)  # protobuf >= 4.22
-    if get_class is not None:
-        return get_class(descriptor)
-    return message_factory.MessageFactory(pool).GetPrototype(descriptor)
+        response = response_file.message_type.add()
+        agent_pb2.Response.DESCRIPTOR.CopyToProto(response)
+        response.name = "ResponseView"
+        for f in response.field:
+            if f.name == "point":
+                f.type_name = ".udf_internal.PointView"
+        pool.AddSerializedFile(response_file.SerializeToString())
+        for name, element, dependency in (
+            ("Responses", ".agent.Response", agent_pb2.DESCRIPTOR.name),
+            ("ResponseViews", ".udf_internal.ResponseView", response_file.name),
+        ):
+            file = descriptor_pb2.FileDescriptorProto(
+                name=f"udf_internal/{name.lower()}.proto", package="udf_internal", syntax="proto3", dependency=[dependency]
+            )
+            file.message_type.add(name=name).field.add(
+                name="r", number=1, label=field.LABEL_REPEATED, type=field.TYPE_MESSAGE, type_name=element
+            )
+            pool.AddSerializedFile(file.SerializeToString())
+    _message_class(pool, "udf_internal.PointView")  # before its users: see the crash note above
+    return (
+        _message_class(pool, "udf_internal.Responses"),
+        _message_class(pool, "udf_internal.ResponseViews"),
+        _message_class(pool, "udf_internal.ResponseView"),
+    )
 
 
-_Responses = _responses_class()
-_RESPONSES_TAG = b"\n"  # field 1 of udf_internal.Responses, wire type 2
+def _views_are_safe() -> bool:
+    """Whether this protobuf runs the view schema: the pure-Python backend, or upb from 7.0.
+
+    protobuf 4.22's upb crashes (a segfault, not an exception) reading a
+    PointView inside a ResponseView; the releases between 4.22 and 7.0 are not
+    tested, so they keep the plain path (maps decoded key by key), which every
+    version runs.
+    """
+    from google.protobuf import __version__ as version
+    from google.protobuf.internal import api_implementation
+
+    if api_implementation.Type() == "python":
+        return True
+    try:
+        return int(version.split(".")[0]) >= 7
+    except ValueError:
+        return False
+
+
+VIEWS = _views_are_safe()
+if VIEWS:
+    _Responses, _ResponseViews, _ResponseView = _private_classes()
+else:
+    _Responses, _ResponseViews, _ResponseView = _private_classes(views=False)
+_RESPONSES_TAG = b"\n"  # field 1 of udf_internal.Responses and ResponseViews, wire type 2
+
+#: Tag sets decoded so far: the tuple of a PointView's raw ``tags`` entries ->
+#: the dict (copied for each point). Emptied when it holds TAGS_CACHE_SIZE sets.
+_TAG_SETS: Dict[Tuple[bytes, ...], Tags] = {}
+TAGS_CACHE_SIZE = 4096
+_TAG_FIELD = b"\x3a"  # field 7 of agent.Point, wire type 2
+
+
+def _tags_of(raw: Any) -> Tags:
+    """The tags dict of a PointView's raw ``tags`` entries (a fresh dict: points are mutable)."""
+    if not raw:
+        return {}
+    key = tuple(raw[:])  # a slice is a C-level copy, much faster than iterating the container
+    tags = _TAG_SETS.get(key)
+    if tags is None:
+        # The entries as a real map, parsed and checked (UTF-8, structure) by protobuf.
+        data = b"".join([_TAG_FIELD + encode_uvarint(len(entry)) + entry for entry in key])
+        try:
+            msg = _PbPoint.FromString(data)
+            tags = _tags_from_map(msg.tags)
+        except Exception as exc:  # protobuf's DecodeError, or ValueError for invalid UTF-8
+            raise ProtocolError(f"malformed Response: undecodable point tags: {exc}") from None
+        if len(_TAG_SETS) >= TAGS_CACHE_SIZE:
+            _TAG_SETS.clear()
+        _TAG_SETS[key] = tags
+    return tags.copy()
+
+
+def _point_from_view(msg: Any) -> Point:
+    """:func:`point_from_message` for a ``PointView``."""
+    if not VIEWS:
+        return point_from_message(msg)
+    dims = msg.dimensions
+    return Point(
+        msg.name,
+        msg.database,
+        msg.retentionPolicy,
+        msg.group,
+        Dimensions(msg.byName, dims[:] if dims else []),
+        _tags_of(msg.tags),
+        fields_from_message(msg),
+        msg.time,
+    )
+
+
+def _batch_point_from_view(msg: Any) -> BatchPoint:
+    """:func:`batch_point_from_message` for a ``PointView``."""
+    if not VIEWS:
+        return batch_point_from_message(msg)
+    return BatchPoint(msg.time, fields_from_message(msg), _tags_of(msg.tags))
+
+
+def _response_of(view: Any) -> Any:
+    """A ``ResponseView`` that is not a point as the ``agent_pb2.Response`` it is (answers are rare)."""
+    if not VIEWS:
+        return view
+    return _PbResponse.FromString(view.SerializeToString())
 
 
 def parse_responses(frames: List[bytes]) -> Tuple[Sequence[Any], Optional[ProtocolError]]:
@@ -499,17 +663,11 @@ def parse_responses(frames: List[bytes]) -> Tuple[Sequence[Any], Optional[Protoc
         return _Responses.FromString(_RESPONSES_TAG + _RESPONSES_TAG.join(frames)).r, None
     except Exception:  # protobuf's DecodeError: some frame is bad; find which
         pass
-    payloads = []
-    for frame in frames:
-        decoded = decode_uvarint(frame)
-        assert decoded is not None  # FrameDecoder only returns complete frames
-        payloads.append(frame[decoded[1] :])
-    return _parse_payloads(payloads)
+    return _parse_payloads([_payload(frame) for frame in frames])
 
 
-def _parse_payloads(payloads: List[bytes]) -> Tuple[List[Any], Optional[ProtocolError]]:
+def _parse_payloads(payloads: List[bytes], parse: Any = _PbResponse.FromString) -> Tuple[List[Any], Optional[ProtocolError]]:
     """Parse frame payloads one by one; stop at the first that does not decode."""
-    parse = _PbResponse.FromString
     responses = []
     for payload in payloads:
         try:
@@ -517,6 +675,23 @@ def _parse_payloads(payloads: List[bytes]) -> Tuple[List[Any], Optional[Protocol
         except Exception as exc:  # protobuf's DecodeError
             return responses, ProtocolError(f"undecodable Response ({len(payload)} bytes): {exc}")
     return responses, None
+
+
+def _parse_views(frames: List[bytes]) -> Tuple[Sequence[Any], Optional[ProtocolError]]:
+    """:func:`parse_responses` into ``ResponseView`` messages (the reader's path)."""
+    if not frames:
+        return [], None
+    try:
+        return _ResponseViews.FromString(_RESPONSES_TAG + _RESPONSES_TAG.join(frames)).r, None
+    except Exception:  # protobuf's DecodeError: some frame is bad; find which
+        pass
+    return _parse_payloads([_payload(frame) for frame in frames], _ResponseView.FromString)
+
+
+def _payload(frame: bytes) -> bytes:
+    decoded = decode_uvarint(frame)
+    assert decoded is not None  # FrameDecoder only returns complete frames
+    return frame[decoded[1] :]
 
 
 #: Event kinds produced by :class:`ResponseDecoder`, besides the request kinds
@@ -543,11 +718,11 @@ class ResponseDecoder:
 
     def decode(self, payloads: List[bytes]) -> Tuple[List[Tuple[str, Any]], Optional[UDFError]]:
         """Decode frame payloads (as :meth:`udf.wire.FrameDecoder.feed` returns them)."""
-        return self._events(*_parse_payloads(payloads))
+        return self._events(*_parse_payloads(payloads, _ResponseView.FromString))
 
     def decode_frames(self, frames: List[bytes]) -> Tuple[List[Tuple[str, Any]], Optional[UDFError]]:
         """Decode whole frames (:meth:`udf.wire.FrameDecoder.feed_frames`): one parse for the run."""
-        return self._events(*parse_responses(frames))
+        return self._events(*_parse_views(frames))
 
     def _events(self, responses: Sequence[Any], error: Optional[UDFError]) -> Tuple[List[Tuple[str, Any]], Optional[UDFError]]:
         assembler = self._assembler
@@ -558,16 +733,16 @@ class ResponseDecoder:
             for response in responses:
                 if response.HasField("point"):  # the common case, cheaper than WhichOneof
                     if batch is not None:
-                        batch.append(batch_point_from_message(response.point))
+                        batch.append(_batch_point_from_view(response.point))
                         continue
                     if points is None:
                         points = []
                         events.append((POINTS, points))
-                    points.append(point_from_message(response.point))
+                    points.append(_point_from_view(response.point))
                     continue
                 kind = response.WhichOneof("message")
                 if kind == "keepalive":  # for the round-trip time; does not split a run of points
-                    events.append((kind, response))
+                    events.append((kind, _response_of(response)))
                     continue
                 points = None
                 if kind == "begin":
@@ -583,7 +758,7 @@ class ResponseDecoder:
                         f"Response with no known message set ({response.ByteSize()} bytes): empty or from a newer protocol"
                     )
                 else:
-                    events.append((kind, response))
+                    events.append((kind, _response_of(response)))
         except UDFError as exc:
             return events, exc
         except ValueError as exc:  # e.g. invalid UTF-8 in a string, found only on access by some protobuf versions

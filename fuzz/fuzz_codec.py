@@ -1,0 +1,355 @@
+"""Fuzz the hand-written codec paths against protobuf's own parse and serialize.
+
+Two targets, both run on whichever protobuf backend is active (upb, or
+``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python``):
+
+* ``encode_target``: a random point (odd strings, huge and negative ints,
+  NaN, bools, empty maps, long keys, lone surrogates, wrong types) goes through
+  ``encode_point`` (cached series bytes, hand-written time and fields) and
+  through protobuf's general path (``point_body_general``: ``point_to_message``
+  and ``SerializeToString``); both must raise the same error (type and
+  message) or give frames that parse to the same message.
+  The same for batch points. Each point is encoded again after its tags were
+  changed in place, so a stale cache entry would be caught.
+* ``decode_target``: bytes, usually valid point frames whose fields were
+  reordered, duplicated or mutated, go through ``ResponseDecoder.decode_frames``
+  (the reader's path: the private view schema and the tag-set cache) and
+  through a reference built on ``agent_pb2.Response.FromString`` and
+  ``point_from_message``; outcome and events must agree.
+
+With atheris installed, ``decode_target`` runs coverage-guided::
+
+    python fuzz/fuzz_codec.py -atheris_runs=1000000
+
+Otherwise (and in CI) seeded loops run::
+
+    python fuzz/fuzz_codec.py --iterations 20000 --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import struct
+import sys
+from typing import Any, List, Optional, Tuple
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import agent_pb2  # noqa: E402
+from udf.convert import (  # noqa: E402
+    BATCH,
+    POINTS,
+    BatchAssembler,
+    ResponseDecoder,
+    batch_point_to_message,
+    encode_batch,
+    encode_point,
+    point_body_general,
+    point_from_message,
+)
+from udf.errors import AgentError, ProtocolError, UDFError  # noqa: E402
+from udf.models import Batch, BatchPoint, Dimensions, Point  # noqa: E402
+from udf.wire import FrameDecoder, decode_uvarint, encode_frame, encode_uvarint  # noqa: E402
+
+# --- encoding ------------------------------------------------------------------------
+
+_STRINGS = ["", "a", "host", "cpu", "ü", "日本", "x" * 130, "k" * 0x3100, "\ud800", "a=b,c", "\n", "\x00"]
+_INTS = [0, 1, -1, 127, 128, 0x3FFF, 0x4000, 2**31, 2**62, 2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 10**30]
+_FLOATS = [0.0, -0.0, 1.5, -2.25, math.inf, -math.inf, math.nan, 1e308, 5e-324]
+
+
+def _string(rng: random.Random) -> Any:
+    r = rng.random()
+    if r < 0.6:
+        return rng.choice(_STRINGS[:6])
+    if r < 0.9:
+        return rng.choice(_STRINGS)
+    return rng.choice([1, None, b"bytes", 1.5, True])
+
+
+def _value(rng: random.Random) -> Any:
+    r = rng.random()
+    if r < 0.3:
+        return rng.choice(_FLOATS) if rng.random() < 0.5 else rng.uniform(-1e6, 1e6)
+    if r < 0.6:
+        return rng.choice(_INTS) if rng.random() < 0.5 else rng.randrange(-(10**6), 10**6)
+    if r < 0.75:
+        return _string(rng)
+    if r < 0.9:
+        return rng.random() < 0.5
+    return rng.choice([None, [1], b"x", 3 + 0j])
+
+
+def _tags(rng: random.Random) -> Any:
+    n = rng.choice([0, 0, 1, 3, 5])
+    tags = {_string(rng) if rng.random() < 0.1 else rng.choice(_STRINGS[:6]): _string(rng) if rng.random() < 0.1
+            else rng.choice(_STRINGS[:8]) for _ in range(n)}
+    return tags if rng.random() < 0.97 else list(tags.items())
+
+
+def _fields(rng: random.Random) -> Any:
+    n = rng.choice([0, 1, 3, 6])
+    return {(_string(rng) if rng.random() < 0.1 else rng.choice(_STRINGS[:7])): _value(rng) for _ in range(n)}
+
+
+def _time(rng: random.Random) -> Any:
+    r = rng.random()
+    if r < 0.7:
+        return 1_500_000_000_000_000_000 + rng.randrange(10**15)
+    if r < 0.95:
+        return rng.choice(_INTS)
+    return rng.choice([None, 1.0, True, "1"])
+
+
+def random_point(rng: random.Random) -> Point:
+    names = [rng.choice(_STRINGS[:8]) for _ in range(rng.choice([0, 1, 2]))]
+    dims = Dimensions(rng.random() < 0.3 if rng.random() < 0.97 else 1, names if rng.random() < 0.97 else "host")
+    return Point(
+        name=_string(rng), database=rng.choice(["", "telegraf"]), retention_policy=rng.choice(["", "autogen"]),
+        group=_string(rng), dimensions=dims, tags=_tags(rng), fields=_fields(rng), time=_time(rng),
+    )
+
+
+def _outcome(fn: Any) -> Tuple[str, Any]:
+    try:
+        return "ok", fn()
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+
+
+def _canonical(msg: Any) -> bytes:
+    return msg.SerializeToString(deterministic=True)  # equal for equal messages, NaN included
+
+
+def _frame_point(frame: bytes) -> bytes:
+    size, start = decode_uvarint(frame)  # type: ignore[misc]
+    assert start + size == len(frame), "one whole frame"
+    return _canonical(agent_pb2.Request.FromString(frame[start:]).point)
+
+
+def check_point(p: Point) -> None:
+    """encode_point agrees with protobuf's general path on ``p`` (same error, or the same message)."""
+    fast = _outcome(lambda: _frame_point(encode_point(p)))
+    general = _outcome(lambda: _canonical(agent_pb2.Point.FromString(point_body_general(p))))
+    if fast != general:
+        raise AssertionError(f"encode_point disagrees with protobuf on {p!r:.300}: {fast!r:.300} vs {general!r:.300}")
+
+
+def check_batch(b: Batch) -> None:
+    """encode_batch's point frames agree with protobuf's general path."""
+    fast = _outcome(lambda: [agent_pb2.Request.FromString(f).point for f in FrameDecoder().feed(encode_batch(b))][1:-1])
+    if fast[0] != "ok":
+        general = _outcome(lambda: [agent_pb2.BeginBatch(name=b.name, group=b.group).SerializeToString()]
+                           + [batch_point_to_message(bp, b.group).SerializeToString() for bp in b.points])
+        if general[0] == "ok":
+            raise AssertionError(f"encode_batch failed ({fast}) where protobuf gave {general}: {b!r:.300}")
+        return
+    want = [_canonical(batch_point_to_message(bp, b.group)) for bp in b.points]
+    if [_canonical(m) for m in fast[1]] != want:
+        raise AssertionError(f"encode_batch disagrees with protobuf on {b!r:.300}")
+
+
+def encode_target(rng: random.Random) -> None:
+    p = random_point(rng)
+    check_point(p)
+    check_point(p)  # again: now from the caches
+    if isinstance(p.tags, dict) and p.tags and rng.random() < 0.5:
+        key = next(iter(p.tags))
+        p.tags[key] = "changed"  # mutate in place: a stale cache entry must not be used
+        p.tags["added"] = "v"
+        check_point(p)
+    if isinstance(p.dimensions.tag_names, list) and rng.random() < 0.3:
+        p.dimensions.tag_names.append("more")
+        check_point(p)
+    bps = [BatchPoint(time=_time(rng), fields=_fields(rng), tags=_tags(rng)) for _ in range(rng.choice([0, 1, 3]))]
+    group = rng.choice(["", "g", "cpu\nhost=a"]) if rng.random() < 0.95 else "\ud800"
+    check_batch(Batch(name="b", group=group, tmax=1, points=bps))
+
+
+# --- decoding ------------------------------------------------------------------------
+
+
+def _fields_of(data: bytes) -> Optional[List[bytes]]:
+    """Split a message's bytes into its field records (tag + value), or None if malformed."""
+    out, pos = [], 0
+    while pos < len(data):
+        try:
+            got = decode_uvarint(data, pos)
+        except ProtocolError:
+            return None
+        if got is None:
+            return None
+        tag, p = got
+        wire = tag & 7
+        if wire == 0:
+            got = decode_uvarint(data, p)
+            if got is None:
+                return None
+            p = got[1]
+        elif wire == 1:
+            p += 8
+        elif wire == 2:
+            got = decode_uvarint(data, p)
+            if got is None:
+                return None
+            p = got[1] + got[0]
+        elif wire == 5:
+            p += 4
+        else:
+            return None
+        if p > len(data):
+            return None
+        out.append(data[pos:p])
+        pos = p
+    return out
+
+
+def _shuffled_point_frame(rng: random.Random, msg: Any) -> bytes:
+    """A Response{point} frame whose point fields come in a random order, some twice."""
+    records = _fields_of(msg.SerializeToString()) or []
+    rng.shuffle(records)
+    if records and rng.random() < 0.5:
+        records.append(rng.choice(records))  # a field (a scalar, a map entry, a dimension) twice
+    body = b"".join(records)
+    return encode_frame(b"\x8a\x01" + encode_uvarint(len(body)) + body)
+
+
+def _pb_point(rng: random.Random) -> Any:
+    tags = {rng.choice(["host", "dc", "", "ü"]): rng.choice(["a", "b", "", "日本"]) for _ in range(rng.choice([0, 1, 3]))}
+    return agent_pb2.Point(
+        time=rng.choice([0, 1, -5, 1_500_000_000_000_000_000]), name=rng.choice(["", "cpu"]), group=rng.choice(["", "g"]),
+        dimensions=rng.choice([[], ["host"], ["a", "b"]]), byName=rng.random() < 0.3, tags=tags,
+        fieldsDouble={"v": rng.choice(_FLOATS[:7])} if rng.random() < 0.7 else {},
+        fieldsInt={"n": rng.choice(_INTS[:11])} if rng.random() < 0.5 else {},
+        fieldsString={"s": "x"} if rng.random() < 0.2 else {}, fieldsBool={"b": True} if rng.random() < 0.2 else {},
+    )
+
+
+def seed_stream(rng: random.Random) -> bytes:
+    """Valid agent output: shuffled point frames, sometimes a batch around them or an answer."""
+    frames = [_shuffled_point_frame(rng, _pb_point(rng)) for _ in range(rng.randrange(1, 6))]
+    if rng.random() < 0.3:
+        R = agent_pb2.Response
+        frames.insert(0, encode_frame(R(begin=agent_pb2.BeginBatch(name="b", tags={"t": "v"})).SerializeToString()))
+        frames.append(encode_frame(R(end=agent_pb2.EndBatch(name="b", tmax=3)).SerializeToString()))
+    if rng.random() < 0.2:
+        frames.insert(rng.randrange(len(frames) + 1), encode_frame(
+            agent_pb2.Response(keepalive=agent_pb2.KeepaliveResponse(time=7)).SerializeToString()))
+    return b"".join(frames)
+
+
+def _normal(item: Any) -> Any:
+    """Events made comparable: floats by their bits (NaN equals NaN), messages by their bytes."""
+    if isinstance(item, float):
+        return struct.pack("<d", item)
+    if isinstance(item, dict):
+        return {k: _normal(v) for k, v in item.items()}
+    if isinstance(item, (list, tuple)):
+        return [_normal(v) for v in item]
+    if isinstance(item, (Point, BatchPoint, Batch, Dimensions)):
+        return (type(item).__name__, [_normal(getattr(item, f)) for f in item.__slots__])  # type: ignore[attr-defined]
+    if hasattr(item, "SerializeToString"):
+        return _canonical(item)
+    return item
+
+
+def _reference(payloads: List[bytes]) -> Tuple[List[Any], Optional[str]]:
+    """Events by protobuf's own parse, frame by frame, and the public conversions."""
+    events: List[Any] = []
+    assembler = BatchAssembler()
+    for payload in payloads:
+        try:
+            response = agent_pb2.Response.FromString(payload)
+            kind = response.WhichOneof("message")
+            if kind == "point":
+                if assembler.in_batch:
+                    assembler.point(response.point)
+                else:
+                    events.append((POINTS, point_from_message(response.point)))
+            elif kind == "begin":
+                assembler.begin(response.begin)
+            elif kind == "end":
+                events.append((BATCH, assembler.end(response.end)))
+            elif kind == "error":
+                raise AgentError(response.error.error)
+            elif kind is None:
+                raise ProtocolError("no message")
+            else:
+                events.append((kind, response))
+        except (UDFError, ValueError):
+            return events, "error"
+        except Exception:  # protobuf's DecodeError
+            return events, "error"
+    return events, None
+
+
+def decode_target(data: bytes) -> int:
+    """The reader's decode path and the reference agree on ``data``. Returns the event count."""
+    try:
+        frames = FrameDecoder(1 << 20).feed_frames(data)
+    except ProtocolError:
+        return 0
+    events, error = ResponseDecoder().decode_frames(frames)
+    fast = [(kind, p) for kind, items in events for p in (items if kind is POINTS else [items])]
+    payloads = [f[decode_uvarint(f)[1]:] for f in frames]  # type: ignore[index]
+    ref, ref_error = _reference(payloads)
+    # Keepalive answers do not split a run of points (by design), so they are compared apart.
+    fast_data, ref_data = ([e for e in x if e[0] != "keepalive"] for x in (fast, ref))
+    fast_ka, ref_ka = ([e for e in x if e[0] == "keepalive"] for x in (fast, ref))
+    if (error is None) != (ref_error is None) or _normal(fast_data) != _normal(ref_data) or (
+        _normal(fast_ka) != _normal(ref_ka)
+    ):
+        raise AssertionError(f"decode paths disagree on {data!r:.400}: {error!r} vs {ref_error!r}")
+    return len(fast)
+
+
+def _mutate(rng: random.Random, data: bytes) -> bytes:
+    buf = bytearray(data)
+    for _ in range(rng.randrange(1, 4)):
+        if not buf:
+            break
+        i = rng.randrange(len(buf))
+        op = rng.randrange(3)
+        if op == 0:
+            buf[i] ^= 1 << rng.randrange(8)
+        elif op == 1:
+            buf[i] = rng.choice([0x00, 0x80, 0xFF, 0xC0, 0x3A])
+        else:
+            buf[i:i] = buf[i : i + rng.randrange(1, 16)]
+    return bytes(buf)
+
+
+def run_loop(iterations: int, seed: int) -> int:
+    """Seeded loops: ``iterations`` random points, and as many agent outputs (half mutated)."""
+    rng = random.Random(seed)
+    for _ in range(iterations):
+        encode_target(rng)
+        data = seed_stream(rng)
+        decode_target(_mutate(rng, data) if rng.random() < 0.5 else data)
+    return iterations
+
+
+def main(argv: List[str]) -> int:
+    try:
+        import atheris  # type: ignore[import-not-found]
+    except ImportError:
+        atheris = None
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--loop", action="store_true", help="use the seeded loops even if atheris is installed")
+    args, rest = parser.parse_known_args(argv)
+    if atheris is not None and not args.loop:
+        atheris.Setup([sys.argv[0], *rest], lambda data: decode_target(bytes(data)))
+        atheris.Fuzz()
+        return 0
+    done = run_loop(args.iterations, args.seed)
+    print(f"fuzz codec: {done} points and {done} agent outputs, both paths agree")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

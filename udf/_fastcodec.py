@@ -1,0 +1,299 @@
+"""Hand-written fast paths of the point codec (private to :mod:`udf.convert`).
+
+A protobuf message may be written as the concatenation of its fields'
+encodings, in any order. A point's per-series part (name, database, retention
+policy, group, dimensions, byName, tags) repeats from point to point, so it is
+serialized once by protobuf itself and its bytes are reused; the per-point part
+(time and fields) is written here by hand. Only the common types take this
+path: anything else (subclasses, numeric types to coerce, out-of-range values,
+strings that do not encode) makes these functions return ``None`` and the
+caller takes protobuf's general path, which raises the usual errors.
+
+The per-series caches are keyed on an immutable snapshot of the content (a
+tuple of the strings, never the mutable dicts and lists themselves), so a point
+changed after an earlier put can never get stale bytes. Every cache here is
+bounded: when one reaches its size it is emptied and refilled.
+
+``tests/test_fast_paths.py`` and ``fuzz/fuzz_codec.py`` check these paths
+against protobuf's own parse and serialize, on both protobuf backends.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Dict, List, Optional, Tuple
+
+import agent_pb2
+
+from .models import BatchPoint, Dimensions, Point
+from .wire import encode_uvarint
+
+#: Series kept by each per-series cache (stream points, batch points) before it is emptied.
+SERIES_CACHE_SIZE = 4096
+#: Field names kept by each per-name cache (one per value type) before it is emptied.
+FIELD_CACHE_SIZE = 4096
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+_M64 = (1 << 64) - 1
+#: Map keys (field names) longer than this take protobuf's path (keeps entry sizes two-byte varints).
+_MAX_KEY_BYTES = 0x3000
+
+_PbPoint = agent_pb2.Point
+_pack_double = struct.Struct("<d").pack
+
+# Varints below 2**14 are table lookups (one or two bytes); _CONT2[n] is the
+# 14 bits of n as two bytes, both with the continuation bit set.
+_SMALL = [encode_uvarint(n) for n in range(0x4000)]
+_CONT2 = [bytes([(n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80]) for n in range(0x4000)]
+
+
+def uvarint64(value: int) -> bytes:
+    """The varint of ``0 <= value < 2**64`` (14 bits per step)."""
+    if value < 0x4000:
+        return _SMALL[value]
+    parts = []
+    while value >= 0x4000:
+        parts.append(_CONT2[value & 0x3FFF])
+        value >>= 14
+    parts.append(_SMALL[value])
+    return b"".join(parts)
+
+
+#: varint(v >> 42) by v >> 42 for times v: it changes every 2**42 ns (~73 minutes).
+_TIME_HIGH: Dict[int, bytes] = {}
+_TIME_HIGH_SIZE = 1024
+
+
+def _append_time(parts: List[bytes], t: int) -> None:
+    """Append field 1 (``time``, int64) of a Point for a nonzero int64 ``t``.
+
+    The varint of a time is its low 42 bits as three table lookups followed by
+    the (cached) varint of the rest.
+    """
+    v = t & _M64
+    if v < 0x40000000000:
+        parts.append(b"\x08" + uvarint64(v))
+        return
+    high = v >> 42
+    tail = _TIME_HIGH.get(high)
+    if tail is None:
+        if len(_TIME_HIGH) >= _TIME_HIGH_SIZE:
+            _TIME_HIGH.clear()
+        tail = _TIME_HIGH[high] = uvarint64(high)
+    parts += (b"\x08", _CONT2[v & 0x3FFF], _CONT2[(v >> 14) & 0x3FFF], _CONT2[(v >> 28) & 0x3FFF], tail)
+
+
+# --- field maps ------------------------------------------------------------------
+# A map entry is a nested message { key = 1; value = 2 }. Per field name the
+# bytes before the value are cached: for doubles and bools the whole head
+# (map tag, entry length, key, value tag), their entries having a fixed size;
+# for ints and strings the key part (key and value tag), their length varying.
+
+_DOUBLE_HEADS: Dict[str, bytes] = {}
+_BOOL_HEADS: Dict[str, bytes] = {}
+_INT_KEYS: Dict[str, bytes] = {}
+_STR_KEYS: Dict[str, bytes] = {}
+
+
+def _key_part(key: Any, value_tag: bytes) -> Optional[bytes]:
+    """``key`` as an entry's field 1 followed by ``value_tag``; None if it is not a plain, encodable str."""
+    if type(key) is not str:
+        return None
+    try:
+        kb = key.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    if len(kb) > _MAX_KEY_BYTES:
+        return None
+    return b"\x0a" + _SMALL[len(kb)] + kb + value_tag
+
+
+def _remember(cache: Dict[str, bytes], key: str, value: bytes) -> bytes:
+    if len(cache) >= FIELD_CACHE_SIZE:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _double_head(key: Any) -> Optional[bytes]:
+    part = _key_part(key, b"\x11")  # value: field 2, fixed64
+    if part is None:
+        return None
+    return _remember(_DOUBLE_HEADS, key, b"\x42" + _SMALL[len(part) + 8] + part)  # fieldsDouble = 8
+
+
+def _bool_head(key: Any) -> Optional[bytes]:
+    part = _key_part(key, b"\x10")  # value: field 2, varint
+    if part is None:
+        return None
+    return _remember(_BOOL_HEADS, key, b"\x62" + _SMALL[len(part) + 1] + part)  # fieldsBool = 12
+
+
+def _int_key(key: Any) -> Optional[bytes]:
+    part = _key_part(key, b"\x10")
+    return None if part is None else _remember(_INT_KEYS, key, part)
+
+
+def _str_key(key: Any) -> Optional[bytes]:
+    part = _key_part(key, b"\x12")  # value: field 2, length-delimited
+    return None if part is None else _remember(_STR_KEYS, key, part)
+
+
+def _append_fields(parts: List[bytes], fields: Dict[Any, Any]) -> bool:
+    """Append the encodings of ``fields`` to ``parts``; False if one needs protobuf's path."""
+    append = parts.append
+    small = _SMALL
+    for key, value in fields.items():
+        kind = type(value)
+        if kind is float:
+            head = _DOUBLE_HEADS.get(key) or _double_head(key)
+            if head is None:
+                return False
+            append(head)
+            append(_pack_double(value))
+        elif kind is int:
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                return False
+            part = _INT_KEYS.get(key) or _int_key(key)
+            if part is None:
+                return False
+            vb = small[value] if 0 <= value < 0x4000 else uvarint64(value & _M64)
+            append(b"\x4a")  # fieldsInt = 9
+            append(small[len(part) + len(vb)])
+            append(part)
+            append(vb)
+        elif kind is str:
+            part = _STR_KEYS.get(key) or _str_key(key)
+            if part is None:
+                return False
+            try:
+                vb = value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+            n = len(vb)
+            vlen = small[n] if n < 0x4000 else uvarint64(n)
+            append(b"\x52")  # fieldsString = 10
+            append(uvarint64(len(part) + len(vlen) + n))
+            append(part)
+            append(vlen)
+            append(vb)
+        elif kind is bool:
+            head = _BOOL_HEADS.get(key) or _bool_head(key)
+            if head is None:
+                return False
+            append(head)
+            append(b"\x01" if value else b"\x00")
+        else:
+            return False
+    return True
+
+
+# --- the per-series part -----------------------------------------------------------
+
+#: Serialized name, database, retentionPolicy, group, dimensions, byName and tags
+#: of a stream point, by (name, database, retention_policy, group, by_name,
+#: tuple(tag_names), tuple(tags.items())).
+_SERIES: Dict[Tuple[Any, ...], bytes] = {}
+#: Serialized group and tags of a batch point, by (group, tuple(tags.items())).
+_BATCH_SERIES: Dict[Tuple[Any, ...], bytes] = {}
+
+
+def _plain_tags(tags: Dict[Any, Any]) -> bool:
+    for key, value in tags.items():
+        if type(key) is not str or type(value) is not str:
+            return False
+    return True
+
+
+def _series_bytes(key: Tuple[Any, ...]) -> Optional[bytes]:
+    """Serialize a stream point's series ``key`` with protobuf; None unless every part is a plain str/bool."""
+    name, database, rp, group, by_name, tag_names, tag_items = key
+    if not (type(name) is str and type(database) is str and type(rp) is str and type(group) is str):
+        return None
+    if any(type(t) is not str for t in tag_names) or any(type(k) is not str or type(v) is not str for k, v in tag_items):
+        return None
+    try:
+        msg = _PbPoint(name=name, database=database, retentionPolicy=rp, group=group, byName=by_name)
+        msg.dimensions.extend(tag_names)
+        tags = msg.tags
+        for k, v in tag_items:
+            tags[k] = v
+        data: bytes = msg.SerializeToString()
+    except ValueError:  # strings that do not encode (lone surrogates): protobuf's path reports it
+        return None
+    if len(_SERIES) >= SERIES_CACHE_SIZE:
+        _SERIES.clear()
+    _SERIES[key] = data
+    return data
+
+
+def point_frame_body(p: Point) -> Optional[bytes]:
+    """The serialized ``agent_pb2.Point`` of ``p``, or None if it needs protobuf's general path."""
+    dims = p.dimensions
+    tags = p.tags
+    fields = p.fields
+    t = p.time
+    if type(dims) is not Dimensions or type(tags) is not dict or type(fields) is not dict or type(t) is not int:
+        return None
+    tag_names = dims.tag_names
+    by_name = dims.by_name
+    if type(tag_names) is not list or (by_name is not False and by_name is not True):
+        return None
+    key = (p.name, p.database, p.retention_policy, p.group, by_name, tuple(tag_names), tuple(tags.items()))
+    try:
+        series = _SERIES.get(key)
+    except TypeError:  # something unhashable where a str belongs
+        return None
+    if series is None:
+        series = _series_bytes(key)
+        if series is None:
+            return None
+    if t:
+        if not _INT64_MIN <= t <= _INT64_MAX:
+            return None
+        parts: List[bytes] = [series]
+        _append_time(parts, t)
+    else:
+        parts = [series]
+    if fields and not _append_fields(parts, fields):
+        return None
+    return b"".join(parts)
+
+
+def batch_point_body(bp: BatchPoint, group: str) -> Optional[bytes]:
+    """The serialized ``agent_pb2.Point`` of batch point ``bp`` (with ``group``), or None (general path)."""
+    tags = bp.tags
+    fields = bp.fields
+    t = bp.time
+    if type(tags) is not dict or type(fields) is not dict or type(t) is not int or type(group) is not str:
+        return None
+    key = (group, tuple(tags.items()))
+    try:
+        series = _BATCH_SERIES.get(key)
+    except TypeError:
+        return None
+    if series is None:
+        if not _plain_tags(tags):
+            return None
+        try:
+            msg = _PbPoint(group=group)
+            target = msg.tags
+            for k, v in key[1]:
+                target[k] = v
+            series = msg.SerializeToString()
+        except ValueError:
+            return None
+        if len(_BATCH_SERIES) >= SERIES_CACHE_SIZE:
+            _BATCH_SERIES.clear()
+        _BATCH_SERIES[key] = series
+    if t:
+        if not _INT64_MIN <= t <= _INT64_MAX:
+            return None
+        parts: List[bytes] = [series]
+        _append_time(parts, t)
+    else:
+        parts = [series]
+    if fields and not _append_fields(parts, fields):
+        return None
+    return b"".join(parts)
