@@ -452,3 +452,39 @@ def test_close_during_a_silent_handshake_returns_at_once(certs: Certs) -> None:
     finally:
         listener.close()
     assert [str(e) for e in errors] == ["socket closed while opening"]
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"])
+def test_end_of_input_with_unread_records_loses_nothing(certs: Certs, version: Any) -> None:
+    """The race behind a rare lost tail: our end of input while the reader has put the
+    peer's records into the TLS object's input but not read them yet. unwrap() would
+    meet them as unexpected records (fatal); the close_notify must wait for the reader."""
+    from udf.tls import TLSConnection
+
+    host_sock, agent_sock = socket.socketpair()
+    host_ctx = certs.host_context()
+    host_ctx.minimum_version = host_ctx.maximum_version = version
+    host = TLSConnection(host_sock, host_ctx, server_side=False, server_hostname="localhost")
+    agent = TLSConnection(agent_sock, certs.agent_context(), server_side=True)
+    shake = threading.Thread(target=agent.handshake, args=(TIMEOUT, "host"), name="fake-agent-handshake")
+    shake.start()
+    host.handshake(TIMEOUT, "agent")
+    shake.join(TIMEOUT)
+    try:
+        agent.writer.write(b"a" * 100)
+        agent.writer.write(b"b" * 100)
+        # The host's reader took the records off the socket and into the TLS input ...
+        raw = b""
+        while len(raw) < 200:
+            raw += host_sock.recv(65536)
+        with host._lock:
+            host._incoming.write(raw)
+        host.writer.close()  # ... when the writer ends our output.
+        # The agent sees the end of its input (our close_notify, after its records were read).
+        assert host.reader.read(65536) + host.reader.read(65536) == b"a" * 100 + b"b" * 100
+        assert agent.reader.read(65536) == b""
+        agent.writer.close()
+        assert host.reader.read(65536) == b""  # and we see its end: nothing lost either way
+    finally:
+        host_sock.close()
+        agent_sock.close()

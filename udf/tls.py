@@ -146,6 +146,9 @@ class TLSConnection:
         self._eof = False
         self._peer = "the peer"
         self._input_stopped = False
+        #: end_output() found records not yet read in the incoming BIO: the
+        #: reader sends the close_notify once it has taken them (see end_output).
+        self._close_wanted = False
         self.reader = _Reader(self)
         self.writer = _Writer(self)
 
@@ -246,8 +249,14 @@ class TLSConnection:
                     data = b""
                 except ssl.SSLError as exc:
                     raise TLSError(f"TLS with {self._peer}: {describe_tls_error(exc)}") from None
+                finish_output = self._close_wanted and not self._incoming.pending
+                if finish_output:
+                    self._close_wanted = False
+                    self._unwrap_locked()
                 pending = self._outgoing.pending
-            if pending:
+            if finish_output:
+                self._finish_output()
+            elif pending:
                 self._flush(block=False)  # e.g. a key update's answer
             if data is not None:
                 return data
@@ -280,14 +289,33 @@ class TLSConnection:
             pass
 
     def end_output(self) -> None:
-        """End our output: close_notify, then a TCP FIN; the peer's output is still read."""
+        """End our output: close_notify, then a TCP FIN; the peer's output is still read.
+
+        ``unwrap()`` sends our close_notify and then reads the incoming BIO for
+        the peer's: a whole application-data record found there is an
+        unexpected record to OpenSSL's shutdown, a fatal error that loses the
+        peer's remaining output. So it runs only on an empty incoming BIO:
+        here if it is empty (the reader adds to it under the same lock), or
+        else by the reader as soon as it has taken what is there.
+        """
         with self._lock:
-            try:
-                self._tls.unwrap()
-            except ssl.SSLWantReadError:
-                pass  # the peer's close_notify comes later, through the reader
-            except (ssl.SSLError, ValueError):
-                pass  # the connection failed already: the FIN still ends the input
+            if self._incoming.pending:
+                self._close_wanted = True  # the reader finishes in recv()
+                return
+            self._unwrap_locked()
+        self._finish_output()
+
+    def _unwrap_locked(self) -> None:
+        """Queue our close_notify (call with _lock held, the incoming BIO empty)."""
+        try:
+            self._tls.unwrap()
+        except ssl.SSLWantReadError:
+            pass  # the peer's close_notify comes later, through the reader
+        except (ssl.SSLError, ValueError):
+            pass  # the connection failed already: the FIN still ends the input
+
+    def _finish_output(self) -> None:
+        """Send the close_notify, then the FIN."""
         try:
             self._flush(block=True)
         except OSError:
