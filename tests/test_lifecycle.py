@@ -451,7 +451,7 @@ def test_close_discarding_output_needs_no_consumer(processes: List[udf.Process])
 # the state tables ------------------------------------------------------------------
 
 
-def test_transport_states(processes: List[udf.Process]) -> None:
+def test_transport_states(processes: List[udf.Process], monkeypatch: pytest.MonkeyPatch) -> None:
     p = example("mirror")
     processes.append(p)
     assert p.state is udf.TransportState.NEW
@@ -459,6 +459,10 @@ def test_transport_states(processes: List[udf.Process]) -> None:
     assert p.state is udf.TransportState.OPEN
     p.close()
     assert p.state is udf.TransportState.CLOSED
+    signalled: List[Any] = []
+    monkeypatch.setattr(os, "killpg", lambda *args: signalled.append(args))
+    p.kill()  # after close(): nothing left to end (its process group id may be reused)
+    assert signalled == [] and p.returncode == 0
 
 
 def test_server_states(agent: FakeAgent) -> None:

@@ -341,8 +341,12 @@ class ServerBacked(Interface):
 
         ``udf.Process`` sends SIGKILL to the agent's process group, ``udf.Socket``
         shuts the connection down. ``close()`` afterwards reports what happened.
+        Once ``close()`` has finished there is nothing left to end: a no-op
+        (a process group id may have been reused by then).
         """
         self._require_server()
+        if self._closed.is_set():
+            return
         self._kill()
 
     def add_abort_callback(self, callback: Callable[[BaseException], Any]) -> None:
