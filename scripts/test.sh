@@ -48,3 +48,4 @@ if [ "${UDF_SKIP_PROTOBUF_RANGE:-}" != "1" ]; then
         PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=$backend "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
     done
 fi
+echo "== scripts/test.sh: every step passed in ${SECONDS} s"
