@@ -28,7 +28,6 @@ Otherwise (and in CI) seeded loops run::
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import random
@@ -37,6 +36,11 @@ import sys
 from typing import Any, List, Optional, Tuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+try:
+    from ._entry import fuzz_main
+except ImportError:  # run as a script: fuzz/ is sys.path[0]
+    from _entry import fuzz_main  # type: ignore[no-redef]
 
 import agent_pb2  # noqa: E402
 from udf.convert import (  # noqa: E402
@@ -333,22 +337,7 @@ def run_loop(iterations: int, seed: int) -> int:
 
 
 def main(argv: List[str]) -> int:
-    try:
-        import atheris  # type: ignore[import-not-found]
-    except ImportError:
-        atheris = None
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--loop", action="store_true", help="use the seeded loops even if atheris is installed")
-    args, rest = parser.parse_known_args(argv)
-    if atheris is not None and not args.loop:
-        atheris.Setup([sys.argv[0], *rest], lambda data: decode_target(bytes(data)))
-        atheris.Fuzz()
-        return 0
-    done = run_loop(args.iterations, args.seed)
-    print(f"fuzz codec: {done} points and {done} agent outputs, both paths agree")
-    return 0
+    return fuzz_main(argv, (__doc__ or "").splitlines()[0], decode_target, run_loop, lambda n: f"fuzz codec: {n} points and {n} agent outputs, both paths agree", 20_000)
 
 
 if __name__ == "__main__":

@@ -249,16 +249,7 @@ def point_frame_body(p: Point) -> Optional[bytes]:
         series = _series_bytes(key)
         if series is None:
             return None
-    if t:
-        if not _INT64_MIN <= t <= _INT64_MAX:
-            return None
-        parts: List[bytes] = [series]
-        _append_time(parts, t)
-    else:
-        parts = [series]
-    if fields and not _append_fields(parts, fields):
-        return None
-    return b"".join(parts)
+    return _with_time_and_fields(series, t, fields)
 
 
 def batch_point_body(bp: BatchPoint, group: str) -> Optional[bytes]:
@@ -287,6 +278,11 @@ def batch_point_body(bp: BatchPoint, group: str) -> Optional[bytes]:
         if len(_BATCH_SERIES) >= SERIES_CACHE_SIZE:
             _BATCH_SERIES.clear()
         _BATCH_SERIES[key] = series
+    return _with_time_and_fields(series, t, fields)
+
+
+def _with_time_and_fields(series: bytes, t: int, fields: Dict[str, Any]) -> Optional[bytes]:
+    """A point's body: its series bytes, then its time and fields by hand; None if they need the general path."""
     if t:
         if not _INT64_MIN <= t <= _INT64_MAX:
             return None
