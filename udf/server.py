@@ -481,7 +481,7 @@ class Server:
         elif state is _RUNNING:
             self._quiet.set()
             self._outbox.close()
-        self._wait_threads(None)
+        self.wait_io()
         err = self._err
         if err is not None:
             raise err
@@ -637,14 +637,6 @@ class Server:
                 self._state = _STOPPED
         if done:
             self._io_done.set()
-
-    def _wait_threads(self, timeout: Optional[float]) -> bool:
-        if self.in_server_thread():
-            return self._io_done.is_set()
-        if not self._io_done.wait(timeout):
-            return False
-        self._join_threads()
-        return True
 
     def _join_threads(self) -> None:
         # Once the I/O is done the helper threads end promptly: the reader's
