@@ -11,9 +11,11 @@ Two targets, both run on whichever protobuf backend is active (upb, or
   message) or give frames that parse to the same message.
   The same for batch points. Each point is encoded again after its tags were
   changed in place, so a stale cache entry would be caught.
-* ``decode_target``: bytes, usually valid point frames whose fields were
-  reordered, duplicated or mutated, go through ``ResponseDecoder.decode_frames``
-  (the reader's path: the private view schema and the tag-set cache) and
+* ``decode_target``: bytes, usually valid point frames (fields in protobuf's
+  order, in ``encode_point``'s, or reordered and duplicated), go through
+  ``ResponseDecoder.decode_frames`` (the reader's path: the hand-written
+  decoder of ``udf._fastdecode`` with its learned series and layouts, and
+  protobuf with the private view schema), each stream twice and then mutated, and
   through a reference built on ``agent_pb2.Response.FromString`` and
   ``point_from_message``; outcome and events must agree.
 
@@ -43,6 +45,7 @@ except ImportError:  # run as a script: fuzz/ is sys.path[0]
     from _entry import fuzz_main  # type: ignore[no-redef]
 
 import agent_pb2  # noqa: E402
+from google.protobuf.internal import api_implementation  # noqa: E402
 from udf.convert import (  # noqa: E402
     BATCH,
     POINTS,
@@ -54,6 +57,7 @@ from udf.convert import (  # noqa: E402
     point_body_general,
     point_from_message,
 )
+from udf import _fastdecode  # noqa: E402
 from udf.errors import AgentError, ProtocolError, UDFError  # noqa: E402
 from udf.models import Batch, BatchPoint, Dimensions, Point  # noqa: E402
 from udf.wire import FrameDecoder, decode_uvarint, encode_frame, encode_uvarint  # noqa: E402
@@ -224,17 +228,28 @@ def _shuffled_point_frame(rng: random.Random, msg: Any) -> bytes:
 def _pb_point(rng: random.Random) -> Any:
     tags = {rng.choice(["host", "dc", "", "ü"]): rng.choice(["a", "b", "", "日本"]) for _ in range(rng.choice([0, 1, 3]))}
     return agent_pb2.Point(
-        time=rng.choice([0, 1, -5, 1_500_000_000_000_000_000]), name=rng.choice(["", "cpu"]), group=rng.choice(["", "g"]),
+        time=rng.choice([0, 1, -5, 1_500_000_000_000_000_000, rng.randrange(1 << 56, 1 << 63)]), name=rng.choice(["", "cpu"]), group=rng.choice(["", "g"]),
         dimensions=rng.choice([[], ["host"], ["a", "b"]]), byName=rng.random() < 0.3, tags=tags,
         fieldsDouble={"v": rng.choice(_FLOATS[:7])} if rng.random() < 0.7 else {},
-        fieldsInt={"n": rng.choice(_INTS[:11])} if rng.random() < 0.5 else {},
+        fieldsInt={"n": rng.choice(_INTS[:11] + [rng.randrange(-(1 << 63), 1 << 63)])} if rng.random() < 0.5 else {},
         fieldsString={"s": "x"} if rng.random() < 0.2 else {}, fieldsBool={"b": True} if rng.random() < 0.2 else {},
     )
 
 
+def _point_frame_of(rng: random.Random, msg: Any) -> bytes:
+    """A Response{point} frame of ``msg``: fields shuffled, in protobuf's order, or in encode_point's (series first)."""
+    r = rng.random()
+    if r < 0.5:
+        return _shuffled_point_frame(rng, msg)
+    if r < 0.75:
+        body = msg.SerializeToString()
+        return encode_frame(b"\x8a\x01" + encode_uvarint(len(body)) + body)
+    return encode_point(point_from_message(msg))  # Request.point and Response.point are both field 17
+
+
 def seed_stream(rng: random.Random) -> bytes:
-    """Valid agent output: shuffled point frames, sometimes a batch around them or an answer."""
-    frames = [_shuffled_point_frame(rng, _pb_point(rng)) for _ in range(rng.randrange(1, 6))]
+    """Valid agent output: point frames, sometimes a batch around them or an answer."""
+    frames = [_point_frame_of(rng, _pb_point(rng)) for _ in range(rng.randrange(1, 6))]
     if rng.random() < 0.3:
         R = agent_pb2.Response
         frames.insert(0, encode_frame(R(begin=agent_pb2.BeginBatch(name="b", tags={"t": "v"})).SerializeToString()))
@@ -245,9 +260,22 @@ def seed_stream(rng: random.Random) -> bytes:
     return b"".join(frames)
 
 
+_PURE_PYTHON = api_implementation.Type() == "python"
+
+
 def _normal(item: Any) -> Any:
-    """Events made comparable: floats by their bits (NaN equals NaN), messages by their bytes."""
+    """Events made comparable: floats by their bits (any NaN equals any NaN), messages by their bytes.
+
+    A NaN's payload bits are not compared: upb and the hand path keep them,
+    protobuf's pure-Python backend turns every NaN into ``math.nan``; nor is
+    the sign of a zero there, which the pure-Python backend of protobuf 4.x
+    loses (-0.0 reads as 0.0).
+    """
     if isinstance(item, float):
+        if math.isnan(item):
+            return b"NaN"
+        if item == 0.0 and _PURE_PYTHON:
+            return b"0"
         return struct.pack("<d", item)
     if isinstance(item, dict):
         return {k: _normal(v) for k, v in item.items()}
@@ -329,10 +357,13 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
 def run_loop(iterations: int, seed: int) -> int:
     """Seeded loops: ``iterations`` random points, and as many agent outputs (half mutated)."""
     rng = random.Random(seed)
+    _fastdecode.PROBE = sys.maxsize  # every read tries the hand path, however often it misses here
     for _ in range(iterations):
         encode_target(rng)
         data = seed_stream(rng)
-        decode_target(_mutate(rng, data) if rng.random() < 0.5 else data)
+        decode_target(data)  # learned by the hand path (udf._fastdecode) where it missed
+        decode_target(data)  # now from its caches
+        decode_target(_mutate(rng, data))  # bytes a learned layout must refuse, or read as protobuf does
     return iterations
 
 

@@ -6,6 +6,7 @@
 #   2. the 'beam' extra (udf.beam): Apache Beam needs protobuf < 7 (and not
 #      4.22-4.24), so its tests run in their own virtual environment,
 #      .venv-beam (about 30 s to install with a warm pip cache, 15 s to test);
+#      the codec's tests run there too, on that protobuf 6.x (both backends);
 #   3. prove both ends of the supported protobuf range: run the suite again on
 #      the newest protobuf's pure-Python backend, and in a fresh virtual
 #      environment with the lowest supported protobuf on both backends.
@@ -34,6 +35,13 @@ if [ "${UDF_SKIP_BEAM:-}" != "1" ]; then
     # Skips are per test and test_beam_extra.py always runs, so pytest never
     # ends with status 5 ("no tests collected") here, nor in step 1.
     .venv-beam/bin/python -m pytest -q -p no:cacheprovider tests/test_beam.py tests/test_beam_extra.py
+    # Beam pins protobuf 6.x: the middle of the supported range, for the codec.
+    echo "== the codec on Beam's protobuf $(.venv-beam/bin/python -c 'import google.protobuf as p; print(p.__version__)'), upb and pure-Python backends"
+    for backend in upb python; do
+        PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=$backend .venv-beam/bin/python -m pytest -q -p no:cacheprovider \
+            -W ignore::DeprecationWarning tests/test_fast_decode.py tests/test_fast_paths.py tests/test_convert.py \
+            tests/test_wire.py tests/test_fuzz.py
+    done
 fi
 
 if [ "${UDF_SKIP_PROTOBUF_RANGE:-}" != "1" ]; then

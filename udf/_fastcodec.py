@@ -60,28 +60,27 @@ def uvarint64(value: int) -> bytes:
     return b"".join(parts)
 
 
-#: varint(v >> 42) by v >> 42 for times v: it changes every 2**42 ns (~73 minutes).
-_TIME_HIGH: Dict[int, bytes] = {}
-_TIME_HIGH_SIZE = 1024
+_pack_time = struct.Struct("<BQB").pack
 
 
-def _append_time(parts: List[bytes], t: int) -> None:
-    """Append field 1 (``time``, int64) of a Point for a nonzero int64 ``t``.
+def time_field(t: int) -> Optional[bytes]:
+    """Field 1 (``time``, int64) of a Point for an int ``t``: b"" for 0, None outside int64.
 
-    The varint of a time is its low 42 bits as three table lookups followed by
-    the (cached) varint of the rest.
+    A time from 1972 to 2262 is a nine-byte varint: its seven-bit groups are
+    spread over eight bytes in three steps on the whole integer (the
+    continuation bits or-ed in), the ninth byte is the rest.
     """
-    v = t & _M64
-    if v < 0x40000000000:
-        parts.append(b"\x08" + uvarint64(v))
-        return
-    high = v >> 42
-    tail = _TIME_HIGH.get(high)
-    if tail is None:
-        if len(_TIME_HIGH) >= _TIME_HIGH_SIZE:
-            _TIME_HIGH.clear()
-        tail = _TIME_HIGH[high] = uvarint64(high)
-    parts += (b"\x08", _CONT2[v & 0x3FFF], _CONT2[(v >> 14) & 0x3FFF], _CONT2[(v >> 28) & 0x3FFF], tail)
+    if 0x100000000000000 <= t <= _INT64_MAX:
+        x = t & 0xFFFFFFFFFFFFFF
+        x = (x & 0x0FFFFFFF) | (x & 0x00FFFFFFF0000000) << 4
+        x = (x & 0x00003FFF00003FFF) | (x & 0x0FFFC0000FFFC000) << 2
+        x = (x & 0x007F007F007F007F) | (x & 0x3F803F803F803F80) << 1
+        return _pack_time(0x08, x | 0x8080808080808080, t >> 56)
+    if t == 0:
+        return b""
+    if _INT64_MIN <= t <= _INT64_MAX:
+        return b"\x08" + uvarint64(t & _M64)
+    return None
 
 
 # --- field maps ------------------------------------------------------------------
@@ -281,15 +280,110 @@ def batch_point_body(bp: BatchPoint, group: str) -> Optional[bytes]:
     return _with_time_and_fields(series, t, fields)
 
 
-def _with_time_and_fields(series: bytes, t: int, fields: Dict[str, Any]) -> Optional[bytes]:
+def _with_time_and_fields(series: bytes, t: int, fields: Dict[Any, Any]) -> Optional[bytes]:
     """A point's body: its series bytes, then its time and fields by hand; None if they need the general path."""
-    if t:
-        if not _INT64_MIN <= t <= _INT64_MAX:
-            return None
-        parts: List[bytes] = [series]
-        _append_time(parts, t)
-    else:
-        parts = [series]
+    keys = tuple(fields)
+    writer = _WRITERS.get(keys, _UNKNOWN)
+    if writer is _UNKNOWN:
+        writer = _writer_for(keys, fields)
+    if writer is not None:
+        body: Optional[bytes] = writer(series, t, fields)
+        if body is not None:
+            return body
+    time = time_field(t)  # the field types differ from the writer's: one field at a time
+    if time is None:
+        return None
+    parts: List[bytes] = [series, time]
     if fields and not _append_fields(parts, fields):
         return None
     return b"".join(parts)
+
+
+# --- writers compiled per field set -------------------------------------------------
+
+#: Compiled writers of a point's time and fields by the tuple of its field keys
+#: (None: that key set takes :func:`_append_fields`). Emptied at WRITER_CACHE_SIZE.
+_WRITERS: Dict[Tuple[Any, ...], Any] = {}
+WRITER_CACHE_SIZE = 1024
+_UNKNOWN = object()
+
+
+def _string_entry(part: bytes, value: str) -> Optional[bytes]:
+    """A fieldsString entry with key ``part`` (see :func:`_str_key`); None for a str that does not encode."""
+    try:
+        vb = value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    n = len(vb)
+    vlen = _SMALL[n] if n < 0x4000 else uvarint64(n)
+    return b"".join((b"\x52", uvarint64(len(part) + len(vlen) + n), part, vlen, vb))
+
+
+def _writer_for(keys: Tuple[Any, ...], fields: Dict[Any, Any]) -> Any:
+    """Compile (and cache) a writer for points whose fields have ``keys`` and the value types ``fields`` has.
+
+    The writer is straight-line code: it checks each value's type (returning
+    None, the general path, on any other), packs the doubles and bools with
+    their cached entry heads in one ``struct`` call, and appends the ints'
+    and strings' entries. Map entries may come in any order (protobuf merges
+    them), so doubles and bools come first.
+    """
+    writer = None
+    names: Dict[str, Any] = {
+        "SMALL": _SMALL, "uvarint64": uvarint64, "time_field": time_field, "string_entry": _string_entry,
+    }
+    checks: List[str] = []
+    packed: List[str] = []
+    fmt = ["<"]
+    body: List[str] = []
+    parts: List[str] = []
+    for i, (key, value) in enumerate(fields.items()):
+        kind = type(value)
+        if kind is float or kind is bool:
+            head = _double_head(key) if kind is float else _bool_head(key)
+            if head is None:
+                break
+            names[f"H{i}"] = head
+            fmt.append(f"{len(head)}s{'d' if kind is float else '?'}")
+            packed.append(f"H{i}, v{i}")
+        elif kind is int:
+            part = _int_key(key)
+            if part is None:
+                break
+            names[f"P{i}"] = part
+            body += [
+                f"    if 0 <= v{i} < 0x4000:",
+                f"        b{i} = SMALL[v{i}]",
+                f"    elif -0x8000000000000000 <= v{i} <= 0x7FFFFFFFFFFFFFFF:",
+                f"        b{i} = uvarint64(v{i} & 0xFFFFFFFFFFFFFFFF)",
+                "    else:",
+                "        return None",
+            ]
+            parts.append(f'b"\\x4a", SMALL[{len(part)} + len(b{i})], P{i}, b{i}')
+        elif kind is str:
+            part = _str_key(key)
+            if part is None:
+                break
+            names[f"P{i}"] = part
+            body += [f"    s{i} = string_entry(P{i}, v{i})", f"    if s{i} is None:", "        return None"]
+            parts.append(f"s{i}")
+        else:
+            break
+        checks.append(f"type(v{i}) is not {kind.__name__}")
+    else:
+        if packed:
+            names["pack"] = struct.Struct("".join(fmt)).pack
+            parts.insert(0, f"pack({', '.join(packed)})")
+        values = "".join(f"v{i}, " for i in range(len(keys)))
+        lines = ["def write(series, t, f):"]
+        if keys:
+            lines += [f"    {values}= f.values()", f"    if {' or '.join(checks)}:", "        return None"]
+        lines += ["    time = time_field(t)", "    if time is None:", "        return None"]
+        lines += body
+        lines.append(f"    return b\"\".join((series, time, {', '.join(parts)}))" if parts else "    return series + time")
+        exec(compile("\n".join(lines) + "\n", "<udf._fastcodec writer>", "exec"), names)
+        writer = names["write"]
+    if len(_WRITERS) >= WRITER_CACHE_SIZE:
+        _WRITERS.clear()
+    _WRITERS[keys] = writer
+    return writer

@@ -100,7 +100,24 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
 
         Raises :class:`ChannelClosed` once the channel is closed and drained.
         """
-        # The hot path of every consumer: the plain mutex and the deque itself.
+        # The hot path of every consumer: a deque's popleft is atomic, so an
+        # item is taken without the mutex. A producer waiting for room counted
+        # itself in _putters (under the mutex) before it checked for room, so
+        # it either sees this item gone or is counted here and notified.
+        items = self.queue
+        if not items:  # (testing first: raising IndexError costs more than a wait)
+            return self._get_waiting(block, timeout)
+        try:
+            item: T = items.popleft()
+        except IndexError:  # another consumer took it
+            return self._get_waiting(block, timeout)
+        if self._putters:
+            with self.mutex:
+                self.not_full.notify()
+        return item
+
+    def _get_waiting(self, block: bool, timeout: float | None) -> T:
+        """get() on an empty channel: wait for an item or the close."""
         with self.mutex:
             items = self.queue
             if not items:
@@ -157,20 +174,21 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
             raise self._closed_error("put on a closed channel")
 
     def __iter__(self) -> Iterator[T]:
-        # get()'s non-blocking case inlined: iterating is how most consumers drain.
-        mutex, items = self.mutex, self.queue
+        # get() inlined: iterating is how most consumers drain.
+        items = self.queue
+        popleft = items.popleft
         while True:
-            with mutex:
-                if items:
-                    item: T = items.popleft()
-                    if self._putters:
-                        self.not_full.notify()
-                    ready = True
-                else:
-                    ready = False
-            if not ready:
+            if items:
                 try:
-                    item = self.get()  # wait for an item or the close
+                    item: T = popleft()
+                except IndexError:  # another consumer took it
+                    continue
+                if self._putters:
+                    with self.mutex:
+                        self.not_full.notify()
+            else:
+                try:
+                    item = self._get_waiting(True, None)  # wait for an item or the close
                 except ChannelClosed:
                     return
             yield item

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import agent_pb2
 
-from . import _fastcodec
+from . import _fastcodec, _fastdecode
 from .errors import AgentError, ProtocolError, UDFError
 from .models import INT64_MAX, INT64_MIN, Batch, BatchPoint, Dimensions, Fields, Point, Tags
 from .wire import decode_uvarint, encode_frame, encode_uvarint
@@ -566,12 +566,12 @@ def _private_classes(views: bool = True) -> Tuple[Any, Any, Any]:
 
 
 def _views_are_safe() -> bool:
-    """Whether this protobuf runs the view schema: the pure-Python backend, or upb from 7.0.
+    """Whether this protobuf runs the view schema: the pure-Python backend, or upb from 6.0.
 
     protobuf 4.22's upb crashes (a segfault, not an exception) reading a
-    PointView inside a ResponseView; the releases between 4.22 and 7.0 are not
-    tested, so they keep the plain path (maps decoded key by key), which every
-    version runs.
+    PointView inside a ResponseView; 6.x (in the Beam test environment) and
+    7.x are tested; the releases between keep the plain path (maps decoded key
+    by key), which every version runs.
     """
     from google.protobuf import __version__ as version
     from google.protobuf.internal import api_implementation
@@ -579,7 +579,7 @@ def _views_are_safe() -> bool:
     if api_implementation.Type() == "python":
         return True
     try:
-        return int(version.split(".")[0]) >= 7
+        return int(version.split(".")[0]) >= 6
     except ValueError:
         return False
 
@@ -688,6 +688,15 @@ def _parse_views(frames: List[bytes]) -> Tuple[Sequence[Any], Optional[ProtocolE
     return _parse_payloads([_payload(frame) for frame in frames], _ResponseView.FromString)
 
 
+def _parse_frame(frame: bytes) -> Any:
+    """One whole frame as a ``ResponseView``; ProtocolError if it does not decode."""
+    payload = _payload(frame)
+    try:
+        return _ResponseView.FromString(payload)
+    except Exception as exc:  # protobuf's DecodeError
+        raise ProtocolError(f"undecodable Response ({len(payload)} bytes): {exc}") from None
+
+
 def _payload(frame: bytes) -> bytes:
     decoded = decode_uvarint(frame)
     assert decoded is not None  # FrameDecoder only returns complete frames
@@ -721,49 +730,90 @@ class ResponseDecoder:
         return self._events(*_parse_payloads(payloads, _ResponseView.FromString))
 
     def decode_frames(self, frames: List[bytes]) -> Tuple[List[Tuple[str, Any]], Optional[UDFError]]:
-        """Decode whole frames (:meth:`udf.wire.FrameDecoder.feed_frames`): one parse for the run."""
-        return self._events(*_parse_views(frames))
+        """Decode whole frames (:meth:`udf.wire.FrameDecoder.feed_frames`), the reader's path.
+
+        A point whose series and layout were seen before is decoded by hand
+        (:mod:`udf._fastdecode`), every other frame by protobuf, which the
+        hand path learns from. Where most points miss the hand path, the read
+        is parsed by protobuf in one call instead.
+        """
+        if not _fastdecode.fast_read(len(frames)):
+            return self._events(*_parse_views(frames))
+        fast = _fastdecode.decode_point_frame
+        batch = self._assembler.pending
+        events: List[Tuple[str, Any]] = []
+        points: Optional[List[Any]] = None
+        misses = 0
+        try:
+            for frame in frames:
+                item = fast(frame, batch is not None)
+                if item is None:
+                    misses += 1
+                    response = _parse_frame(frame)
+                    if not response.HasField("point"):
+                        if not response.HasField("keepalive"):  # for the round-trip time: does not split a run
+                            points = None
+                        batch = self._answer(response, events)
+                        continue
+                    item = _point_from_view(response.point) if batch is None else _batch_point_from_view(response.point)
+                    _fastdecode.learn(frame, item)
+                if batch is not None:
+                    batch.append(item)
+                    continue
+                if points is None:
+                    points = []
+                    events.append((POINTS, points))
+                points.append(item)
+        except UDFError as exc:
+            return events, exc
+        except ValueError as exc:  # e.g. invalid UTF-8 in a string, found only on access by some protobuf versions
+            return events, ProtocolError(f"malformed Response: {exc}")
+        finally:
+            _fastdecode.missed(misses)
+        return events, None
 
     def _events(self, responses: Sequence[Any], error: Optional[UDFError]) -> Tuple[List[Tuple[str, Any]], Optional[UDFError]]:
-        assembler = self._assembler
-        batch = assembler.pending
+        batch = self._assembler.pending
         events: List[Tuple[str, Any]] = []
         points: Optional[List[Point]] = None
         try:
             for response in responses:
-                if response.HasField("point"):  # the common case, cheaper than WhichOneof
-                    if batch is not None:
-                        batch.append(_batch_point_from_view(response.point))
-                        continue
-                    if points is None:
-                        points = []
-                        events.append((POINTS, points))
-                    points.append(_point_from_view(response.point))
+                if not response.HasField("point"):
+                    if not response.HasField("keepalive"):
+                        points = None
+                    batch = self._answer(response, events)
                     continue
-                kind = response.WhichOneof("message")
-                if kind == "keepalive":  # for the round-trip time; does not split a run of points
-                    events.append((kind, _response_of(response)))
+                if batch is not None:
+                    batch.append(_batch_point_from_view(response.point))
                     continue
-                points = None
-                if kind == "begin":
-                    assembler.begin(response.begin)
-                    batch = assembler.pending
-                elif kind == "end":
-                    events.append((BATCH, assembler.end(response.end)))
-                    batch = None
-                elif kind == "error":
-                    raise AgentError(response.error.error)
-                elif kind is None:
-                    raise ProtocolError(
-                        f"Response with no known message set ({response.ByteSize()} bytes): empty or from a newer protocol"
-                    )
-                else:
-                    events.append((kind, _response_of(response)))
+                point = _point_from_view(response.point)  # before the event: it may raise
+                if points is None:
+                    points = []
+                    events.append((POINTS, points))
+                points.append(point)
         except UDFError as exc:
             return events, exc
         except ValueError as exc:  # e.g. invalid UTF-8 in a string, found only on access by some protobuf versions
             return events, ProtocolError(f"malformed Response: {exc}")
         return events, error
+
+    def _answer(self, response: Any, events: List[Tuple[str, Any]]) -> Optional[List[BatchPoint]]:
+        """Handle a Response that is not a point: append its event; return the open batch's list, if any."""
+        kind = response.WhichOneof("message")
+        assembler = self._assembler
+        if kind == "begin":
+            assembler.begin(response.begin)
+        elif kind == "end":
+            events.append((BATCH, assembler.end(response.end)))
+        elif kind == "error":
+            raise AgentError(response.error.error)
+        elif kind is None:
+            raise ProtocolError(
+                f"Response with no known message set ({response.ByteSize()} bytes): empty or from a newer protocol"
+            )
+        else:
+            events.append((kind, _response_of(response)))
+        return assembler.pending
 
     def eof(self) -> None:
         """The stream ended: raise ProtocolError if a batch was left open."""
