@@ -294,3 +294,36 @@ def test_a_writer_refuses_what_protobuf_refuses(fields: Any, error: type) -> Non
         encode_point(Point(name="cpu", fields=fields, time=T0))
     with pytest.raises(error):
         point_body_general(Point(name="cpu", fields=fields, time=T0))
+
+
+def test_readers_in_many_threads_share_the_caches_safely() -> None:
+    """Servers decode in their own reader threads: learning and evicting at once never gives a wrong point."""
+    import threading
+
+    errors: List[BaseException] = []
+    start = threading.Barrier(4)
+
+    def reader(k: int) -> None:
+        try:
+            bodies = [
+                canonical(i, name=f"m{k}", tags={"host": f"h{i % (50 * (k + 1))}"}, fieldsInt={f"n{k}": i}).SerializeToString()
+                for i in range(600)
+            ]
+            frames = [response_frame(b) for b in bodies]
+            want = [reference(b) for b in bodies]
+            start.wait(timeout=10)
+            for _ in range(5):
+                for i in range(0, len(frames), 60):
+                    assert decode(frames[i : i + 60]) == want[i : i + 60]
+                    if k == 0 and i % 180 == 0:
+                        _fastdecode.clear()  # evictions while the others read
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(k,), name=f"fake-agent-reader-{k}") for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not [t.name for t in threads if t.is_alive()]
+    assert not errors, errors[0]

@@ -211,7 +211,13 @@ def test_clean_exit_while_items_are_expected_is_a_failure(tmp_path: Path) -> Non
     sup.close()
     assert {p.time for p in out.join()} == set(range(20))
     cause = restarts.events[0].cause
-    assert isinstance(cause, udf.AgentClosedError) and "exit status 0" in str(cause)
+    # Which side notices first is a real race: the reader's EOF (AgentClosedError,
+    # naming the exit status), or the writer's EPIPE on the points still being
+    # sent (WriteError, as for any agent that exits 0: see test_process.py).
+    if isinstance(cause, udf.WriteError):
+        assert str(cause) == "write error: broken pipe"
+    else:
+        assert isinstance(cause, udf.AgentClosedError) and "exit status 0" in str(cause)
 
 
 def test_failure_while_closing_is_recovered_then_the_new_agent_closed(tmp_path: Path) -> None:

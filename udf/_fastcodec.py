@@ -164,19 +164,10 @@ def _append_fields(parts: List[bytes], fields: Dict[Any, Any]) -> bool:
             append(vb)
         elif kind is str:
             part = _STR_KEYS.get(key) or _str_key(key)
-            if part is None:
+            entry = None if part is None else _string_entry(part, value)
+            if entry is None:
                 return False
-            try:
-                vb = value.encode("utf-8")
-            except UnicodeEncodeError:
-                return False
-            n = len(vb)
-            vlen = small[n] if n < 0x4000 else uvarint64(n)
-            append(b"\x52")  # fieldsString = 10
-            append(uvarint64(len(part) + len(vlen) + n))
-            append(part)
-            append(vlen)
-            append(vb)
+            append(entry)
         elif kind is bool:
             head = _BOOL_HEADS.get(key) or _bool_head(key)
             if head is None:
@@ -309,7 +300,7 @@ _UNKNOWN = object()
 
 
 def _string_entry(part: bytes, value: str) -> Optional[bytes]:
-    """A fieldsString entry with key ``part`` (see :func:`_str_key`); None for a str that does not encode."""
+    """A fieldsString (10) entry with key ``part`` (see :func:`_str_key`); None for a str that does not encode."""
     try:
         vb = value.encode("utf-8")
     except UnicodeEncodeError:
@@ -346,11 +337,14 @@ def _writer_for(keys: Tuple[Any, ...], fields: Dict[Any, Any]) -> Any:
             names[f"H{i}"] = head
             fmt.append(f"{len(head)}s{'d' if kind is float else '?'}")
             packed.append(f"H{i}, v{i}")
-        elif kind is int:
-            part = _int_key(key)
+        elif kind is int or kind is str:
+            part = _int_key(key) if kind is int else _str_key(key)
             if part is None:
                 break
             names[f"P{i}"] = part
+        else:
+            break
+        if kind is int:
             body += [
                 f"    if 0 <= v{i} < 0x4000:",
                 f"        b{i} = SMALL[v{i}]",
@@ -361,14 +355,8 @@ def _writer_for(keys: Tuple[Any, ...], fields: Dict[Any, Any]) -> Any:
             ]
             parts.append(f'b"\\x4a", SMALL[{len(part)} + len(b{i})], P{i}, b{i}')
         elif kind is str:
-            part = _str_key(key)
-            if part is None:
-                break
-            names[f"P{i}"] = part
             body += [f"    s{i} = string_entry(P{i}, v{i})", f"    if s{i} is None:", "        return None"]
             parts.append(f"s{i}")
-        else:
-            break
         checks.append(f"type(v{i}) is not {kind.__name__}")
     else:
         if packed:
