@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A/B two revisions of the library in alternating turns (A B A B ...), stream and
-# batch rows only, and print each turn plus the medians and their ratio.
+# A/B two revisions of the library in alternating turns (A B A B ...): the stream,
+# batch and series rows, each turn printed, then the medians and their ratio.
 #   bench/ab.sh REV_A REV_B [TURNS] [POINTS]
 # Each revision is checked out in a temporary git worktree; the benchmark runs
 # with that worktree first on sys.path, in the current Python (protobuf installed).
@@ -14,14 +14,14 @@ git worktree add -q "$tmp/A" "$a"
 git worktree add -q "$tmp/B" "$b"
 for i in $(seq "$turns"); do
     for t in A B; do
-        (cd "$tmp/$t" && PYTHONPATH="$tmp/$t" "$py" bench/run.py --only stream,batch --rounds 1 --points "$points") |
-            awk -v t="$t" '/^(stream|batch) /{gsub(",", "", $2); print t, $1, $2}'
+        (cd "$tmp/$t" && PYTHONPATH="$tmp/$t" "$py" bench/run.py --only stream,batch,series --rounds 1 --points "$points") |
+            awk -v t="$t" '/^(stream|batch|series) /{gsub(",", "", $2); print t, $1, $2}'
     done
 done | tee "$tmp/turns"
 "$py" - "$tmp/turns" <<'PY'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
-for config in ("stream", "batch"):
+for config in ("stream", "batch", "series"):
     med = {t: statistics.median(float(v) for tt, c, v in rows if tt == t and c == config) for t in "AB"}
     print(f"{config}: A median {med['A']:,.0f}  B median {med['B']:,.0f}  B/A {med['B'] / med['A']:.3f}")
 PY

@@ -1,5 +1,7 @@
 """Single-thread codec loops: how fast can one thread turn points into frames and back?
 
+    python bench/ceiling.py    # the cost per point of encode, frame splitting and decode
+
 ``ceiling_roundtrip`` is the ceiling the Server is measured against: it uses
 the library's own encode and decode path (the one the Server runs) with no
 threads, queues or pipes, so the ratio Server/ceiling is the cost of the
@@ -8,7 +10,8 @@ Server's machinery.
 
 from __future__ import annotations
 
-from typing import List, Sequence
+import time
+from typing import Callable, List, Sequence, Tuple
 
 from udf import Batch, Point
 from udf.convert import BATCH, POINTS, ResponseDecoder, encode_batch, encode_point
@@ -49,3 +52,54 @@ def ceiling_batch_roundtrip(batches: Sequence[Batch], block: int = 1) -> List[Ba
             raise error
         out.extend([item for kind, item in events if kind is BATCH])
     return out
+
+
+def per_point_costs(points: Sequence[Point], cycles: int = 10, block: int = BLOCK) -> Tuple[float, float, float]:
+    """Microseconds per point to encode, to split the frames and to decode them, one thread (decoders warmed up)."""
+    blocks = [list(points[i : i + block]) for i in range(0, len(points), block)]
+    data = [b"".join([encode_point(p) for p in chunk]) for chunk in blocks]
+    frames = [FrameDecoder().feed_frames(d) for d in data]
+    decoder = ResponseDecoder()
+    for f in frames:  # first sight (learning, where the decoder learns) is not timed
+        decoder.decode_frames(f)
+    n = len(points) * cycles
+
+    def timed(work: Callable[[], None]) -> float:
+        t0 = time.perf_counter()
+        for _ in range(cycles):
+            work()
+        return (time.perf_counter() - t0) / n * 1e6
+
+    def encode_all() -> None:
+        for chunk in blocks:
+            for p in chunk:
+                encode_point(p)
+
+    def split_all() -> None:
+        for d in data:
+            FrameDecoder().feed_frames(d)
+
+    def decode_all() -> None:  # each result dropped at once, as a consumer does
+        for f in frames:
+            decoder.decode_frames(f)
+
+    return timed(encode_all), timed(split_all), timed(decode_all)
+
+
+def main() -> int:
+    """Print the codec's cost per point on the benchmark's two workloads (best of 5 runs each)."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import workload
+
+    for name, points in (("anchor (1 series)", workload.make_anchor_points(4000)), ("2,000 series", workload.make_series_points(4000))):
+        runs = [per_point_costs(points) for _ in range(5)]
+        encode, split, decode = (min(r[i] for r in runs) for i in range(3))
+        print(f"{name:18} encode {encode:.2f} us  split {split:.2f} us  decode {decode:.2f} us  per point")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

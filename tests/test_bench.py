@@ -163,3 +163,15 @@ def test_quick_benchmark_runs(tmp_path: Path) -> None:
         assert "Python Server / Go original, per round" in result.stdout
     else:
         assert "no Go rows and no Go figures" in result.stdout and "go-stream" not in result.stdout
+
+
+def test_cache_benchmark_runs() -> None:
+    """``bench/caches.py --quick``: both decoders agree on the workload, and every cache fills to its bound."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "caches.py"), "--quick"], capture_output=True, text=True, timeout=QUICK_RUN_LIMIT
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "codec ceiling, 2,000 series: hand decoder off" in result.stdout
+    assert "decode: 4,096 series spans" in result.stdout
+    assert "decode: 1,024 layouts" in result.stdout
+    assert "encode: 1,024 compiled writers" in result.stdout
