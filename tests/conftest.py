@@ -60,6 +60,11 @@ def join_threads(timeout: float = TIMEOUT) -> List[str]:
     return sorted(t.name for t in our_threads())
 
 
+def buffered_stdout_env() -> Dict[str, str]:
+    """The environment without PYTHONUNBUFFERED: a child's stdout buffered, as on most machines."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
 def run_in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     """Run ``fn(*args)`` in a named thread; return a joiner that waits at most TIMEOUT
     and returns its result or re-raises its exception."""

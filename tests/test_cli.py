@@ -53,7 +53,7 @@ from udf.lineprotocol import (
     read_lines,
 )
 
-from .conftest import TIMEOUT
+from .conftest import TIMEOUT, buffered_stdout_env, run_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -914,3 +914,29 @@ def test_missing_cli_extra_is_a_clean_usage_error(probe: Path, monkeypatch: pyte
     assert code == 2
     assert "needs the line-protocol-parser package: pip install 'kapacitor-udf[cli]'" in err
     assert "Traceback" not in err and out == ""
+
+
+def test_e2e_answers_reach_a_pipe_while_input_is_still_open() -> None:
+    """A filter in a pipeline: each answer is flushed once the UDF goes quiet, not at the end."""
+    proc = subprocess.Popen(
+        [PY, "-m", "udf", "run", "--", PY, str(EXAMPLES / "mirror.py")],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=buffered_stdout_env(),
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        for line in (b"cpu,host=a v=1.5 10\n", b"cpu,host=b v=2.5 20\n"):
+            proc.stdin.write(line)
+            proc.stdin.flush()
+            # The input stays open: only the idle flush can bring the echo out now.
+            assert run_in_thread(proc.stdout.readline)() == line  # type: ignore[union-attr]
+        proc.stdin.close()
+        assert proc.wait(TIMEOUT) == 0, proc.stderr.read()
+        assert proc.stdout.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()

@@ -26,7 +26,7 @@ import agent_pb2
 import udf
 from udf import Batch, BatchPoint, Point
 
-from .conftest import TIMEOUT
+from .conftest import TIMEOUT, buffered_stdout_env, run_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHORS = ROOT.parent / "shared" / "anchors"
@@ -237,7 +237,7 @@ def mirror_socket() -> Iterator[str]:
             assert server.poll() is None, server.stderr.read() if server.stderr else ""
             yield path
             server.send_signal(signal.SIGTERM)
-            assert server.wait(TIMEOUT) == 0
+            assert server.wait(TIMEOUT) == 0, server.stderr.read().decode(errors="replace") if server.stderr else ""
             assert not os.path.exists(path)  # it removed its socket file
         finally:
             if server.poll() is None:
@@ -363,14 +363,35 @@ def test_cli_run_outliers() -> None:
 
 
 def test_cli_run_mirror(mirror_socket: str) -> None:
+    """``run --socket`` with Go's mirror: every echo comes back, exact and in order.
+
+    Kapacitor rc4's Go agent library closes the whole connection when its
+    input ends (readLoop's ``defer a.in.Close()`` on the conn it also writes
+    to), so echoes it has not written when our half-close arrives are lost on
+    its side (docs/interop.md). So the CLI's input stays open until the echoes
+    are on its stdout (it flushes when the UDF goes quiet), and only then ends.
+    """
     data = b'cpu,host=a f=1.5,i=-3i,s="x \\"y\\"",b=true 10\ncpu,host=b f=2.0 20\n'
-    done = cli("run", "--socket", mirror_socket, "--connect-timeout", "10s", stdin=data)
-    assert done.returncode == 0, done.stderr
-    # The bool field is dropped: see without_bools. Kapacitor rc4's Go agent
-    # library closes the whole connection when its input ends (readLoop's
-    # `defer a.in.Close()` on the conn it also writes to), so echoes not yet
-    # written when our half-close arrives are lost on its side: what does come
-    # back is exact and in order (docs/interop.md).
+    # The bool field is dropped: see without_bools.
     expected = [b'cpu,host=a f=1.5,i=-3i,s="x \\"y\\"" 10\n', b"cpu,host=b f=2.0 20\n"]
-    got = done.stdout.splitlines(keepends=True)
-    assert got == expected[: len(got)], done.stdout
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "udf", "run", "--socket", mirror_socket, "--connect-timeout", "10s"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        env=buffered_stdout_env(),
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(data)
+        proc.stdin.flush()
+        echoes = run_in_thread(lambda: [proc.stdout.readline() for _ in expected])()  # type: ignore[union-attr]
+        assert echoes == expected
+        proc.stdin.close()  # now the CLI half-closes; nothing is in flight
+        assert proc.wait(TIMEOUT) == 0, proc.stderr.read()
+        assert proc.stdout.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from typing import IO, Any, BinaryIO, List, Optional
@@ -11,6 +12,7 @@ from typing import IO, Any, BinaryIO, List, Optional
 import agent_pb2
 
 from ..channel import Channel
+from ..errors import ChannelClosed
 from ..convert import Info
 from ..lineprotocol import format_line
 from ..models import Batch, Point
@@ -88,9 +90,25 @@ class Output:
         return lines
 
 
+#: Seconds without a new item after which what was written is flushed to stdout.
+IDLE_FLUSH = 0.05
+
+
 def drain(channel: Channel[Any], output: Output, is_batch: bool, on_error: Any) -> None:
-    """Write everything a UDF output channel delivers until it closes."""
-    for item in channel:
+    """Write everything a UDF output channel delivers until it closes.
+
+    Output is flushed whenever the UDF has been quiet for :data:`IDLE_FLUSH`
+    seconds (and at the end), so a reader at the other end of a pipe sees each
+    answer soon after it came, not only when a buffer fills.
+    """
+    while True:
+        try:
+            item = channel.get(timeout=IDLE_FLUSH)
+        except queue.Empty:  # woken by the timeout: nothing for a while
+            output.flush()
+            continue
+        except ChannelClosed:
+            break
         if is_batch:
             output.write_lines(output.format_batch(item))
         else:
