@@ -342,6 +342,7 @@ def _writer_for(keys: Tuple[Any, ...], fields: Dict[Any, Any]) -> Any:
             if part is None:
                 break
             names[f"P{i}"] = part
+            part_size = len(part)
         else:
             break
         if kind is int:
@@ -353,7 +354,7 @@ def _writer_for(keys: Tuple[Any, ...], fields: Dict[Any, Any]) -> Any:
                 "    else:",
                 "        return None",
             ]
-            parts.append(f'b"\\x4a", SMALL[{len(part)} + len(b{i})], P{i}, b{i}')
+            parts.append(f'b"\\x4a", SMALL[{part_size} + len(b{i})], P{i}, b{i}')
         elif kind is str:
             body += [f"    s{i} = string_entry(P{i}, v{i})", f"    if s{i} is None:", "        return None"]
             parts.append(f"s{i}")
