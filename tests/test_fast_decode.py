@@ -327,3 +327,16 @@ def test_readers_in_many_threads_share_the_caches_safely() -> None:
         t.join(timeout=60)
     assert not [t.name for t in threads if t.is_alive()]
     assert not errors, errors[0]
+
+
+def test_a_series_span_that_is_a_prefix_of_another_does_not_hide_it() -> None:
+    """Points with and without an optional tag: the shorter span is a prefix of the longer one."""
+    head = agent_pb2.Point(time=T0, name="cpu").SerializeToString()
+    host = agent_pb2.Point(tags={"host": "a"}).SerializeToString()
+    region = agent_pb2.Point(tags={"region": "eu"}).SerializeToString()
+    fields = agent_pb2.Point(fieldsDouble={"v": 1.5}).SerializeToString()
+    short, long = head + host + fields, head + host + region + fields
+    decode([response_frame(long), response_frame(short)])  # both learned, the shorter length tried first
+    for body in (short, long):
+        assert _fastdecode.decode_point_frame(response_frame(body), False) == reference(body)
+    assert reference(long).tags == {"host": "a", "region": "eu"}

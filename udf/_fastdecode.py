@@ -316,23 +316,21 @@ def decode_point_frame(frame: bytes, batch: bool) -> Any:
     else:
         start = at
     get = _SERIES.get
-    for length in _SPAN_LENGTHS:
+    for length in _SPAN_LENGTHS:  # a span may be a prefix of another (fewer tags): try each known length
         series = get(frame[start : start + length])
-        if series is not None:
-            tail = frame[start + length :]
-            break
-    else:
-        return None
-    layouts = _LAYOUTS.get(len(tail))
-    if layouts is None:
-        return None
-    bits = int.from_bytes(tail, "little")
-    for layout in layouts:
-        if bits & layout.mask == layout.expected:
-            try:
-                return layout.build(layout.unpack(tail), series, frame, at, leading, batch)
-            except ValueError:  # a string that is not UTF-8: protobuf's path names it
-                return None
+        if series is None:
+            continue
+        tail = frame[start + length :]
+        layouts = _LAYOUTS.get(len(tail))
+        if layouts is None:
+            continue
+        bits = int.from_bytes(tail, "little")
+        for layout in layouts:
+            if bits & layout.mask == layout.expected:
+                try:
+                    return layout.build(layout.unpack(tail), series, frame, at, leading, batch)
+                except ValueError:  # a string that is not UTF-8: protobuf's path names it
+                    return None
     return None
 
 
