@@ -50,9 +50,20 @@ def interrupt(proc: "subprocess.Popen[bytes]") -> Tuple[int, str]:
     return code, proc.stderr.read().decode(errors="replace")
 
 
+def sigint_default() -> None:
+    """In the child, before exec: SIGINT back to its default disposition.
+
+    A test run started in the background by a non-interactive shell inherits
+    SIGINT ignored, and an ignored signal stays ignored across exec: the agent
+    would never see the Ctrl-C these tests send.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_stdio_agent() -> "subprocess.Popen[bytes]":
     proc = subprocess.Popen(
-        [sys.executable, str(MIRROR)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, str(MIRROR)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=sigint_default,
     )
     assert proc.stdin is not None and proc.stdout is not None
     ask_info(proc.stdin, proc.stdout)
@@ -61,7 +72,8 @@ def start_stdio_agent() -> "subprocess.Popen[bytes]":
 
 def start_socket_agent(path: Path) -> Tuple["subprocess.Popen[bytes]", socket.socket]:
     proc = subprocess.Popen(
-        [sys.executable, str(MIRROR), "--socket", str(path)], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, str(MIRROR), "--socket", str(path)], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=sigint_default,
     )
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()  # the agent logs where it listens before it accepts
