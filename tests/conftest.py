@@ -65,6 +65,16 @@ def buffered_stdout_env() -> Dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
 
 
+def end_process(proc: Any) -> None:
+    """Kill a ``subprocess.Popen`` if it still runs, reap it, and close its pipes (a test's ``finally``)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(TIMEOUT)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None and not stream.closed:
+            stream.close()
+
+
 def run_in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     """Run ``fn(*args)`` in a named thread; return a joiner that waits at most TIMEOUT
     and returns its result or re-raises its exception."""

@@ -53,7 +53,7 @@ from udf.lineprotocol import (
     read_lines,
 )
 
-from .conftest import TIMEOUT, buffered_stdout_env, run_in_thread
+from .conftest import TIMEOUT, buffered_stdout_env, end_process, run_in_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -934,9 +934,4 @@ def test_e2e_answers_reach_a_pipe_while_input_is_still_open() -> None:
         assert proc.wait(TIMEOUT) == 0, proc.stderr.read()
         assert proc.stdout.read() == b""
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(TIMEOUT)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
+        end_process(proc)

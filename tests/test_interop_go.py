@@ -26,7 +26,7 @@ import agent_pb2
 import udf
 from udf import Batch, BatchPoint, Point
 
-from .conftest import TIMEOUT, buffered_stdout_env, run_in_thread
+from .conftest import TIMEOUT, buffered_stdout_env, end_process, run_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 ANCHORS = ROOT.parent / "shared" / "anchors"
@@ -389,9 +389,4 @@ def test_cli_run_mirror(mirror_socket: str) -> None:
         assert proc.wait(TIMEOUT) == 0, proc.stderr.read()
         assert proc.stdout.read() == b""
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(TIMEOUT)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
+        end_process(proc)
