@@ -357,13 +357,16 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
 def run_loop(iterations: int, seed: int) -> int:
     """Seeded loops: ``iterations`` random points, and as many agent outputs (half mutated)."""
     rng = random.Random(seed)
-    _fastdecode.PROBE = sys.maxsize  # every read tries the hand path, however often it misses here
-    for _ in range(iterations):
-        encode_target(rng)
-        data = seed_stream(rng)
-        decode_target(data)  # learned by the hand path (udf._fastdecode) where it missed
-        decode_target(data)  # now from its caches
-        decode_target(_mutate(rng, data))  # bytes a learned layout must refuse, or read as protobuf does
+    probe, _fastdecode.PROBE = _fastdecode.PROBE, sys.maxsize  # every read tries the hand path, however often it misses
+    try:
+        for _ in range(iterations):
+            encode_target(rng)
+            data = seed_stream(rng)
+            decode_target(data)  # learned by the hand path (udf._fastdecode) where it missed
+            decode_target(data)  # now from its caches
+            decode_target(_mutate(rng, data))  # bytes a learned layout must refuse, or read as protobuf does
+    finally:
+        _fastdecode.PROBE = probe
     return iterations
 
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import agent_pb2
 from fuzz.fuzz_responses import run_loop, seed_corpus, target
 
@@ -23,31 +25,27 @@ def test_mutation_loop_finds_no_unexpected_exception() -> None:
     assert run_loop(50_000, seed=7) == 50_000
 
 
-def test_entry_point_runs_from_the_command_line() -> None:
+@pytest.mark.parametrize(
+    "script, seed, said",
+    [
+        ("fuzz_responses.py", "3", "fuzz: 2000 inputs, no unexpected exception"),
+        ("fuzz_codec.py", "5", "fuzz codec: 2000 points and 2000 agent outputs, both paths agree"),
+    ],
+)
+def test_entry_point_runs_from_the_command_line(script: str, seed: str, said: str) -> None:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "fuzz" / "fuzz_responses.py"), "--loop", "--iterations", "2000", "--seed", "3"],
+        [sys.executable, str(ROOT / "fuzz" / script), "--loop", "--iterations", "2000", "--seed", seed],
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
-    assert "fuzz: 2000 inputs, no unexpected exception" in out.stdout
+    assert said in out.stdout
     assert agent_pb2.Response  # the module under test imports the same generated code
 
 
 def test_codec_fuzz_loop_agrees_with_protobuf() -> None:
-    """The hand-written encode and the view-schema decode agree with protobuf's own paths."""
+    """The hand-written encoder and decoder agree with protobuf's own paths."""
     from fuzz.fuzz_codec import run_loop as codec_loop
 
     assert codec_loop(3000, seed=11) == 3000
-
-
-def test_codec_fuzz_entry_point_runs_from_the_command_line() -> None:
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "fuzz" / "fuzz_codec.py"), "--loop", "--iterations", "500", "--seed", "5"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert "fuzz codec: 500 points and 500 agent outputs, both paths agree" in out.stdout

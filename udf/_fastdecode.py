@@ -151,16 +151,14 @@ class _Layout:
         return f"<layout\n{self.source}>"
 
 
-def _builder_source(prelude: List[str], fields: List[Tuple[str, str]], time: Optional[str], by_name: Optional[str]) -> str:
+def _builder_source(fields: List[Tuple[str, str]], time: Optional[str], by_name: Optional[str]) -> str:
     """The source of a layout's builder: a dict display of the fields and one constructor call.
 
-    ``prelude`` are statements that compute nine-byte varints; ``fields``
-    are (key, expression) in wire order; keys are written with ``repr``, so
-    any string is a safe literal.
+    ``fields`` are (key, expression) in wire order; keys are written with
+    ``repr``, so any string is a safe literal.
     """
     lines = [
         "def build(v, series, frame, body, leading, batch):",
-        *prelude,
         "    name, database, rp, group, by_name, dims, tags = series",
         "    fields = {" + ", ".join(f"{key!r}: {expr}" for key, expr in fields) + "}",
     ]
@@ -184,7 +182,6 @@ def _layout_of(tail: bytes) -> Optional[_Layout]:
     done = 0  # tail bytes already described by fmt
     slots = 0  # values unpacked so far
     fields: List[Tuple[str, str]] = []
-    prelude: List[str] = []  # statements the builder runs first
     time = by_name = None
 
     def literal(start: int, end: int) -> None:
@@ -202,16 +199,9 @@ def _layout_of(tail: bytes) -> Optional[_Layout]:
             fmt.append(f"{start - done}x")
         fmt.append(code)
         done = end
-        slots += len(code) if code in ("QB", "?", "B", "H", "d") else 1
-        if code == "QB":  # nine_byte_varint, inlined: the time of every point
-            first = slots - 2
-            prelude.extend([
-                f"    x = v[{first}] & 0x7F7F7F7F7F7F7F7F",
-                "    x = (x & 0x007F007F007F007F) | (x >> 1 & 0x3F803F803F803F80)",
-                "    x = (x & 0x00003FFF00003FFF) | (x >> 2 & 0x0FFFC0000FFFC000)",
-                f"    n{first} = (x & 0x0FFFFFFF) | (x >> 4 & 0x00FFFFFFF0000000) | v[{first + 1}] << 56",
-            ])
-            return f"n{first}"
+        slots += 2 if code == "QB" else 1
+        if code == "QB":
+            return f"nine_byte_varint(v[{slots - 2}], v[{slots - 1}])"
         return f"v[{slots - 1}]"
 
     def varint(start: int, end: int) -> str:
@@ -282,7 +272,7 @@ def _layout_of(tail: bytes) -> Optional[_Layout]:
         int.from_bytes(mask, "little"),
         int.from_bytes(expected, "little"),
         "".join(fmt),
-        _builder_source(prelude, fields, time, by_name),
+        _builder_source(fields, time, by_name),
     )
 
 

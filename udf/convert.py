@@ -690,11 +690,10 @@ def _parse_views(frames: List[bytes]) -> Tuple[Sequence[Any], Optional[ProtocolE
 
 def _parse_frame(frame: bytes) -> Any:
     """One whole frame as a ``ResponseView``; ProtocolError if it does not decode."""
-    payload = _payload(frame)
-    try:
-        return _ResponseView.FromString(payload)
-    except Exception as exc:  # protobuf's DecodeError
-        raise ProtocolError(f"undecodable Response ({len(payload)} bytes): {exc}") from None
+    responses, error = _parse_payloads([_payload(frame)], _ResponseView.FromString)
+    if error is not None:
+        raise error
+    return responses[0]
 
 
 def _payload(frame: bytes) -> bytes:

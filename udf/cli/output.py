@@ -98,17 +98,21 @@ def drain(channel: Channel[Any], output: Output, is_batch: bool, on_error: Any) 
     """Write everything a UDF output channel delivers until it closes.
 
     Output is flushed whenever the UDF has been quiet for :data:`IDLE_FLUSH`
-    seconds (and at the end), so a reader at the other end of a pipe sees each
-    answer soon after it came, not only when a buffer fills.
+    seconds after writing (and at the end), so a reader at the other end of a
+    pipe sees each answer soon after it came, not only when a buffer fills.
+    With nothing unflushed, the wait has no timeout.
     """
+    unflushed = False
     while True:
         try:
-            item = channel.get(timeout=IDLE_FLUSH)
-        except queue.Empty:  # woken by the timeout: nothing for a while
+            item = channel.get(timeout=IDLE_FLUSH if unflushed else None)
+        except queue.Empty:  # woken by the timeout: quiet since the last write
             output.flush()
+            unflushed = False
             continue
         except ChannelClosed:
             break
+        unflushed = True
         if is_batch:
             output.write_lines(output.format_batch(item))
         else:
