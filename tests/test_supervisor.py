@@ -455,7 +455,7 @@ def test_a_bad_point_raises_at_put_and_is_not_accepted() -> None:
 
 
 class _Plain(udf.Interface):
-    """A transport with only the abstract Interface: no error, kill, abort callbacks, positions or put_encoded."""
+    """A third-party transport: the abstract Interface, each member delegated to a Process it wraps."""
 
     class _Inlet:
         def __init__(self, inner: Any) -> None:
@@ -463,6 +463,22 @@ class _Plain(udf.Interface):
 
         def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
             self._inner.put(item, block, timeout)
+
+        def put_encoded(self, frame: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
+            self._inner.put_encoded(frame, block, timeout)
+
+    @property
+    def error(self) -> Optional[BaseException]:
+        return self.proc.error
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def add_abort_callback(self, callback: Any) -> None:
+        self.proc.add_abort_callback(callback)
+
+    def snapshot_with_position(self) -> Tuple[bytes, int]:
+        return self.proc.snapshot_with_position()
 
     def __init__(self, proc: udf.Process) -> None:
         self.proc = proc
@@ -505,7 +521,7 @@ class _Plain(udf.Interface):
         return self.proc.batch_out
 
 
-def test_an_interface_without_the_extras_is_supervised_too() -> None:
+def test_a_third_party_interface_is_supervised_too() -> None:
     factory = Factory(*agent("echo.py"))
     restarts = Restarts()
     sup = supervisor(lambda: _Plain(factory()), snapshot_every=50, on_restart=restarts)

@@ -29,12 +29,11 @@ See ``docs/beam.md``. Importing this module registers the coder for
 from __future__ import annotations
 
 import collections
-import datetime
 import logging
 import os
 import threading
 import zlib
-from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import agent_pb2
 
@@ -51,6 +50,7 @@ from .channel import Channel
 from .convert import BATCH, ResponseDecoder, encode_batch, point_from_message, point_to_message
 from .errors import ChannelClosed, UDFError
 from .models import Batch, Point
+from .options import Options, build_options
 from .process import Process
 from .wire import FrameDecoder
 
@@ -73,7 +73,7 @@ _POINT_TAG = b"P"
 _BATCH_TAG = b"B"
 
 Item = Union[Point, Batch]
-OptionsArg = Union[None, Sequence[Any], Mapping[str, Any]]
+OptionsArg = Options
 
 _log = logging.getLogger("udf.beam")
 
@@ -145,54 +145,6 @@ def default_key(item: Item) -> str:
 def shard_of(key: str, shards: int) -> int:
     """The shard of series ``key``: ``crc32(key) % shards`` (stable across processes and runs)."""
     return zlib.crc32(key.encode("utf-8")) % shards
-
-
-# --- options ---------------------------------------------------------------------------------
-
-
-def _option_value(name: str, value: Any) -> Any:
-    if isinstance(value, agent_pb2.OptionValue):
-        return value
-    if isinstance(value, bool):
-        return agent_pb2.OptionValue(type=agent_pb2.BOOL, boolValue=value)
-    if isinstance(value, int):
-        return agent_pb2.OptionValue(type=agent_pb2.INT, intValue=value)
-    if isinstance(value, float):
-        return agent_pb2.OptionValue(type=agent_pb2.DOUBLE, doubleValue=value)
-    if isinstance(value, str):
-        return agent_pb2.OptionValue(type=agent_pb2.STRING, stringValue=value)
-    if isinstance(value, datetime.timedelta):
-        ns = (value.days * 86_400 + value.seconds) * 10**9 + value.microseconds * 1000
-        return agent_pb2.OptionValue(type=agent_pb2.DURATION, durationValue=ns)
-    raise TypeError(
-        f"option {name!r}: values must be bool, int, float, str, timedelta or agent_pb2.OptionValue, "
-        f"got {type(value).__name__}"
-    )
-
-
-def build_options(options: OptionsArg) -> List[Any]:
-    """``agent_pb2.Option``s from a list of them or a mapping ``{name: value or [values]}``.
-
-    Python values are typed as the protocol's: bool BOOL, int INT, float DOUBLE,
-    str STRING, ``timedelta`` DURATION.
-    """
-    if options is None:
-        return []
-    if isinstance(options, Mapping):
-        built = []
-        for name, values in options.items():
-            if not isinstance(name, str):
-                raise TypeError(f"option names must be str, got {type(name).__name__}")
-            if not isinstance(values, (list, tuple)):
-                values = [values]
-            built.append(agent_pb2.Option(name=name, values=[_option_value(name, v) for v in values]))
-        return built
-    if isinstance(options, (str, bytes)):
-        raise TypeError("options must be a mapping or a list of agent_pb2.Option, not a string")
-    for option in options:
-        if not isinstance(option, agent_pb2.Option):
-            raise TypeError(f"options must be agent_pb2.Option, got {type(option).__name__}")
-    return list(options)
 
 
 # --- one agent -----------------------------------------------------------------------------

@@ -7,18 +7,29 @@ import datetime
 import enum
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Protocol, Tuple, Union
 
 from .channel import Channel
 from .convert import Info
 from .errors import UDFError
 from .models import Batch, Point
+from .options import Options
 from .stats import Stats
 
 if TYPE_CHECKING:
     from .server import Server
 
-__all__ = ["Interface", "ServerBacked", "TransportState"]
+__all__ = ["Inlet", "Interface", "ServerBacked", "TransportState"]
+
+
+class Inlet(Protocol):
+    """The send side of ``point_in``/``batch_in``: what producers and the Supervisor call."""
+
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Send an item, blocking while the queue is full (backpressure); a bad item raises at once."""
+
+    def put_encoded(self, frame: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
+        """Send an item already encoded by ``udf.convert.encode_point``/``encode_batch`` (a replay log's frames)."""
 
 
 class Interface(abc.ABC):
@@ -37,8 +48,8 @@ class Interface(abc.ABC):
         """The UDF's edge types and options (Go: ``Info``)."""
 
     @abc.abstractmethod
-    def init(self, options: Optional[List[Any]]) -> None:
-        """Initialize the UDF with ``agent_pb2.Option``s (Go: ``Init``)."""
+    def init(self, options: Options) -> None:
+        """Initialize the UDF (Go: ``Init``): a list of ``agent_pb2.Option`` or a mapping ``{name: value or [values]}``."""
 
     @abc.abstractmethod
     def abort(self, err: BaseException) -> None:
@@ -54,13 +65,13 @@ class Interface(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def point_in(self) -> Any:
-        """Send side for points: an object with ``put(point, block=True, timeout=None)``."""
+    def point_in(self) -> Inlet:
+        """Send side for points (an :class:`Inlet`)."""
 
     @property
     @abc.abstractmethod
-    def batch_in(self) -> Any:
-        """Send side for batches: an object with ``put(batch, block=True, timeout=None)``."""
+    def batch_in(self) -> Inlet:
+        """Send side for batches (an :class:`Inlet`)."""
 
     @property
     @abc.abstractmethod
@@ -71,6 +82,25 @@ class Interface(abc.ABC):
     @abc.abstractmethod
     def batch_out(self) -> Channel[Batch]:
         """Batches the UDF produced."""
+
+    # What udf.Supervisor and the adapters (udf.beam, udf.flink) use besides Go's API.
+
+    @property
+    @abc.abstractmethod
+    def error(self) -> Optional[BaseException]:
+        """The first error (the one cause every call raises once the agent failed), or ``None``."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """End the agent now, without waiting (a hung agent); ``close()`` then reports what happened."""
+
+    @abc.abstractmethod
+    def add_abort_callback(self, callback: Callable[[BaseException], Any]) -> None:
+        """Call ``callback(err)`` once when the conversation aborts, ``err`` being its first error."""
+
+    @abc.abstractmethod
+    def snapshot_with_position(self) -> Tuple[bytes, int]:
+        """A snapshot, and how many items ``put()`` had accepted before it was asked for."""
 
     def stats(self) -> Stats:
         """Health counters of the server underneath (see :class:`udf.Stats`)."""
@@ -317,8 +347,8 @@ class ServerBacked(Interface):
         """Ask the agent what it wants, provides and accepts (Go: ``Info``)."""
         return self._require_server().info()
 
-    def init(self, options: Optional[List[Any]] = None) -> None:
-        """Initialize the agent with ``agent_pb2.Option``s (Go: ``Init``)."""
+    def init(self, options: Options = None) -> None:
+        """Initialize the agent (Go: ``Init``): ``agent_pb2.Option``s or a mapping (see :mod:`udf.options`)."""
         self._require_server().init(options)
 
     def abort(self, err: BaseException) -> None:
@@ -379,12 +409,12 @@ class ServerBacked(Interface):
         return self._require_server().stats()
 
     @property
-    def point_in(self) -> Any:
+    def point_in(self) -> Inlet:
         """Send side for stream points."""
         return self._require_server().point_in
 
     @property
-    def batch_in(self) -> Any:
+    def batch_in(self) -> Inlet:
         """Send side for batches."""
         return self._require_server().batch_in
 

@@ -54,6 +54,7 @@ from .errors import (
     WriteError,
 )
 from .models import Batch, Point
+from .options import Options, build_options
 from .stats import Stats
 from .streams import describe_error as _describe
 from .wire import DEFAULT_MAX_FRAME_SIZE, FrameDecoder
@@ -662,16 +663,18 @@ class Server:
         response, _ = self._request("info", agent_pb2.Request(info=agent_pb2.InfoRequest()))
         return info_from_message(response.info)
 
-    def init(self, options: Optional[List[Any]] = None) -> None:
-        """Initialize the agent with ``agent_pb2.Option``s (Go: ``Init``); raises InitError."""
+    def init(self, options: Options = None) -> None:
+        """Initialize the agent (Go: ``Init``); raises InitError.
+
+        ``options``: a list of ``agent_pb2.Option``, or a mapping ``{name: value
+        or [values]}`` typed by :func:`udf.options.build_options`.
+        """
+        built = build_options(options)
         request = agent_pb2.Request()
         init = request.init
         init.SetInParent()
-        if options:
-            for option in options:
-                if not isinstance(option, agent_pb2.Option):
-                    raise TypeError(f"init options must be agent_pb2.Option, got {type(option).__name__}")
-            init.options.extend(options)
+        if built:
+            init.options.extend(built)
         response, _ = self._request("init", request)
         if not response.init.success:
             raise InitError(response.init.error)

@@ -50,6 +50,7 @@ from .convert import BATCH, POINTS, Info, ResponseDecoder, encode_batch, encode_
 from .errors import AgentClosedError, ChannelClosed, InitError, RestoreError, SupervisorGaveUp, UDFError
 from .interface import Interface, ServerBacked
 from .models import Batch, Point
+from .options import Options, build_options
 from .socket import backoff_delays
 from .stats import Stats
 from .wire import FrameDecoder
@@ -391,7 +392,7 @@ class Supervisor(Interface):
     def __init__(
         self,
         factory: Callable[[], Interface],
-        options: Optional[Sequence[Any]] = None,
+        options: Options = None,
         *,
         logger: Optional[logging.Logger] = None,
         restore: bool = True,
@@ -418,7 +419,7 @@ class Supervisor(Interface):
         if period <= 0:
             raise ValueError(f"period must be positive, got {period!r}")
         self._factory = factory
-        self._options: Optional[List[Any]] = list(options) if options is not None else None
+        self._options: Optional[List[Any]] = build_options(options) if options is not None else None
         self._logger = logger if logger is not None else logging.getLogger("udf")
         self._restore = bool(restore)
         self._replay = bool(replay)
@@ -466,6 +467,7 @@ class Supervisor(Interface):
         self._woken = threading.Event()  # wakes a backoff wait (abort)
 
         self._monitor: Optional[threading.Thread] = None
+        self._stop_listeners: List[Callable[[BaseException], Any]] = []  # add_abort_callback, guarded by _lock
         #: The generation whose failure reports count (guarded by _inbox); -1 while none does.
         self._gen = 0
         self._gen_count = 0  # the last generation started
@@ -561,6 +563,46 @@ class Supervisor(Interface):
         if err is not None:
             raise err
 
+    @property
+    def error(self) -> Optional[BaseException]:
+        """The first unrecovered error (what ``close()`` raises: a give-up, an abort), or ``None``."""
+        return self._final if self._final is not None else self._abort_err
+
+    def kill(self) -> None:
+        """Kill the current agent now: the supervisor recovers from it as from any failure (restart, restore, replay)."""
+        agent = self._agent
+        if agent is None:
+            raise UDFError("supervisor not opened: call open() first")
+        agent.kill()
+
+    def add_abort_callback(self, callback: Callable[[BaseException], Any]) -> None:
+        """Call ``callback(err)`` once when the supervisor stops for good (it gives up, or ``abort()``)."""
+        with self._lock:
+            err = self.error
+            if err is None:
+                self._stop_listeners.append(callback)
+        if err is not None:
+            self._call_stop_listener(callback, err)
+
+    def _stopped_for_good(self, err: BaseException) -> None:
+        """Run the abort callbacks once (a give-up or an abort)."""
+        with self._lock:
+            listeners, self._stop_listeners = self._stop_listeners, []
+        for listener in listeners:
+            self._call_stop_listener(listener, err)
+
+    def _call_stop_listener(self, callback: Callable[[BaseException], Any], err: BaseException) -> None:
+        try:
+            callback(err)
+        except Exception:
+            self._logger.exception("abort listener failed")
+
+    def snapshot_with_position(self) -> Tuple[bytes, int]:
+        """A checkpoint and how many items ``put()`` had accepted before it (see :meth:`checkpoint`)."""
+        data = self.checkpoint()
+        with self._lock:
+            return data, self._covered
+
     def abort(self, err: BaseException) -> None:
         """Stop now without restarting: the agent is aborted and killed; ``close()`` raises ``err``."""
         with self._lock:
@@ -578,6 +620,7 @@ class Supervisor(Interface):
         self._woken.set()
         for agent in agents:  # wakes a replay, a snapshot or a producer blocked on it
             agent.udf.abort(err)
+        self._stopped_for_good(err)
 
     # --- requests -------------------------------------------------------------------
 
@@ -588,16 +631,20 @@ class Supervisor(Interface):
             raise UDFError("supervisor not opened: call open() first")
         return info
 
-    def init(self, options: Optional[List[Any]]) -> None:
-        """Initialize the current agent; every later agent gets these options too."""
+    def init(self, options: Options = None) -> None:
+        """Initialize the current agent; every later agent gets these options too.
+
+        ``options``: ``agent_pb2.Option``s or a mapping (see :mod:`udf.options`).
+        """
+        built = build_options(options)
         with self._lock:
             self._wait_running(None)
             previous = self._options
-            self._options = list(options) if options is not None else []
+            self._options = built
             agent = self._agent
             assert agent is not None
             try:
-                agent.udf.init(options)
+                agent.udf.init(built)
             except InitError:
                 self._options = previous
                 raise
@@ -851,7 +898,7 @@ class Supervisor(Interface):
         """Snapshot ``agent``; record it and cut the log. ``None`` if the agent was replaced meanwhile."""
         data: bytes
         if agent.exact_snapshots:
-            data, position = agent.udf.snapshot_with_position()  # type: ignore[attr-defined]
+            data, position = agent.udf.snapshot_with_position()
             seq = agent.base + int(position)
         else:
             with self._lock:  # no position from this transport: producers wait for the round trip
@@ -1117,6 +1164,7 @@ class Supervisor(Interface):
             self._final = error
             self._refresh_slow_at()
             self._can_put.notify_all()
+        self._stopped_for_good(error)
 
     def _close_agents(self) -> None:
         """close(): close the current agent; a failure meanwhile is recovered, then the new agent closed."""
