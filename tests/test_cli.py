@@ -806,15 +806,19 @@ def test_e2e_errors_and_exit_codes(probe: Path) -> None:
     assert cli("--help").returncode == 0
 
 
-def test_e2e_progress_only_on_a_terminal() -> None:
-    avg = ["-o", "field=usage_user", "-o", "size=10", str(CPU_LP), "--", PY, str(EXAMPLES / "moving_avg.py")]
+def on_a_terminal(*args: str, stdin: Any = subprocess.DEVNULL, feed: bytes = b"") -> Tuple[int, str]:
+    """Run ``python -m udf ARGS`` with its stderr on a pseudo-terminal; its exit code and what the terminal showed."""
     master, slave = pty.openpty()
+    proc = None
     try:
         proc = subprocess.Popen(
-            [PY, "-m", "udf", "run", *avg], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL
+            [PY, "-m", "udf", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave, stdin=stdin
         )
         os.close(slave)
         slave = -1
+        if feed:
+            assert proc.stdin is not None
+            run_in_thread(lambda: (proc.stdin.write(feed), proc.stdin.close()))()  # type: ignore[union-attr]
         chunks = []
         while True:  # until the child (and its agent) closed the terminal
             try:
@@ -824,17 +828,42 @@ def test_e2e_progress_only_on_a_terminal() -> None:
             if not chunk:
                 break
             chunks.append(chunk)
-        assert proc.wait(TIMEOUT) == 0
+        code = proc.wait(TIMEOUT)
     finally:
         os.close(master)
         if slave >= 0:
             os.close(slave)
-    shown = b"".join(chunks).decode()
-    assert "udf: 300 lines read, 300 sent, 273 points written, done" in shown
-    piped = cli("run", *avg)
-    assert piped.returncode == 0 and piped.stderr == b""
-    forced = cli("run", "--progress", *avg)
-    assert forced.returncode == 0 and b"300 lines read" in forced.stderr
+        if proc is not None:
+            end_process(proc)
+    return code, b"".join(chunks).decode()
+
+
+def test_e2e_progress_on_a_terminal_reading_files() -> None:
+    """Progress (lines read, rate, sent, written) appears on a terminal; not with -q, a pipe, or piped input."""
+    avg = ["-o", "field=usage_user", "-o", "size=10"]
+    udf_cmd = ["--", PY, str(EXAMPLES / "moving_avg.py")]
+    half = EXAMPLES / "data" / "cpu.lp"
+    code, shown = on_a_terminal("run", *avg, str(half), str(EXAMPLES / "data" / "hosts.lp"), *udf_cmd)
+    assert code == 0, shown
+    # 273 averages of the three hosts of cpu.lp, one for each of the 120 hosts of hosts.lp.
+    final = shown.replace("\r\n", "\n").rsplit("\r", 1)[-1]  # the line is rewritten in place
+    assert re.fullmatch(
+        r"udf: 1,500 lines read \(100%\), [0-9.]+[kM]? lines/s, 1,500 sent, 393 points written \[\d\d:\d\d\]\n", final
+    ), repr(shown)
+    assert shown.startswith("\rudf: 0 lines read"), repr(shown[:80])
+
+    code, shown = on_a_terminal("run", "-q", *avg, str(half), *udf_cmd)
+    assert code == 0 and shown == "", "-q: no progress"
+    code, shown = on_a_terminal("run", *avg, *udf_cmd, stdin=subprocess.PIPE, feed=half.read_bytes())
+    assert code == 0 and shown == "", "input from a pipe: no progress"
+    code, shown = on_a_terminal("run", *avg, "--no-progress", str(half), *udf_cmd)
+    assert code == 0 and shown == ""
+    piped = cli("run", *avg, str(half), *udf_cmd)
+    assert piped.returncode == 0 and piped.stderr == b"", "stderr not a terminal: no progress"
+    forced = cli("run", "--progress", *avg, *udf_cmd, stdin=half.read_bytes())
+    assert forced.returncode == 0
+    assert forced.stderr.decode().rsplit("\r", 1)[-1].startswith("udf: 300 lines read, "), "no percentage from a pipe"
+    assert b"300 sent, 273 points written" in forced.stderr
 
 
 def test_e2e_closed_stdout_exits_quietly() -> None:
@@ -912,7 +941,7 @@ def test_missing_cli_extra_is_a_clean_usage_error(probe: Path, monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "line_protocol_parser", None)  # import now fails
     code, out, err = run_main(["run", *probe_cmd(probe)], b"m v=1 1\n")
     assert code == 2
-    assert "needs the line-protocol-parser package: pip install 'kapacitor-udf[cli]'" in err
+    assert "needs the line-protocol-parser package: install the 'cli' extra: pip install '.[cli]' in a clone" in err
     assert "Traceback" not in err and out == ""
 
 

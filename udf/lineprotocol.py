@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
+from .extras import install_hint
 from .models import INT64_MAX, INT64_MIN, FieldValue, Fields, Tags
 from .wire import excerpt
 
@@ -69,7 +70,7 @@ def _load_parser() -> Callable[[str], Any]:
             import line_protocol_parser  # type: ignore[import-untyped,import-not-found,unused-ignore]
         except ImportError:
             raise MissingExtraError(
-                "reading line protocol needs the line-protocol-parser package: pip install 'kapacitor-udf[cli]'"
+                f"reading line protocol needs the line-protocol-parser package: {install_hint('cli')}"
             ) from None
         _parser_error = line_protocol_parser.LineFormatError
         _parser = line_protocol_parser.parse_line

@@ -23,14 +23,13 @@ import threading
 import weakref
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .extras import install_hint
+
 try:
     from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric, StateSetMetricFamily
     from prometheus_client.registry import CollectorRegistry
 except ImportError as exc:  # installed without the extra
-    raise ImportError(
-        "udf.metrics needs prometheus_client: install the 'metrics' extra "
-        f"(from a clone of the repository: pip install '.[metrics]') ({exc})"
-    ) from exc
+    raise ImportError(f"udf.metrics needs prometheus_client: {install_hint('metrics')} ({exc})") from exc
 
 from .errors import UDFError
 from .interface import TransportState

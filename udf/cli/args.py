@@ -60,7 +60,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     )
     add_tls_arguments(p, server_side=False)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
+    p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors; no progress")
 
 
 def build_parser(prog: str) -> _Parser:
@@ -135,7 +135,7 @@ def build_parser(prog: str) -> _Parser:
     )
     prog_group = run.add_mutually_exclusive_group()
     prog_group.add_argument(
-        "--progress", dest="progress", action="store_true", default=None, help="always show progress"
+        "--progress", dest="progress", action="store_true", default=None, help="show progress on stderr even when it is not a terminal or the input not a file"
     )
     prog_group.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
     parser.set_defaults(_subparsers={"info": info, "run": run})

@@ -1,4 +1,4 @@
-"""What the CLI writes: the UDF's output as line protocol, progress, info, and its error lines."""
+"""What the CLI writes: the UDF's output as line protocol, info, and its error lines."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import logging
 import queue
 import threading
-import time
 from typing import IO, Any, BinaryIO, List, Optional
 
 import agent_pb2
@@ -18,7 +17,7 @@ from ..lineprotocol import format_line
 from ..models import Batch, Point
 from .options import type_name
 
-__all__ = ["Output", "drain", "Progress", "print_info", "report", "isatty", "EDGE_NAMES"]
+__all__ = ["Output", "drain", "print_info", "report", "isatty", "EDGE_NAMES"]
 
 EDGE_NAMES = {agent_pb2.STREAM: "stream", agent_pb2.BATCH: "batch"}
 
@@ -123,44 +122,6 @@ def drain(channel: Channel[Any], output: Output, is_batch: bool, on_error: Any) 
             on_error(output.error)
             # Keep draining (and discarding) so the UDF can always finish.
     output.flush()
-
-
-# --- progress ----------------------------------------------------------------------
-
-
-class Progress:
-    """A one-line progress report on stderr, rewritten in place at most every ``interval`` s."""
-
-    def __init__(self, stream: IO[str], enabled: bool, interval: float = 0.5) -> None:
-        self._stream = stream
-        self.enabled = enabled
-        self._interval = interval
-        self._next = time.monotonic() + interval
-
-    def _text(self, lines: int, sent: int, written: int) -> str:
-        return f"udf: {lines:,} lines read, {sent:,} sent, {written:,} points written"
-
-    def update(self, lines: int, sent: int, written: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now < self._next:
-            return
-        self._next = now + self._interval
-        self._write("\r" + self._text(lines, sent, written) + "\x1b[K")
-
-    def finish(self, lines: int, sent: int, written: int) -> None:
-        if not self.enabled:
-            return
-        self._write("\r" + self._text(lines, sent, written) + ", done\x1b[K\n")
-
-    def _write(self, text: str) -> None:
-        try:
-            self._stream.write(text)
-            self._stream.flush()
-        except (OSError, ValueError):
-            self.enabled = False
-
 
 
 def print_info(info: Info, as_json: bool, out: IO[str]) -> None:

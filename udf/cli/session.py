@@ -26,7 +26,8 @@ from ..tls import context_from_arguments
 from .batching import Batcher, to_stream_point
 from .exits import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_UDF_FAILED, EXIT_USAGE, CLIError
 from .options import build_options, describe_options
-from .output import EDGE_NAMES, Output, Progress, drain, isatty, print_info
+from .output import EDGE_NAMES, Output, drain, isatty, print_info
+from .progress import UPDATE_EVERY, Progress, input_size, is_regular_file
 
 __all__ = ["Session", "make_udf", "supervised", "open_inputs", "failure", "Input"]
 
@@ -131,6 +132,8 @@ class Session:
         self.output = Output(stdout, logger)
         self.lines = 0
         self.sent = 0
+        self._read_before = 0  # bytes of the inputs already read to the end
+        self._reading: Any = None  # the input being read
         self._drains: List[threading.Thread] = []
         self._closed = False
         self._close_error: Optional[BaseException] = None
@@ -206,7 +209,7 @@ class Session:
         if self._restore is not None:
             self.udf.restore(self._restore)
 
-        progress = Progress(self._stderr, args.progress if args.progress is not None else isatty(self._stderr))
+        progress = self._progress()
         self._start_output()
         input_error: Optional[LineProtocolError] = None
         try:
@@ -233,6 +236,27 @@ class Session:
         return EXIT_OK
 
     # --- run's parts -----------------------------------------------------------------
+
+    def _progress(self) -> Progress:
+        """Progress on stderr: forced on or off, else when stderr is a terminal, the inputs are files and not -q."""
+        args = self.args
+        streams = [stream for _, stream, _ in self._inputs]
+        if args.progress is not None:
+            wanted = bool(args.progress)
+        else:
+            wanted = not args.quiet and isatty(self._stderr) and all(is_regular_file(s) for s in streams)
+        return Progress(
+            self._stderr,
+            wanted,
+            total_bytes=input_size(streams) if wanted else None,
+            position=self._position,
+            forced=bool(args.progress),
+        )
+
+    def _position(self) -> Optional[int]:
+        """Bytes of the input read so far (for the progress line's percentage)."""
+        reading = self._reading
+        return self._read_before + (0 if reading is None else int(reading.tell()))
 
     def _start_output(self) -> None:
         """Drain the UDF's point and batch outputs to stdout, each in a thread."""
@@ -265,6 +289,7 @@ class Session:
         batcher = Batcher(group_by, args.batch_size, args.batch_period) if batch_mode else None
         inlet = self.udf.batch_in if batch_mode else self.udf.point_in
         for source, stream, _ in self._inputs:
+            self._reading = stream
             for _, point in read_lines(self._counting(stream), source, args.precision):
                 if batcher is not None:
                     for batch in batcher.add(point):
@@ -272,8 +297,14 @@ class Session:
                             return
                 elif not self._send(inlet, to_stream_point(point, group_by)):
                     return
-                if self.lines & 255 == 0:
+                if self.lines & (UPDATE_EVERY - 1) == 0:
                     progress.update(self.lines, self.sent, self.output.written)
+            self._reading = None
+            if progress.enabled:
+                try:
+                    self._read_before += stream.tell()
+                except (OSError, ValueError):  # a pipe: no percentage anyway
+                    pass
         if batcher is not None:
             for batch in batcher.flush():
                 if not self._send(inlet, batch):
