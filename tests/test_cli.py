@@ -9,6 +9,7 @@ real subprocess.
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import math
@@ -40,9 +41,12 @@ from udf.cli import (
     describe_options,
     group_id,
     main,
+    parse_option_text,
     parse_option_value,
     to_stream_point,
 )
+from udf.options import Nanoseconds
+from udf.options import build_options as udf_build_options
 from udf.lineprotocol import (
     MAX_TIME,
     MIN_TIME,
@@ -416,6 +420,7 @@ def probe_info(wants: int = T.STREAM) -> Info:
         ("1d", T.DURATION, "durationValue", 86_400 * 10**9),
         ("2w", T.DURATION, "durationValue", 14 * 86_400 * 10**9),
         ("5u", T.DURATION, "durationValue", 5_000),
+        ("1500ns", T.DURATION, "durationValue", 1_500),  # finer than a timedelta: exact all the same
     ],
 )
 def test_parse_option_value(text: str, value_type: int, field: str, expected: Any) -> None:
@@ -443,6 +448,18 @@ def test_parse_option_value(text: str, value_type: int, field: str, expected: An
 def test_parse_option_value_errors(text: str, value_type: int, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         parse_option_value(text, value_type)
+
+
+def test_cli_options_are_typed_by_udf_options_rule() -> None:
+    """The -o texts become Python values, and udf.options (init()'s rule) makes the same options of them."""
+    specs = ["i=-3", "d=2", "b=TRUE", "s=x,y", "dur=1m30s", "pair=7,x", "flag"]
+    from_cli = build_options(specs, probe_info())
+    from_python = udf_build_options(
+        {"i": -3, "d": 2.0, "b": True, "s": "x,y", "dur": datetime.timedelta(seconds=90), "pair": [7, "x"], "flag": []}
+    )
+    assert from_cli == from_python
+    assert parse_option_text("1500ns", T.DURATION) == Nanoseconds(1500)
+    assert type(parse_option_text("2", T.DOUBLE)) is float and type(parse_option_text("2", T.INT)) is int
 
 
 def test_build_options_types_every_value_and_keeps_order() -> None:

@@ -28,11 +28,12 @@ from .exits import (
     CLIError,
 )
 from .exits import __all__ as _EXITS
-from .options import build_options, describe_options, parse_option_value
+from .options import build_options, describe_options, parse_option_text, parse_option_value
 
 __all__ = [
     "main",
     "console_main",
+    "parse_option_text",
     "parse_option_value",
     "build_options",
     "describe_options",
