@@ -975,7 +975,7 @@ def test_e2e_answers_reach_a_pipe_while_input_is_still_open() -> None:
             proc.stdin.write(line)
             proc.stdin.flush()
             # The input stays open: only the idle flush can bring the echo out now.
-            assert run_in_thread(proc.stdout.readline)() == line  # type: ignore[union-attr]
+            assert run_in_thread(proc.stdout.readline)() == line
         proc.stdin.close()
         assert proc.wait(TIMEOUT) == 0, proc.stderr.read()
         assert proc.stdout.read() == b""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
+from typing import List
 
 import pytest
 
@@ -14,7 +15,7 @@ from udf.cli.progress import Progress, input_size, is_regular_file
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
 
 
-def lines_drawn(text: str) -> list:
+def lines_drawn(text: str) -> List[str]:
     return [line for line in text.replace("\r\n", "\n").split("\r") if line]
 
 

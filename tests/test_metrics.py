@@ -138,7 +138,11 @@ def test_a_process_and_a_supervisor_scraped_over_http(scrape: Tuple[CollectorReg
         with proc:
             assert proc.info().options.keys() == {"field", "size", "as"}
             proc.init({"field": "v", "size": 2})
-            put = run_in_thread(lambda: [proc.point_in.put(point(i)) for i in range(5)])
+            def put_five() -> None:
+                for i in range(5):
+                    proc.point_in.put(point(i))
+
+            put = run_in_thread(put_five)
             got = [proc.point_out.get(timeout=TIMEOUT).fields["avg"] for _ in range(4)]
             put()
             assert got == [0.5, 1.5, 2.5, 3.5]
@@ -236,7 +240,7 @@ def test_states_from_str_enums_and_plain_strings() -> None:
         ("plain", _Reporting("restarting", None)),
         ("odd", _Reporting("someday", None)),
     ])
-    states = {s.labels["udf"]: {} for s in found["udf_state"].samples}
+    states: Dict[str, Dict[str, float]] = {s.labels["udf"]: {} for s in found["udf_state"].samples}
     for s in found["udf_state"].samples:
         states[s.labels["udf"]][s.labels["udf_state"]] = s.value
     assert states["enum"] == {"new": 0, "running": 0, "gave_up": 1}, "an enum's own members"

@@ -27,7 +27,6 @@ from .exits import (
     EXIT_USAGE,
     CLIError,
 )
-from .exits import __all__ as _EXITS
 from .options import build_options, describe_options, parse_option_text, parse_option_value
 
 __all__ = [
@@ -40,5 +39,12 @@ __all__ = [
     "group_id",
     "Batcher",
     "to_stream_point",
-    *_EXITS,
+    "CLIError",
+    "EXIT_OK",
+    "EXIT_UDF_FAILED",
+    "EXIT_USAGE",
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERRUPTED",
+    "EXIT_BROKEN_PIPE",
+    "EXIT_CODES",
 ]
