@@ -40,8 +40,13 @@ def main() -> None:
             proc.info()
             proc.init({"field": "usage_user", "size": 10})
             points = [
-                udf.Point(name="cpu", group=f"cpu\nhost=server{i % 3}", tags={"host": f"server{i % 3}"},
-                          fields={"usage_user": float(i % 7)}, time=i)
+                udf.Point(
+                    name="cpu",
+                    group=f"cpu\nhost=server{i % 3}",
+                    tags={"host": f"server{i % 3}"},
+                    fields={"usage_user": float(i % 7)},
+                    time=i,
+                )
                 for i in range(300)
             ]
             # Put from a thread while reading the averages here: never rely on queue sizes.

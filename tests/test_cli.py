@@ -20,8 +20,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import pytest
 from hypothesis import assume, given, settings
@@ -45,8 +46,6 @@ from udf.cli import (
     parse_option_value,
     to_stream_point,
 )
-from udf.options import Nanoseconds
-from udf.options import build_options as udf_build_options
 from udf.lineprotocol import (
     MAX_TIME,
     MIN_TIME,
@@ -56,6 +55,8 @@ from udf.lineprotocol import (
     parse_line,
     read_lines,
 )
+from udf.options import Nanoseconds
+from udf.options import build_options as udf_build_options
 
 from .conftest import TIMEOUT, buffered_stdout_env, end_process, run_in_thread
 
@@ -169,7 +170,7 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def run_main(args: Sequence[str], stdin: bytes = b"") -> Tuple[int, str, str]:
+def run_main(args: Sequence[str], stdin: bytes = b"") -> tuple[int, str, str]:
     """Run the CLI in-process with byte stdin; return (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     code = main(list(args), stdin=io.BytesIO(stdin), stdout=out, stderr=err)
@@ -177,15 +178,15 @@ def run_main(args: Sequence[str], stdin: bytes = b"") -> Tuple[int, str, str]:
 
 
 def cli(
-    *args: str, stdin: bytes = b"", env: Optional[Dict[str, str]] = None, **kwargs: Any
-) -> "subprocess.CompletedProcess[bytes]":
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[bytes]:
     """Run ``python -m udf`` as a real subprocess."""
     return subprocess.run(
         [PY, "-m", "udf", *args], input=stdin, capture_output=True, timeout=TIMEOUT, cwd=ROOT, env=env, **kwargs
     )
 
 
-def parse_output(text: str) -> List[ParsedLine]:
+def parse_output(text: str) -> list[ParsedLine]:
     points = []
     for line in text.splitlines():
         p = parse_line(line)
@@ -204,8 +205,16 @@ def test_parse_line_value_types() -> None:
     assert p is not None
     assert p.measurement == "cpu" and p.tags == {"host": "a"} and p.time == 1_500_000_000_000_000_000
     assert p.fields == {
-        "f": 1.5, "g": -2000.0, "h": 3.0, "i": 42, "j": -(1 << 63), "s": "x",
-        "t": True, "u": True, "v": False, "w": False,
+        "f": 1.5,
+        "g": -2000.0,
+        "h": 3.0,
+        "i": 42,
+        "j": -(1 << 63),
+        "s": "x",
+        "t": True,
+        "u": True,
+        "v": False,
+        "w": False,
     }
     assert type(p.fields["h"]) is float and type(p.fields["i"]) is int and type(p.fields["t"]) is bool
 
@@ -288,7 +297,7 @@ def test_invalid_utf8_is_a_bad_line_with_its_number() -> None:
 
 
 def test_format_line_values_and_order() -> None:
-    fields: Dict[str, Any] = {"s": 'q"\\', "i": 3, "f": 1.0, "b": True, "c": False, "e": 1e-07}
+    fields: dict[str, Any] = {"s": 'q"\\', "i": 3, "f": 1.0, "b": True, "c": False, "e": 1e-07}
     line = format_line("cpu", {"z": "1", "a": "2", "empty": ""}, fields, 99)
     assert line == 'cpu,a=2,z=1 b=true,c=false,e=1e-07,f=1.0,i=3i,s="q\\"\\\\" 99'
 
@@ -323,7 +332,7 @@ def test_format_line_escapes() -> None:
     ],
 )
 def test_format_line_rejects_what_line_protocol_cannot_carry(
-    name: str, tags: Dict[str, str], fields: Dict[str, Any], match: str
+    name: str, tags: dict[str, str], fields: dict[str, Any], match: str
 ) -> None:
     with pytest.raises(ValueError, match=match):
         format_line(name, tags, fields, 1)
@@ -347,7 +356,7 @@ ROUND_TRIPS = [
 
 
 @pytest.mark.parametrize("name, tags, fields, t", ROUND_TRIPS)
-def test_format_then_parse_round_trips(name: str, tags: Dict[str, str], fields: Dict[str, Any], t: int) -> None:
+def test_format_then_parse_round_trips(name: str, tags: dict[str, str], fields: dict[str, Any], t: int) -> None:
     p = parse_line(format_line(name, tags, fields, t))
     assert p is not None
     assert (p.measurement, p.tags, p.fields, p.time) == (name, tags, fields, t)
@@ -374,7 +383,7 @@ _field_key = _ident.filter(lambda s: not re.search(r"\\[,= ]", s) and not s.star
     fields=st.dictionaries(_field_key, _field_value, min_size=1, max_size=5),
     t=st.integers(min_value=MIN_TIME, max_value=MAX_TIME),
 )
-def test_round_trip_property(name: str, tags: Dict[str, str], fields: Dict[str, Any], t: int) -> None:
+def test_round_trip_property(name: str, tags: dict[str, str], fields: dict[str, Any], t: int) -> None:
     # Line protocol is line based: a string field with a line break is written (InfluxDB
     # reads it) but cannot be read back line by line.
     assume(not any(isinstance(v, str) and ("\n" in v or "\r" in v) for v in fields.values()))
@@ -394,8 +403,13 @@ T = agent_pb2
 def probe_info(wants: int = T.STREAM) -> Info:
     options = {}
     for name, types in {
-        "i": [T.INT], "d": [T.DOUBLE], "b": [T.BOOL], "s": [T.STRING], "dur": [T.DURATION],
-        "pair": [T.INT, T.STRING], "flag": [],
+        "i": [T.INT],
+        "d": [T.DOUBLE],
+        "b": [T.BOOL],
+        "s": [T.STRING],
+        "dur": [T.DURATION],
+        "pair": [T.INT, T.STRING],
+        "flag": [],
     }.items():
         options[name] = T.OptionInfo(valueTypes=types)
     return Info(wants, wants, options)
@@ -505,7 +519,7 @@ def test_describe_options_without_options() -> None:
 # --- grouping and batching ----------------------------------------------------------------
 
 
-def pl(name: str, tags: Dict[str, str], t: int, v: float = 1.0) -> ParsedLine:
+def pl(name: str, tags: dict[str, str], t: int, v: float = 1.0) -> ParsedLine:
     return ParsedLine(name, dict(tags), {"v": v}, t)
 
 
@@ -555,7 +569,7 @@ def test_batcher_size_emits_full_batches() -> None:
 
 def test_batcher_period_cuts_at_aligned_windows() -> None:
     b = Batcher(period=10)
-    out: List[Any] = []
+    out: list[Any] = []
     for host, t in [("a", 1), ("b", 2), ("a", 9), ("a", 10), ("b", 15), ("a", 25), ("b", 21)]:
         out += [(x.tags["host"], [p.time for p in x.points]) for x in b.add(pl("m", {"host": host}, t))]
     out += [(x.tags["host"], [p.time for p in x.points]) for x in b.flush()]
@@ -574,13 +588,30 @@ def test_batcher_group_by_subset_keeps_point_tags() -> None:
 # --- the tool in-process, against a real probe agent ----------------------------------------
 
 
-def probe_cmd(probe: Path, *extra: str) -> List[str]:
+def probe_cmd(probe: Path, *extra: str) -> list[str]:
     return ["--", PY, str(probe), *extra]
 
 
 def test_run_stream_types_options_from_the_udfs_info(probe: Path) -> None:
-    args = ["run", "-o", "i=42", "-o", "d=1.5", "-o", "b=TRUE", "-o", "s=a, b", "-o", "dur=1m30s",
-            "-o", "pair=7,x,y", "-o", "flag", "-o", "i=-1"]
+    args = [
+        "run",
+        "-o",
+        "i=42",
+        "-o",
+        "d=1.5",
+        "-o",
+        "b=TRUE",
+        "-o",
+        "s=a, b",
+        "-o",
+        "dur=1m30s",
+        "-o",
+        "pair=7,x,y",
+        "-o",
+        "flag",
+        "-o",
+        "i=-1",
+    ]
     code, out, err = run_main(args + probe_cmd(probe), b"cpu,host=a v=1 10\ncpu,host=b v=2 20\n")
     assert code == EXIT_OK, err
     points = parse_output(out)
@@ -730,7 +761,7 @@ def test_e2e_info_prints_edges_and_options() -> None:
     }
 
 
-def read_cpu() -> List[ParsedLine]:
+def read_cpu() -> list[ParsedLine]:
     return [p for _, p in read_lines(CPU_LP.read_bytes().splitlines())]
 
 
@@ -742,7 +773,7 @@ def test_e2e_moving_average_on_the_sample_data() -> None:
     got = [(p.tags["host"], p.time, p.fields["avg"]) for p in parse_output(result.stdout.decode())]
     # Expected, computed here: per host, the mean of the last 10 usage_user values once 10 are seen.
     expected = []
-    windows: Dict[str, List[float]] = {}
+    windows: dict[str, list[float]] = {}
     for p in read_cpu():
         w = windows.setdefault(p.tags["host"], [])
         w.append(float(p.fields["usage_user"]))
@@ -750,14 +781,14 @@ def test_e2e_moving_average_on_the_sample_data() -> None:
             expected.append((p.tags["host"], p.time, math.fsum(w[-10:]) / 10))
     assert len(got) == len(expected) == 273
     assert [(h, t) for h, t, _ in got] == [(h, t) for h, t, _ in expected]
-    assert all(math.isclose(float(g), e, rel_tol=1e-12) for (_, _, g), (_, _, e) in zip(got, expected))
+    assert all(math.isclose(float(g), e, rel_tol=1e-12) for (_, _, g), (_, _, e) in zip(got, expected, strict=True))
 
 
-def _tukey_outliers(values: List[float], scale: float) -> List[int]:
+def _tukey_outliers(values: list[float], scale: float) -> list[int]:
     xs = sorted(values)
     n = len(xs)
 
-    def median(s: List[float]) -> float:
+    def median(s: list[float]) -> float:
         m = len(s) // 2
         return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
 
@@ -772,14 +803,15 @@ def test_e2e_outliers_batches_on_the_sample_data() -> None:
     assert result.returncode == 0, result.stderr
     got = parse_output(result.stdout.decode())
     # One batch per host (the whole input), in order of first appearance.
-    expected: List[ParsedLine] = []
-    by_host: Dict[str, List[ParsedLine]] = {}
+    expected: list[ParsedLine] = []
+    by_host: dict[str, list[ParsedLine]] = {}
     for p in read_cpu():
         by_host.setdefault(p.tags["host"], []).append(p)
     for points in by_host.values():
         expected += [points[i] for i in _tukey_outliers([float(p.fields["usage_user"]) for p in points], 1.5)]
     assert expected, "the sample data should have outliers"
-    def rows(points: List[ParsedLine]) -> List[Any]:
+
+    def rows(points: list[ParsedLine]) -> list[Any]:
         return [(p.measurement, p.tags, p.fields, p.time) for p in points]
 
     assert rows(got) == rows(expected)
@@ -823,7 +855,7 @@ def test_e2e_errors_and_exit_codes(probe: Path) -> None:
     assert cli("--help").returncode == 0
 
 
-def on_a_terminal(*args: str, stdin: Any = subprocess.DEVNULL, feed: bytes = b"") -> Tuple[int, str]:
+def on_a_terminal(*args: str, stdin: Any = subprocess.DEVNULL, feed: bytes = b"") -> tuple[int, str]:
     """Run ``python -m udf ARGS`` with its stderr on a pseudo-terminal; its exit code and what the terminal showed."""
     master, slave = pty.openpty()
     proc = None
@@ -889,7 +921,10 @@ def test_e2e_closed_stdout_exits_quietly() -> None:
     try:
         result = subprocess.run(
             [PY, "-m", "udf", "run", str(CPU_LP), "--", PY, str(EXAMPLES / "mirror.py")],
-            cwd=ROOT, stdout=w, stderr=subprocess.PIPE, timeout=TIMEOUT,
+            cwd=ROOT,
+            stdout=w,
+            stderr=subprocess.PIPE,
+            timeout=TIMEOUT,
         )
     finally:
         os.close(w)
@@ -907,7 +942,7 @@ def test_e2e_socket_udf(tmp_path: Path) -> None:
         data = b'm,t=a v=1i 1\nm,t=b s="x y" 2\n'
         result = cli("run", "--socket", str(path), "--connect-timeout", "10s", stdin=data)
         assert result.returncode == 0, result.stderr
-        assert result.stdout == b"m,t=a v=1i 1\nm,t=b s=\"x y\" 2\n"
+        assert result.stdout == b'm,t=a v=1i 1\nm,t=b s="x y" 2\n'
         info = cli("info", "--socket", str(path))
         assert info.returncode == 0 and info.stdout == b"wants: stream\nprovides: stream\noptions: none\n"
     finally:
@@ -966,7 +1001,10 @@ def test_e2e_answers_reach_a_pipe_while_input_is_still_open() -> None:
     """A filter in a pipeline: each answer is flushed once the UDF goes quiet, not at the end."""
     proc = subprocess.Popen(
         [PY, "-m", "udf", "run", "--", PY, str(EXAMPLES / "mirror.py")],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env=buffered_stdout_env(),
     )
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
-from typing import List
 
 import pytest
 
@@ -15,7 +14,7 @@ from udf.cli.progress import Progress, input_size, is_regular_file
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
 
 
-def lines_drawn(text: str) -> List[str]:
+def lines_drawn(text: str) -> list[str]:
     return [line for line in text.replace("\r\n", "\n").split("\r") if line]
 
 
@@ -57,15 +56,18 @@ def test_without_tqdm_progress_is_off_unless_asked_for(monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "tqdm", None)  # import now fails
     err = io.StringIO()
     assert not Progress(err, True).enabled
-    with pytest.raises(CLIError, match=r"--progress needs the tqdm package: install the 'cli' extra: pip install '\.\[cli\]'"):
+    with pytest.raises(
+        CLIError, match=r"--progress needs the tqdm package: install the 'cli' extra: pip install '\.\[cli\]'"
+    ):
         Progress(err, True, forced=True)
     assert err.getvalue() == ""
 
 
 def test_inputs_that_are_files_and_their_size() -> None:
     with open(DATA / "cpu.lp", "rb") as a, open(DATA / "hosts.lp", "rb") as b:
-        assert is_regular_file(a) and input_size([a, b]) == (DATA / "cpu.lp").stat().st_size + (
-            DATA / "hosts.lp"
-        ).stat().st_size
+        assert (
+            is_regular_file(a)
+            and input_size([a, b]) == (DATA / "cpu.lp").stat().st_size + (DATA / "hosts.lp").stat().st_size
+        )
     assert not is_regular_file(io.BytesIO(b"m v=1 1\n"))
     assert input_size([io.BytesIO(b"")]) is None

@@ -10,8 +10,9 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, start_http_server
@@ -27,11 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 MOVING_AVG = str(ROOT / "examples" / "moving_avg.py")
 SLOW_KEEPALIVE = str(ROOT / "tests" / "agents" / "slow_keepalive.py")
 
-Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture
-def scrape() -> Iterator[Tuple[CollectorRegistry, Any]]:
+def scrape() -> Iterator[tuple[CollectorRegistry, Any]]:
     """A fresh registry served by prometheus_client's HTTP server on a free port, and a scraper."""
     registry = CollectorRegistry()
     httpd, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
@@ -62,7 +63,7 @@ def sample(samples: Samples, name: str, **labels: str) -> float:
     return samples[key]
 
 
-def current_state(samples: Samples, metric: str, udf_name: str) -> List[str]:
+def current_state(samples: Samples, metric: str, udf_name: str) -> list[str]:
     """The states a state set reports as current (exactly one, if it is right)."""
     return [
         dict(labels)[metric]
@@ -79,7 +80,7 @@ class Outputs:
     """Takes a channel's items in a thread (tests always consume while they put)."""
 
     def __init__(self, channel: udf.Channel[Any]) -> None:
-        self.items: List[Any] = []
+        self.items: list[Any] = []
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, args=(channel,), name="test-outputs", daemon=True)
         self._thread.start()
@@ -112,7 +113,7 @@ class _LogEvent(logging.Handler):
             self.event.set()
 
 
-def test_a_process_and_a_supervisor_scraped_over_http(scrape: Tuple[CollectorRegistry, Any]) -> None:
+def test_a_process_and_a_supervisor_scraped_over_http(scrape: tuple[CollectorRegistry, Any]) -> None:
     registry, get = scrape
     proc = udf.Process(sys.executable, ["-u", MOVING_AVG], timeout=TIMEOUT)
     udf.metrics.register(proc, registry, name="avg")
@@ -120,9 +121,9 @@ def test_a_process_and_a_supervisor_scraped_over_http(scrape: Tuple[CollectorReg
     assert current_state(before, "udf_state", "avg") == ["new"]
     assert ("udf_points_in_total", (("udf", "avg"),)) not in before, "no stats before open()"
 
-    made: List[udf.Process] = []
+    made: list[udf.Process] = []
     restarted = threading.Event()
-    events: List[udf.RestartEvent] = []
+    events: list[udf.RestartEvent] = []
 
     def factory() -> udf.Process:
         made.append(udf.Process(sys.executable, ["-u", MOVING_AVG], timeout=TIMEOUT))
@@ -138,6 +139,7 @@ def test_a_process_and_a_supervisor_scraped_over_http(scrape: Tuple[CollectorReg
         with proc:
             assert proc.info().options.keys() == {"field", "size", "as"}
             proc.init({"field": "v", "size": 2})
+
             def put_five() -> None:
                 for i in range(5):
                     proc.point_in.put(point(i))
@@ -187,7 +189,7 @@ def test_a_process_and_a_supervisor_scraped_over_http(scrape: Tuple[CollectorReg
     assert ("udf_restarts_total", (("udf", "sup"),)) not in get()
 
 
-def test_keepalive_round_trip_is_scraped(scrape: Tuple[CollectorRegistry, Any]) -> None:
+def test_keepalive_round_trip_is_scraped(scrape: tuple[CollectorRegistry, Any]) -> None:
     registry, get = scrape
     answered = _LogEvent("keepalive 1 answered")
     logger = logging.getLogger("udf.test.metrics")
@@ -228,25 +230,39 @@ class _Reporting:
         return self._stats
 
 
-def families(entries: List[Tuple[str, Any]]) -> Dict[str, Any]:
+def families(entries: list[tuple[str, Any]]) -> dict[str, Any]:
     return {f.name: f for f in udf.metrics.metric_families(entries)}
 
 
 def test_states_from_str_enums_and_plain_strings() -> None:
-    stats = udf.Stats(state="running", uptime=1.5, points_in=1, batches_in=2, points_out=3, batches_out=4, bytes_in=5,
-                      bytes_out=6, requests={"init": 1}, keepalive_rtt=None)
-    found = families([
-        ("enum", _Reporting(SupervisorLikeState.GAVE_UP, stats)),
-        ("plain", _Reporting("restarting", None)),
-        ("odd", _Reporting("someday", None)),
-    ])
-    states: Dict[str, Dict[str, float]] = {s.labels["udf"]: {} for s in found["udf_state"].samples}
+    stats = udf.Stats(
+        state="running",
+        uptime=1.5,
+        points_in=1,
+        batches_in=2,
+        points_out=3,
+        batches_out=4,
+        bytes_in=5,
+        bytes_out=6,
+        requests={"init": 1},
+        keepalive_rtt=None,
+    )
+    found = families(
+        [
+            ("enum", _Reporting(SupervisorLikeState.GAVE_UP, stats)),
+            ("plain", _Reporting("restarting", None)),
+            ("odd", _Reporting("someday", None)),
+        ]
+    )
+    states: dict[str, dict[str, float]] = {s.labels["udf"]: {} for s in found["udf_state"].samples}
     for s in found["udf_state"].samples:
         states[s.labels["udf"]][s.labels["udf_state"]] = s.value
     assert states["enum"] == {"new": 0, "running": 0, "gave_up": 1}, "an enum's own members"
     assert states["plain"]["restarting"] == 1 and sum(states["plain"].values()) == 1
     assert states["odd"]["someday"] == 1 and sum(states["odd"].values()) == 1, "an unknown state is still shown"
-    values = {(s.name, s.labels["udf"]): s.value for f in found.values() for s in f.samples if "udf_state" not in s.labels}
+    values = {
+        (s.name, s.labels["udf"]): s.value for f in found.values() for s in f.samples if "udf_state" not in s.labels
+    }
     assert values[("udf_batches_out_total", "enum")] == 4 and values[("udf_bytes_out_total", "enum")] == 6
     assert ("udf_keepalive_rtt_seconds", "enum") not in values, "no round trip before the first keepalive"
     assert ("udf_points_in_total", "plain") not in values, "not opened: only the state"

@@ -17,7 +17,15 @@ from .conftest import TIMEOUT
 
 def test_a_mapping_is_typed_from_python_values() -> None:
     built = build_options(
-        {"flag": True, "n": 3, "x": 1.5, "s": "a", "d": datetime.timedelta(seconds=1, microseconds=2), "two": [1, "b"], "none": []}
+        {
+            "flag": True,
+            "n": 3,
+            "x": 1.5,
+            "s": "a",
+            "d": datetime.timedelta(seconds=1, microseconds=2),
+            "two": [1, "b"],
+            "none": [],
+        }
     )
     assert [o.name for o in built] == ["flag", "n", "x", "s", "d", "two", "none"]
     flag, n, x, s, d, two, none = built

@@ -7,12 +7,10 @@ imports of the optional packages themselves.
 
 from __future__ import annotations
 
-from typing import Dict
-
 __all__ = ["EXTRAS", "install_hint"]
 
 #: Each extra and what it is for (setup.cfg's ``[options.extras_require]``).
-EXTRAS: Dict[str, str] = {
+EXTRAS: dict[str, str] = {
     "cli": "the command-line tool: line-protocol-parser, tqdm (progress), tomli before Python 3.11",
     "config": "reading kapacitor.conf (udf.config) before Python 3.11: tomli",
     "beam": "udf.beam on Apache Beam (pins protobuf to 4.25-6.x)",

@@ -21,7 +21,8 @@ from __future__ import annotations
 import enum
 import threading
 import weakref
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from .extras import install_hint
 
@@ -39,7 +40,7 @@ from .supervisor import Supervisor
 __all__ = ["UDFCollector", "register", "unregister", "metric_families"]
 
 #: Counters of :class:`udf.Stats` (and a Supervisor's stats): attribute, metric name, help.
-COUNTERS: Tuple[Tuple[str, str, str], ...] = (
+COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("points_in", "udf_points_in", "Stream points accepted by put()."),
     ("batches_in", "udf_batches_in", "Batches accepted by put()."),
     ("points_out", "udf_points_out", "Stream points delivered to point_out."),
@@ -55,7 +56,7 @@ COUNTERS: Tuple[Tuple[str, str, str], ...] = (
 )
 
 #: Gauges: attribute, metric name, help.
-GAUGES: Tuple[Tuple[str, str, str], ...] = (
+GAUGES: tuple[tuple[str, str, str], ...] = (
     ("uptime", "udf_uptime_seconds", "Seconds since the server underneath started."),
     ("keepalive_rtt", "udf_keepalive_rtt_seconds", "The last keepalive round trip (absent before the first)."),
     ("generation", "udf_generation", "Supervisor: the current agent's generation (0 the first)."),
@@ -63,15 +64,15 @@ GAUGES: Tuple[Tuple[str, str, str], ...] = (
 )
 
 #: Queue depths of :class:`udf.Stats`: attribute, value of the ``queue`` label.
-QUEUES: Tuple[Tuple[str, str], ...] = (
+QUEUES: tuple[tuple[str, str], ...] = (
     ("in_queue", "in"),
     ("point_out_queue", "point_out"),
     ("batch_out_queue", "batch_out"),
 )
 
-SERVER_STATES: Tuple[str, ...] = tuple(s.value for s in ServerState)
-TRANSPORT_STATES: Tuple[str, ...] = tuple(s.value for s in TransportState)
-SUPERVISOR_STATES: Tuple[str, ...] = ("new", "running", "restarting", "gave_up", "closed")
+SERVER_STATES: tuple[str, ...] = tuple(s.value for s in ServerState)
+TRANSPORT_STATES: tuple[str, ...] = tuple(s.value for s in TransportState)
+SUPERVISOR_STATES: tuple[str, ...] = ("new", "running", "restarting", "gave_up", "closed")
 
 
 def state_name(state: Any) -> str:
@@ -81,7 +82,7 @@ def state_name(state: Any) -> str:
     return str(state)
 
 
-def state_set(state: Any, known: Sequence[str]) -> Dict[str, bool]:
+def state_set(state: Any, known: Sequence[str]) -> dict[str, bool]:
     """Every state the object can be in (its enum's members, else ``known``), True for ``state``."""
     current = state_name(state)
     names = [state_name(s) for s in type(state)] if isinstance(state, enum.Enum) else list(known)
@@ -99,7 +100,7 @@ def _known_states(obj: Any) -> Sequence[str]:
     return TRANSPORT_STATES
 
 
-def metric_families(entries: Iterable[Tuple[str, Any]]) -> List[Metric]:
+def metric_families(entries: Iterable[tuple[str, Any]]) -> list[Metric]:
     """The metric families for ``(name, object)`` pairs, read now (pure but for the objects' ``stats()``).
 
     An object whose ``stats()`` fails (not opened yet, or an Interface without
@@ -152,9 +153,9 @@ class UDFCollector:
     their last counters) until :meth:`remove`.
     """
 
-    def __init__(self, udfs: Union[None, Any, Sequence[Any], Mapping[str, Any]] = None) -> None:
+    def __init__(self, udfs: None | Any | Sequence[Any] | Mapping[str, Any] = None) -> None:
         self._lock = threading.Lock()
-        self._udfs: Dict[str, Any] = {}
+        self._udfs: dict[str, Any] = {}
         if isinstance(udfs, Mapping):
             for name, obj in udfs.items():
                 self.add(obj, name)
@@ -164,8 +165,8 @@ class UDFCollector:
         elif udfs is not None:
             self.add(udfs)
 
-    def add(self, obj: Any, name: Optional[str] = None) -> str:
-        """Report ``obj`` under ``name`` (default: its class name in lower case, then ``-2``, ``-3``...); return the name."""
+    def add(self, obj: Any, name: str | None = None) -> str:
+        """Report ``obj`` under ``name`` (default: its class name in lower case, then ``-2``...); return the name."""
         if not callable(getattr(obj, "stats", None)):
             raise TypeError(f"udf.metrics reports objects with stats(), got {type(obj).__name__}")
         with self._lock:
@@ -194,11 +195,11 @@ class UDFCollector:
                     return True
         return False
 
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         with self._lock:
             return list(self._udfs)
 
-    def describe(self) -> List[Metric]:
+    def describe(self) -> list[Metric]:
         """The families without samples: registering reads no ``stats()``."""
         return metric_families(())
 
@@ -209,11 +210,11 @@ class UDFCollector:
 
 
 #: The collector register() added to each registry.
-_collectors: "weakref.WeakKeyDictionary[Any, UDFCollector]" = weakref.WeakKeyDictionary()
+_collectors: weakref.WeakKeyDictionary[Any, UDFCollector] = weakref.WeakKeyDictionary()
 _collectors_lock = threading.Lock()
 
 
-def register(obj: Any, registry: Optional[CollectorRegistry] = None, *, name: Optional[str] = None) -> UDFCollector:
+def register(obj: Any, registry: CollectorRegistry | None = None, *, name: str | None = None) -> UDFCollector:
     """Report ``obj`` (a Process, Socket, Supervisor or Server) to ``registry`` (default: prometheus_client's).
 
     One :class:`UDFCollector` per registry holds every object registered there;
@@ -230,7 +231,7 @@ def register(obj: Any, registry: Optional[CollectorRegistry] = None, *, name: Op
     return collector
 
 
-def unregister(obj: Any, registry: Optional[CollectorRegistry] = None) -> bool:
+def unregister(obj: Any, registry: CollectorRegistry | None = None) -> bool:
     """Stop reporting ``obj`` (or the name it was registered under) to ``registry``; whether it was reported."""
     registry = REGISTRY if registry is None else registry
     with _collectors_lock:

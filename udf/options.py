@@ -12,14 +12,15 @@ Pure: no threads, no I/O.
 from __future__ import annotations
 
 import datetime
-from typing import Any, List, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import agent_pb2
 
 __all__ = ["Options", "Nanoseconds", "build_options", "option", "option_value"]
 
 #: What ``init()`` and the adapters take as options.
-Options = Union[None, Sequence[Any], Mapping[str, Any]]
+Options = None | Sequence[Any] | Mapping[str, Any]
 
 
 class Nanoseconds(int):
@@ -64,7 +65,7 @@ def option(name: str, values: Any) -> Any:
     return agent_pb2.Option(name=name, values=[option_value(name, v) for v in values])
 
 
-def build_options(options: Options) -> List[Any]:
+def build_options(options: Options) -> list[Any]:
     """``agent_pb2.Option``s from ``None``, a list of them, or a mapping ``{name: value or [values]}``.
 
     An option given ``[]`` (or ``()``) is sent with no values, as a TICKscript
@@ -76,11 +77,9 @@ def build_options(options: Options) -> List[Any]:
         return [option(name, values) for name, values in options.items()]
     if isinstance(options, (str, bytes)):
         raise TypeError("options must be a mapping or a list of agent_pb2.Option, not a string")
-    checked: List[Any] = []
+    checked: list[Any] = []
     for given in options:
         if not isinstance(given, agent_pb2.Option):
             raise TypeError(f"init options must be agent_pb2.Option, got {type(given).__name__}")
         checked.append(given)
     return checked
-
-

@@ -9,7 +9,8 @@ and ``udf.beam`` use.
 from __future__ import annotations
 
 import re
-from typing import Any, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import agent_pb2
 
@@ -83,7 +84,7 @@ def parse_option_value(text: str, value_type: int, name: str = "") -> Any:
     return value
 
 
-def build_options(specs: Sequence[str], info: Info) -> List[Any]:
+def build_options(specs: Sequence[str], info: Info) -> list[Any]:
     """Turn ``-o NAME=VALUE`` specs into ``agent_pb2.Option``s typed from the UDF's ``info``.
 
     An option declaring several value types takes as many comma-separated values
@@ -116,11 +117,10 @@ def build_options(specs: Sequence[str], info: Info) -> List[Any]:
                 f" (comma-separated {', '.join(type_name(t) for t in types)}); {listing}"
             )
         values = []
-        for value_text, value_type in zip(texts, types):
+        for value_text, value_type in zip(texts, types, strict=True):
             try:
                 values.append(parse_option_text(value_text, value_type))
             except ValueError as exc:
                 raise CLIError(f"option {name!r}: {exc}; {listing}") from None
         options.append(option(name, values))
     return options
-

@@ -6,13 +6,13 @@ import json
 import logging
 import queue
 import threading
-from typing import IO, Any, BinaryIO, List, Optional
+from typing import IO, Any, BinaryIO
 
 import agent_pb2
 
 from ..channel import Channel
-from ..errors import ChannelClosed
 from ..convert import Info
+from ..errors import ChannelClosed
 from ..lineprotocol import format_line
 from ..models import Batch, Point
 from .options import type_name
@@ -29,15 +29,15 @@ class Output:
 
     def __init__(self, stream: IO[Any], logger: logging.Logger) -> None:
         binary = getattr(stream, "buffer", None)
-        self._binary: Optional[BinaryIO] = binary if binary is not None else None
+        self._binary: BinaryIO | None = binary if binary is not None else None
         self._text = stream
         self._logger = logger
         self._lock = threading.Lock()
         self.written = 0
         self.skipped = 0
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
 
-    def write_lines(self, lines: List[str]) -> None:
+    def write_lines(self, lines: list[str]) -> None:
         if not lines or self.error is not None:
             return
         data = "\n".join(lines) + "\n"
@@ -71,14 +71,14 @@ class Output:
         if n <= self.MAX_WARNINGS:
             self._logger.warning("skipping an output point: %s", reason)
 
-    def format_point(self, p: Point) -> Optional[str]:
+    def format_point(self, p: Point) -> str | None:
         try:
             return format_line(p.name, p.tags, p.fields, p.time)
         except (TypeError, ValueError) as exc:
             self.skip(str(exc))
             return None
 
-    def format_batch(self, b: Batch) -> List[str]:
+    def format_batch(self, b: Batch) -> list[str]:
         lines = []
         for bp in b.points:
             tags = {**b.tags, **bp.tags} if b.tags else bp.tags
@@ -129,9 +129,7 @@ def print_info(info: Info, as_json: bool, out: IO[str]) -> None:
         doc = {
             "wants": EDGE_NAMES.get(info.wants, str(info.wants)),
             "provides": EDGE_NAMES.get(info.provides, str(info.provides)),
-            "options": {
-                name: [type_name(t) for t in info.options[name].valueTypes] for name in sorted(info.options)
-            },
+            "options": {name: [type_name(t) for t in info.options[name].valueTypes] for name in sorted(info.options)},
         }
         out.write(json.dumps(doc, indent=2) + "\n")
         return
@@ -151,14 +149,12 @@ def print_info(info: Info, as_json: bool, out: IO[str]) -> None:
     out.flush()
 
 
-
 def report(stderr: IO[str], message: str) -> None:
     try:
         stderr.write(f"udf: error: {message}\n")
         stderr.flush()
     except (OSError, ValueError):
         pass
-
 
 
 def isatty(stream: Any) -> bool:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import stat
 import time
-from typing import IO, Any, Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import IO, Any
 
 from ..extras import install_hint
 from .exits import EXIT_USAGE, CLIError
@@ -31,7 +32,7 @@ def is_regular_file(stream: Any) -> bool:
         return False
 
 
-def input_size(streams: Iterable[Any]) -> Optional[int]:
+def input_size(streams: Iterable[Any]) -> int | None:
     """The size in bytes of ``streams`` if all are regular files, else ``None``."""
     total = 0
     for stream in streams:
@@ -78,8 +79,8 @@ class Progress:
         stream: IO[str],
         enabled: bool,
         *,
-        total_bytes: Optional[int] = None,
-        position: Callable[[], Optional[int]] = lambda: None,
+        total_bytes: int | None = None,
+        position: Callable[[], int | None] = lambda: None,
         forced: bool = False,
         interval: float = 0.5,
     ) -> None:
@@ -128,7 +129,7 @@ class Progress:
         self._draw(lines, sent, written, 100 if self._total is not None else None, refresh=False)
         self._close()  # draws the last state
 
-    def _percent(self) -> Optional[int]:
+    def _percent(self) -> int | None:
         if not self._total:
             return None
         try:
@@ -137,7 +138,7 @@ class Progress:
             return None
         return None if read is None else min(100, read * 100 // self._total)
 
-    def _draw(self, lines: int, sent: int, written: int, percent: Optional[int], refresh: bool = True) -> None:
+    def _draw(self, lines: int, sent: int, written: int, percent: int | None, refresh: bool = True) -> None:
         of_input = "" if percent is None else f" ({percent}%)"
         bar = self._bar
         try:
