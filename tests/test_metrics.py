@@ -289,3 +289,18 @@ def test_names_and_registration_rules() -> None:
 def test_import_udf_does_not_import_prometheus_client() -> None:
     code = "import sys, udf, udf.cli; assert 'prometheus_client' not in sys.modules, 'imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=TIMEOUT)
+
+
+def test_without_prometheus_client_the_import_names_the_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['prometheus_client'] = None  # import now fails\n"
+        "try:\n"
+        "    import udf.metrics\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.stdout.startswith(
+        "udf.metrics needs prometheus_client: install the 'metrics' extra: pip install '.[metrics]' in a clone"
+    ), done.stdout + done.stderr

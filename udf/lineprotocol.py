@@ -1,7 +1,7 @@
 """InfluxDB line protocol for the command-line tool: read with a maintained parser, write by hand.
 
 Reading uses the ``line-protocol-parser`` package (a C parser that follows
-InfluxDB 1.x line protocol; install ``kapacitor-udf[cli]``), wrapped here to skip blank
+InfluxDB 1.x line protocol; the ``cli`` extra), wrapped here to skip blank
 and ``#`` comment lines, apply a timestamp precision, fill in a missing
 timestamp, check int64 ranges and report the line number of a bad line.
 Writing escapes as InfluxDB 1.x reads it: measurement ``,`` and space; tag keys,
