@@ -9,6 +9,7 @@ real subprocess.
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import math
@@ -19,8 +20,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import pytest
 from hypothesis import assume, given, settings
@@ -40,6 +42,7 @@ from udf.cli import (
     describe_options,
     group_id,
     main,
+    parse_option_text,
     parse_option_value,
     to_stream_point,
 )
@@ -52,6 +55,8 @@ from udf.lineprotocol import (
     parse_line,
     read_lines,
 )
+from udf.options import Nanoseconds
+from udf.options import build_options as udf_build_options
 
 from .conftest import TIMEOUT, buffered_stdout_env, end_process, run_in_thread
 
@@ -165,7 +170,7 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def run_main(args: Sequence[str], stdin: bytes = b"") -> Tuple[int, str, str]:
+def run_main(args: Sequence[str], stdin: bytes = b"") -> tuple[int, str, str]:
     """Run the CLI in-process with byte stdin; return (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     code = main(list(args), stdin=io.BytesIO(stdin), stdout=out, stderr=err)
@@ -173,15 +178,15 @@ def run_main(args: Sequence[str], stdin: bytes = b"") -> Tuple[int, str, str]:
 
 
 def cli(
-    *args: str, stdin: bytes = b"", env: Optional[Dict[str, str]] = None, **kwargs: Any
-) -> "subprocess.CompletedProcess[bytes]":
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None, **kwargs: Any
+) -> subprocess.CompletedProcess[bytes]:
     """Run ``python -m udf`` as a real subprocess."""
     return subprocess.run(
         [PY, "-m", "udf", *args], input=stdin, capture_output=True, timeout=TIMEOUT, cwd=ROOT, env=env, **kwargs
     )
 
 
-def parse_output(text: str) -> List[ParsedLine]:
+def parse_output(text: str) -> list[ParsedLine]:
     points = []
     for line in text.splitlines():
         p = parse_line(line)
@@ -200,8 +205,16 @@ def test_parse_line_value_types() -> None:
     assert p is not None
     assert p.measurement == "cpu" and p.tags == {"host": "a"} and p.time == 1_500_000_000_000_000_000
     assert p.fields == {
-        "f": 1.5, "g": -2000.0, "h": 3.0, "i": 42, "j": -(1 << 63), "s": "x",
-        "t": True, "u": True, "v": False, "w": False,
+        "f": 1.5,
+        "g": -2000.0,
+        "h": 3.0,
+        "i": 42,
+        "j": -(1 << 63),
+        "s": "x",
+        "t": True,
+        "u": True,
+        "v": False,
+        "w": False,
     }
     assert type(p.fields["h"]) is float and type(p.fields["i"]) is int and type(p.fields["t"]) is bool
 
@@ -284,7 +297,7 @@ def test_invalid_utf8_is_a_bad_line_with_its_number() -> None:
 
 
 def test_format_line_values_and_order() -> None:
-    fields: Dict[str, Any] = {"s": 'q"\\', "i": 3, "f": 1.0, "b": True, "c": False, "e": 1e-07}
+    fields: dict[str, Any] = {"s": 'q"\\', "i": 3, "f": 1.0, "b": True, "c": False, "e": 1e-07}
     line = format_line("cpu", {"z": "1", "a": "2", "empty": ""}, fields, 99)
     assert line == 'cpu,a=2,z=1 b=true,c=false,e=1e-07,f=1.0,i=3i,s="q\\"\\\\" 99'
 
@@ -319,7 +332,7 @@ def test_format_line_escapes() -> None:
     ],
 )
 def test_format_line_rejects_what_line_protocol_cannot_carry(
-    name: str, tags: Dict[str, str], fields: Dict[str, Any], match: str
+    name: str, tags: dict[str, str], fields: dict[str, Any], match: str
 ) -> None:
     with pytest.raises(ValueError, match=match):
         format_line(name, tags, fields, 1)
@@ -343,7 +356,7 @@ ROUND_TRIPS = [
 
 
 @pytest.mark.parametrize("name, tags, fields, t", ROUND_TRIPS)
-def test_format_then_parse_round_trips(name: str, tags: Dict[str, str], fields: Dict[str, Any], t: int) -> None:
+def test_format_then_parse_round_trips(name: str, tags: dict[str, str], fields: dict[str, Any], t: int) -> None:
     p = parse_line(format_line(name, tags, fields, t))
     assert p is not None
     assert (p.measurement, p.tags, p.fields, p.time) == (name, tags, fields, t)
@@ -370,7 +383,7 @@ _field_key = _ident.filter(lambda s: not re.search(r"\\[,= ]", s) and not s.star
     fields=st.dictionaries(_field_key, _field_value, min_size=1, max_size=5),
     t=st.integers(min_value=MIN_TIME, max_value=MAX_TIME),
 )
-def test_round_trip_property(name: str, tags: Dict[str, str], fields: Dict[str, Any], t: int) -> None:
+def test_round_trip_property(name: str, tags: dict[str, str], fields: dict[str, Any], t: int) -> None:
     # Line protocol is line based: a string field with a line break is written (InfluxDB
     # reads it) but cannot be read back line by line.
     assume(not any(isinstance(v, str) and ("\n" in v or "\r" in v) for v in fields.values()))
@@ -390,8 +403,13 @@ T = agent_pb2
 def probe_info(wants: int = T.STREAM) -> Info:
     options = {}
     for name, types in {
-        "i": [T.INT], "d": [T.DOUBLE], "b": [T.BOOL], "s": [T.STRING], "dur": [T.DURATION],
-        "pair": [T.INT, T.STRING], "flag": [],
+        "i": [T.INT],
+        "d": [T.DOUBLE],
+        "b": [T.BOOL],
+        "s": [T.STRING],
+        "dur": [T.DURATION],
+        "pair": [T.INT, T.STRING],
+        "flag": [],
     }.items():
         options[name] = T.OptionInfo(valueTypes=types)
     return Info(wants, wants, options)
@@ -416,6 +434,7 @@ def probe_info(wants: int = T.STREAM) -> Info:
         ("1d", T.DURATION, "durationValue", 86_400 * 10**9),
         ("2w", T.DURATION, "durationValue", 14 * 86_400 * 10**9),
         ("5u", T.DURATION, "durationValue", 5_000),
+        ("1500ns", T.DURATION, "durationValue", 1_500),  # finer than a timedelta: exact all the same
     ],
 )
 def test_parse_option_value(text: str, value_type: int, field: str, expected: Any) -> None:
@@ -443,6 +462,18 @@ def test_parse_option_value(text: str, value_type: int, field: str, expected: An
 def test_parse_option_value_errors(text: str, value_type: int, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         parse_option_value(text, value_type)
+
+
+def test_cli_options_are_typed_by_udf_options_rule() -> None:
+    """The -o texts become Python values, and udf.options (init()'s rule) makes the same options of them."""
+    specs = ["i=-3", "d=2", "b=TRUE", "s=x,y", "dur=1m30s", "pair=7,x", "flag"]
+    from_cli = build_options(specs, probe_info())
+    from_python = udf_build_options(
+        {"i": -3, "d": 2.0, "b": True, "s": "x,y", "dur": datetime.timedelta(seconds=90), "pair": [7, "x"], "flag": []}
+    )
+    assert from_cli == from_python
+    assert parse_option_text("1500ns", T.DURATION) == Nanoseconds(1500)
+    assert type(parse_option_text("2", T.DOUBLE)) is float and type(parse_option_text("2", T.INT)) is int
 
 
 def test_build_options_types_every_value_and_keeps_order() -> None:
@@ -488,7 +519,7 @@ def test_describe_options_without_options() -> None:
 # --- grouping and batching ----------------------------------------------------------------
 
 
-def pl(name: str, tags: Dict[str, str], t: int, v: float = 1.0) -> ParsedLine:
+def pl(name: str, tags: dict[str, str], t: int, v: float = 1.0) -> ParsedLine:
     return ParsedLine(name, dict(tags), {"v": v}, t)
 
 
@@ -538,7 +569,7 @@ def test_batcher_size_emits_full_batches() -> None:
 
 def test_batcher_period_cuts_at_aligned_windows() -> None:
     b = Batcher(period=10)
-    out: List[Any] = []
+    out: list[Any] = []
     for host, t in [("a", 1), ("b", 2), ("a", 9), ("a", 10), ("b", 15), ("a", 25), ("b", 21)]:
         out += [(x.tags["host"], [p.time for p in x.points]) for x in b.add(pl("m", {"host": host}, t))]
     out += [(x.tags["host"], [p.time for p in x.points]) for x in b.flush()]
@@ -557,13 +588,30 @@ def test_batcher_group_by_subset_keeps_point_tags() -> None:
 # --- the tool in-process, against a real probe agent ----------------------------------------
 
 
-def probe_cmd(probe: Path, *extra: str) -> List[str]:
+def probe_cmd(probe: Path, *extra: str) -> list[str]:
     return ["--", PY, str(probe), *extra]
 
 
 def test_run_stream_types_options_from_the_udfs_info(probe: Path) -> None:
-    args = ["run", "-o", "i=42", "-o", "d=1.5", "-o", "b=TRUE", "-o", "s=a, b", "-o", "dur=1m30s",
-            "-o", "pair=7,x,y", "-o", "flag", "-o", "i=-1"]
+    args = [
+        "run",
+        "-o",
+        "i=42",
+        "-o",
+        "d=1.5",
+        "-o",
+        "b=TRUE",
+        "-o",
+        "s=a, b",
+        "-o",
+        "dur=1m30s",
+        "-o",
+        "pair=7,x,y",
+        "-o",
+        "flag",
+        "-o",
+        "i=-1",
+    ]
     code, out, err = run_main(args + probe_cmd(probe), b"cpu,host=a v=1 10\ncpu,host=b v=2 20\n")
     assert code == EXIT_OK, err
     points = parse_output(out)
@@ -713,7 +761,7 @@ def test_e2e_info_prints_edges_and_options() -> None:
     }
 
 
-def read_cpu() -> List[ParsedLine]:
+def read_cpu() -> list[ParsedLine]:
     return [p for _, p in read_lines(CPU_LP.read_bytes().splitlines())]
 
 
@@ -725,7 +773,7 @@ def test_e2e_moving_average_on_the_sample_data() -> None:
     got = [(p.tags["host"], p.time, p.fields["avg"]) for p in parse_output(result.stdout.decode())]
     # Expected, computed here: per host, the mean of the last 10 usage_user values once 10 are seen.
     expected = []
-    windows: Dict[str, List[float]] = {}
+    windows: dict[str, list[float]] = {}
     for p in read_cpu():
         w = windows.setdefault(p.tags["host"], [])
         w.append(float(p.fields["usage_user"]))
@@ -733,14 +781,14 @@ def test_e2e_moving_average_on_the_sample_data() -> None:
             expected.append((p.tags["host"], p.time, math.fsum(w[-10:]) / 10))
     assert len(got) == len(expected) == 273
     assert [(h, t) for h, t, _ in got] == [(h, t) for h, t, _ in expected]
-    assert all(math.isclose(float(g), e, rel_tol=1e-12) for (_, _, g), (_, _, e) in zip(got, expected))
+    assert all(math.isclose(float(g), e, rel_tol=1e-12) for (_, _, g), (_, _, e) in zip(got, expected, strict=True))
 
 
-def _tukey_outliers(values: List[float], scale: float) -> List[int]:
+def _tukey_outliers(values: list[float], scale: float) -> list[int]:
     xs = sorted(values)
     n = len(xs)
 
-    def median(s: List[float]) -> float:
+    def median(s: list[float]) -> float:
         m = len(s) // 2
         return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
 
@@ -755,14 +803,15 @@ def test_e2e_outliers_batches_on_the_sample_data() -> None:
     assert result.returncode == 0, result.stderr
     got = parse_output(result.stdout.decode())
     # One batch per host (the whole input), in order of first appearance.
-    expected: List[ParsedLine] = []
-    by_host: Dict[str, List[ParsedLine]] = {}
+    expected: list[ParsedLine] = []
+    by_host: dict[str, list[ParsedLine]] = {}
     for p in read_cpu():
         by_host.setdefault(p.tags["host"], []).append(p)
     for points in by_host.values():
         expected += [points[i] for i in _tukey_outliers([float(p.fields["usage_user"]) for p in points], 1.5)]
     assert expected, "the sample data should have outliers"
-    def rows(points: List[ParsedLine]) -> List[Any]:
+
+    def rows(points: list[ParsedLine]) -> list[Any]:
         return [(p.measurement, p.tags, p.fields, p.time) for p in points]
 
     assert rows(got) == rows(expected)
@@ -806,15 +855,19 @@ def test_e2e_errors_and_exit_codes(probe: Path) -> None:
     assert cli("--help").returncode == 0
 
 
-def test_e2e_progress_only_on_a_terminal() -> None:
-    avg = ["-o", "field=usage_user", "-o", "size=10", str(CPU_LP), "--", PY, str(EXAMPLES / "moving_avg.py")]
+def on_a_terminal(*args: str, stdin: Any = subprocess.DEVNULL, feed: bytes = b"") -> tuple[int, str]:
+    """Run ``python -m udf ARGS`` with its stderr on a pseudo-terminal; its exit code and what the terminal showed."""
     master, slave = pty.openpty()
+    proc = None
     try:
         proc = subprocess.Popen(
-            [PY, "-m", "udf", "run", *avg], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL
+            [PY, "-m", "udf", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave, stdin=stdin
         )
         os.close(slave)
         slave = -1
+        if feed:
+            assert proc.stdin is not None
+            run_in_thread(lambda: (proc.stdin.write(feed), proc.stdin.close()))()  # type: ignore[union-attr]
         chunks = []
         while True:  # until the child (and its agent) closed the terminal
             try:
@@ -824,17 +877,42 @@ def test_e2e_progress_only_on_a_terminal() -> None:
             if not chunk:
                 break
             chunks.append(chunk)
-        assert proc.wait(TIMEOUT) == 0
+        code = proc.wait(TIMEOUT)
     finally:
         os.close(master)
         if slave >= 0:
             os.close(slave)
-    shown = b"".join(chunks).decode()
-    assert "udf: 300 lines read, 300 sent, 273 points written, done" in shown
-    piped = cli("run", *avg)
-    assert piped.returncode == 0 and piped.stderr == b""
-    forced = cli("run", "--progress", *avg)
-    assert forced.returncode == 0 and b"300 lines read" in forced.stderr
+        if proc is not None:
+            end_process(proc)
+    return code, b"".join(chunks).decode()
+
+
+def test_e2e_progress_on_a_terminal_reading_files() -> None:
+    """Progress (lines read, rate, sent, written) appears on a terminal; not with -q, a pipe, or piped input."""
+    avg = ["-o", "field=usage_user", "-o", "size=10"]
+    udf_cmd = ["--", PY, str(EXAMPLES / "moving_avg.py")]
+    half = EXAMPLES / "data" / "cpu.lp"
+    code, shown = on_a_terminal("run", *avg, str(half), str(EXAMPLES / "data" / "hosts.lp"), *udf_cmd)
+    assert code == 0, shown
+    # 273 averages of the three hosts of cpu.lp, one for each of the 120 hosts of hosts.lp.
+    final = shown.replace("\r\n", "\n").rsplit("\r", 1)[-1]  # the line is rewritten in place
+    assert re.fullmatch(
+        r"udf: 1,500 lines read \(100%\), [0-9.]+[kM]? lines/s, 1,500 sent, 393 points written \[\d\d:\d\d\]\n", final
+    ), repr(shown)
+    assert shown.startswith("\rudf: 0 lines read"), repr(shown[:80])
+
+    code, shown = on_a_terminal("run", "-q", *avg, str(half), *udf_cmd)
+    assert code == 0 and shown == "", "-q: no progress"
+    code, shown = on_a_terminal("run", *avg, *udf_cmd, stdin=subprocess.PIPE, feed=half.read_bytes())
+    assert code == 0 and shown == "", "input from a pipe: no progress"
+    code, shown = on_a_terminal("run", *avg, "--no-progress", str(half), *udf_cmd)
+    assert code == 0 and shown == ""
+    piped = cli("run", *avg, str(half), *udf_cmd)
+    assert piped.returncode == 0 and piped.stderr == b"", "stderr not a terminal: no progress"
+    forced = cli("run", "--progress", *avg, *udf_cmd, stdin=half.read_bytes())
+    assert forced.returncode == 0
+    assert forced.stderr.decode().rsplit("\r", 1)[-1].startswith("udf: 300 lines read, "), "no percentage from a pipe"
+    assert b"300 sent, 273 points written" in forced.stderr
 
 
 def test_e2e_closed_stdout_exits_quietly() -> None:
@@ -843,7 +921,10 @@ def test_e2e_closed_stdout_exits_quietly() -> None:
     try:
         result = subprocess.run(
             [PY, "-m", "udf", "run", str(CPU_LP), "--", PY, str(EXAMPLES / "mirror.py")],
-            cwd=ROOT, stdout=w, stderr=subprocess.PIPE, timeout=TIMEOUT,
+            cwd=ROOT,
+            stdout=w,
+            stderr=subprocess.PIPE,
+            timeout=TIMEOUT,
         )
     finally:
         os.close(w)
@@ -861,7 +942,7 @@ def test_e2e_socket_udf(tmp_path: Path) -> None:
         data = b'm,t=a v=1i 1\nm,t=b s="x y" 2\n'
         result = cli("run", "--socket", str(path), "--connect-timeout", "10s", stdin=data)
         assert result.returncode == 0, result.stderr
-        assert result.stdout == b"m,t=a v=1i 1\nm,t=b s=\"x y\" 2\n"
+        assert result.stdout == b'm,t=a v=1i 1\nm,t=b s="x y" 2\n'
         info = cli("info", "--socket", str(path))
         assert info.returncode == 0 and info.stdout == b"wants: stream\nprovides: stream\noptions: none\n"
     finally:
@@ -912,7 +993,7 @@ def test_missing_cli_extra_is_a_clean_usage_error(probe: Path, monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "line_protocol_parser", None)  # import now fails
     code, out, err = run_main(["run", *probe_cmd(probe)], b"m v=1 1\n")
     assert code == 2
-    assert "needs the line-protocol-parser package: pip install 'kapacitor-udf[cli]'" in err
+    assert "needs the line-protocol-parser package: install the 'cli' extra: pip install '.[cli]' in a clone" in err
     assert "Traceback" not in err and out == ""
 
 
@@ -920,7 +1001,10 @@ def test_e2e_answers_reach_a_pipe_while_input_is_still_open() -> None:
     """A filter in a pipeline: each answer is flushed once the UDF goes quiet, not at the end."""
     proc = subprocess.Popen(
         [PY, "-m", "udf", "run", "--", PY, str(EXAMPLES / "mirror.py")],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env=buffered_stdout_env(),
     )
     try:
@@ -929,7 +1013,7 @@ def test_e2e_answers_reach_a_pipe_while_input_is_still_open() -> None:
             proc.stdin.write(line)
             proc.stdin.flush()
             # The input stays open: only the idle flush can bring the echo out now.
-            assert run_in_thread(proc.stdout.readline)() == line  # type: ignore[union-attr]
+            assert run_in_thread(proc.stdout.readline)() == line
         proc.stdin.close()
         assert proc.wait(TIMEOUT) == 0, proc.stderr.read()
         assert proc.stdout.read() == b""

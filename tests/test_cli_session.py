@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 import pytest
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 FAILING_AGENT = textwrap.dedent(
-    '''
+    """
     import os
     import sys
     import agent_pb2 as T
@@ -50,7 +50,7 @@ FAILING_AGENT = textwrap.dedent(
 
     if __name__ == "__main__":
         sys.exit(main(Failing))
-    '''
+    """
 )
 
 
@@ -65,7 +65,7 @@ def failing(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("quiet", [[], ["-q"]], ids=["default", "quiet"])
-def test_an_agent_error_is_printed_once(failing: Path, quiet: List[str]) -> None:
+def test_an_agent_error_is_printed_once(failing: Path, quiet: list[str]) -> None:
     code, _, err = run_main(["run", *quiet, "--", PY, str(failing)], b"m v=1 1\n")
     assert code == EXIT_UDF_FAILED
     message = "error processing request of type point: boom at point"
@@ -104,7 +104,7 @@ class ScriptedUDF:
 
     def __init__(self, on_info: Any) -> None:
         self.on_info = on_info
-        self.calls: List[str] = []
+        self.calls: list[str] = []
         self.point_out: Channel[Any] = Channel(1)
         self.batch_out: Channel[Any] = Channel(1)
 
@@ -126,8 +126,14 @@ class ScriptedUDF:
 def session(udf_: ScriptedUDF) -> Session:
     args = argparse.Namespace(command="info", json=False)
     scripted: Any = udf_  # duck-typed Interface
-    return Session(args, scripted, stdout=io.StringIO(), stderr=io.StringIO(), logger=logging.getLogger("test"),
-                   report=lambda message: None)
+    return Session(
+        args,
+        scripted,
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+        logger=logging.getLogger("test"),
+        report=lambda message: None,
+    )
 
 
 def test_session_closes_once_after_success() -> None:
@@ -147,7 +153,9 @@ def test_session_closes_once_after_success() -> None:
     ],
     ids=["udf-error", "ctrl-c", "usage"],
 )
-def test_session_gives_up_by_aborting_then_closing_once(raised: BaseException, expected: Any, aborted_with: str) -> None:
+def test_session_gives_up_by_aborting_then_closing_once(
+    raised: BaseException, expected: Any, aborted_with: str
+) -> None:
     scripted = ScriptedUDF(raised)
     with pytest.raises(expected):
         session(scripted).run()
@@ -195,12 +203,19 @@ def test_python_m_udf_agent_runs_a_handler_named_by_import_path() -> None:
 
 @pytest.mark.parametrize(
     "args, message",
-    [([], "usage: python -m udf.agent MODULE:FACTORY"), (["mirror"], "expected MODULE:FACTORY, got 'mirror'"),
-     (["mirror:Nope"], "'mirror' has no callable 'Nope'"), (["nosuchmodule:X"], "cannot import 'nosuchmodule'")],
+    [
+        ([], "usage: python -m udf.agent MODULE:FACTORY"),
+        (["mirror"], "expected MODULE:FACTORY, got 'mirror'"),
+        (["mirror:Nope"], "'mirror' has no callable 'Nope'"),
+        (["nosuchmodule:X"], "cannot import 'nosuchmodule'"),
+    ],
 )
-def test_python_m_udf_agent_usage_errors(args: List[str], message: str) -> None:
+def test_python_m_udf_agent_usage_errors(args: list[str], message: str) -> None:
     result = subprocess.run(
-        [PY, "-m", "udf.agent", *args], capture_output=True, timeout=TIMEOUT, cwd=ROOT / "examples",
+        [PY, "-m", "udf.agent", *args],
+        capture_output=True,
+        timeout=TIMEOUT,
+        cwd=ROOT / "examples",
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 2

@@ -23,7 +23,6 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 import pytest
 
@@ -31,9 +30,7 @@ from .conftest import TIMEOUT
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "examples" / "README.md"]
-FENCE = re.compile(
-    r"^(?:<!-- (?P<marker>[^\n]*?) -->\n)?```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.S | re.M
-)
+FENCE = re.compile(r"^(?:<!-- (?P<marker>[^\n]*?) -->\n)?```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.S | re.M)
 MARKER = re.compile(r"(?P<kind>not run|check|needs): (?P<arg>.+)")
 COMMAND_LANGS = ("sh", "console")
 
@@ -43,10 +40,10 @@ class Block:
     where: str  # "docs/cli.md:6"
     lang: str
     body: str
-    marker: Optional[Tuple[str, str]]
+    marker: tuple[str, str] | None
 
 
-def blocks() -> List[Block]:
+def blocks() -> list[Block]:
     found = []
     for path in FILES:
         text = path.read_text()
@@ -63,16 +60,20 @@ def blocks() -> List[Block]:
 COMMAND_BLOCKS = [b for b in blocks() if b.lang in COMMAND_LANGS]
 
 
-def bash(script: str) -> "subprocess.CompletedProcess[str]":
+def bash(script: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["bash", "-e", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT * 3,
+        ["bash", "-e", "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 3,
         stdin=subprocess.DEVNULL,
     )
 
 
-def console_commands(body: str) -> List[Tuple[str, str]]:
+def console_commands(body: str) -> list[tuple[str, str]]:
     """``(command, expected output)`` pairs of a console block."""
-    pairs: List[Tuple[str, List[str]]] = []
+    pairs: list[tuple[str, list[str]]] = []
     for line in body.splitlines():
         if line.startswith("$ "):
             pairs.append((line[2:], []))

@@ -16,7 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ SEC = 1_000_000_000
 # --- helpers ---------------------------------------------------------------------------
 
 
-def opt(name: str, value: Any, value_type: Optional[int] = None) -> Any:
+def opt(name: str, value: Any, value_type: int | None = None) -> Any:
     """An agent_pb2.Option with one value, typed from the Python value unless given."""
     if value_type is None:
         value_type = {bool: agent_pb2.BOOL, int: agent_pb2.INT, float: agent_pb2.DOUBLE, str: agent_pb2.STRING}[
@@ -87,7 +88,7 @@ class Example:
 
 @pytest.fixture
 def example() -> Iterator[Callable[..., Example]]:
-    made: List[Example] = []
+    made: list[Example] = []
 
     def start(script: str, *args: str, keepalive: float = 0.0) -> Example:
         ex = Example(script, *args, keepalive=keepalive)
@@ -113,7 +114,7 @@ def stream_point(group: str, value: Any, i: int, field: str = "v", **extra: Any)
     )
 
 
-def read_cpu_lp() -> List[Tuple[Dict[str, str], Dict[str, Any], int]]:
+def read_cpu_lp() -> list[tuple[dict[str, str], dict[str, Any], int]]:
     """examples/data/cpu.lp as (tags, fields, time); the file has no escapes."""
     rows = []
     with open(os.path.join(EXAMPLES, "data", "cpu.lp")) as f:
@@ -284,7 +285,7 @@ def test_moving_avg_restore_rejects_garbage(example) -> None:
         ([opt("field", "v"), opt("size", 3), opt("window", 3)], "unknown option 'window'"),
     ],
 )
-def test_moving_avg_bad_options(example, options: List[Any], message: str) -> None:
+def test_moving_avg_bad_options(example, options: list[Any], message: str) -> None:
     ex = example("moving_avg.py")
     with pytest.raises(udf.InitError) as info:
         ex.server.init(options)
@@ -297,8 +298,14 @@ def test_moving_avg_over_sample_data(example) -> None:
     ex = example("moving_avg.py")
     ex.server.init([opt("field", "usage_user"), opt("size", 5), opt("as", "avg_user")])
     points = [
-        Point(name="cpu", group=f"host={tags['host']}", tags=tags, fields=fields, time=ts,
-              dimensions=Dimensions(tag_names=["host"]))
+        Point(
+            name="cpu",
+            group=f"host={tags['host']}",
+            tags=tags,
+            fields=fields,
+            time=ts,
+            dimensions=Dimensions(tag_names=["host"]),
+        )
         for tags, fields, ts in rows
     ]
     produced = run_in_thread(lambda: [ex.server.point_in.put(p) for p in points])
@@ -317,7 +324,7 @@ def test_moving_avg_over_sample_data(example) -> None:
 # --- outliers ---------------------------------------------------------------------------
 
 
-def values_batch(values: List[Any], field: str = "v", **kwargs: Any) -> Batch:
+def values_batch(values: list[Any], field: str = "v", **kwargs: Any) -> Batch:
     kwargs.setdefault("name", "cpu")
     kwargs.setdefault("group", "host=a")
     kwargs.setdefault("tags", {"host": "a"})
@@ -351,8 +358,7 @@ def test_outliers_tukey_fences(example) -> None:
     assert got.points == [even.points[1], even.points[5]]  # unchanged, in arrival order
     assert [p.fields["v"] for p in got.points] == [100.0, -50]
     assert type(got.points[1].fields["v"]) is int
-    assert (got.name, got.group, got.tags, got.tmax, got.by_name) == (
-        even.name, even.group, even.tags, even.tmax, True)
+    assert (got.name, got.group, got.tags, got.tmax, got.by_name) == (even.name, even.group, even.tags, even.tmax, True)
     assert ex.finish() == 0
 
 
@@ -416,7 +422,7 @@ def test_outliers_int_scale_accepted(example) -> None:
         ([opt("field", 3)], "option 'field' must be STRING, got INT"),
     ],
 )
-def test_outliers_bad_options(example, options: List[Any], message: str) -> None:
+def test_outliers_bad_options(example, options: list[Any], message: str) -> None:
     ex = example("outliers.py")
     with pytest.raises(udf.InitError) as info:
         ex.server.init(options)
@@ -470,7 +476,7 @@ def read_stderr_line(proc: subprocess.Popen, needle: str) -> str:
     """Read the child's stderr until a line containing ``needle`` (bounded by TIMEOUT)."""
     assert proc.stderr is not None
     deadline = time.monotonic() + TIMEOUT
-    seen: List[str] = []
+    seen: list[str] = []
     while True:
         ready, _, _ = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
         assert ready, f"no {needle!r} on stderr in time; got {seen}"
@@ -502,7 +508,7 @@ def test_example_as_socket_server(kind: str) -> None:
                 sock.settimeout(TIMEOUT)
                 sock.connect(path)
             else:
-                host, _, port = bound[len("tcp://"):].rpartition(":")
+                host, _, port = bound[len("tcp://") :].rpartition(":")
                 sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
             with sock:
                 s = udf.Server(sock.makefile("rb", buffering=0), HalfCloseWriter(sock))

@@ -10,14 +10,22 @@ import pytest
 
 import agent_pb2
 import udf
-from udf.options import build_options
+from udf.options import Nanoseconds, build_options
 
 from .conftest import TIMEOUT
 
 
 def test_a_mapping_is_typed_from_python_values() -> None:
     built = build_options(
-        {"flag": True, "n": 3, "x": 1.5, "s": "a", "d": datetime.timedelta(seconds=1, microseconds=2), "two": [1, "b"], "none": []}
+        {
+            "flag": True,
+            "n": 3,
+            "x": 1.5,
+            "s": "a",
+            "d": datetime.timedelta(seconds=1, microseconds=2),
+            "two": [1, "b"],
+            "none": [],
+        }
     )
     assert [o.name for o in built] == ["flag", "n", "x", "s", "d", "two", "none"]
     flag, n, x, s, d, two, none = built
@@ -33,7 +41,7 @@ def test_a_mapping_is_typed_from_python_values() -> None:
 @pytest.mark.parametrize(
     "options, match",
     [
-        ({"x": object()}, "option 'x': values must be bool, int, float, str, timedelta"),
+        ({"x": object()}, "option 'x': values must be bool, int, float, str, timedelta, Nanoseconds"),
         ({1: "a"}, "option names must be str"),
         ("field=x", "not a string"),
         ([{"name": "x"}], "init options must be agent_pb2.Option, got dict"),
@@ -42,6 +50,14 @@ def test_a_mapping_is_typed_from_python_values() -> None:
 def test_bad_options_name_what_is_wrong(options: Any, match: str) -> None:
     with pytest.raises(TypeError, match=match):
         build_options(options)
+
+
+def test_nanoseconds_are_a_duration_finer_than_a_timedelta() -> None:
+    (period,) = build_options({"period": Nanoseconds(1500)})
+    assert (period.values[0].type, period.values[0].durationValue) == (agent_pb2.DURATION, 1500)
+    assert repr(Nanoseconds(3)) == "Nanoseconds(3)"
+    (count,) = build_options({"count": 1500})
+    assert count.values[0].type == agent_pb2.INT, "a plain int stays an INT"
 
 
 def test_a_list_of_options_passes_unchanged() -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 from .errors import UDFError
+from .extras import install_hint
 from .interface import Interface
 from .models import INT64_MIN
 
@@ -357,7 +358,7 @@ class Config:
 
 def _toml_loads(text: str) -> Dict[str, Any]:
     if _toml is None:  # pragma: no cover - Python 3.10 without tomli
-        raise ConfigError("reading kapacitor.conf on Python 3.10 needs the tomli package: pip install 'kapacitor-udf[config]'")
+        raise ConfigError(f"reading kapacitor.conf on Python 3.10 needs the tomli package: {install_hint('config')}")
     try:
         return dict(_toml.loads(text))
     except _toml.TOMLDecodeError as exc:

@@ -1,7 +1,7 @@
 """InfluxDB line protocol for the command-line tool: read with a maintained parser, write by hand.
 
 Reading uses the ``line-protocol-parser`` package (a C parser that follows
-InfluxDB 1.x line protocol; install ``kapacitor-udf[cli]``), wrapped here to skip blank
+InfluxDB 1.x line protocol; the ``cli`` extra), wrapped here to skip blank
 and ``#`` comment lines, apply a timestamp precision, fill in a missing
 timestamp, check int64 ranges and report the line number of a bad line.
 Writing escapes as InfluxDB 1.x reads it: measurement ``,`` and space; tag keys,
@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
+from .extras import install_hint
 from .models import INT64_MAX, INT64_MIN, FieldValue, Fields, Tags
 from .wire import excerpt
 
@@ -69,7 +70,7 @@ def _load_parser() -> Callable[[str], Any]:
             import line_protocol_parser  # type: ignore[import-untyped,import-not-found,unused-ignore]
         except ImportError:
             raise MissingExtraError(
-                "reading line protocol needs the line-protocol-parser package: pip install 'kapacitor-udf[cli]'"
+                f"reading line protocol needs the line-protocol-parser package: {install_hint('cli')}"
             ) from None
         _parser_error = line_protocol_parser.LineFormatError
         _parser = line_protocol_parser.parse_line

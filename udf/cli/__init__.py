@@ -27,17 +27,24 @@ from .exits import (
     EXIT_USAGE,
     CLIError,
 )
-from .exits import __all__ as _EXITS
-from .options import build_options, describe_options, parse_option_value
+from .options import build_options, describe_options, parse_option_text, parse_option_value
 
 __all__ = [
     "main",
     "console_main",
+    "parse_option_text",
     "parse_option_value",
     "build_options",
     "describe_options",
     "group_id",
     "Batcher",
     "to_stream_point",
-    *_EXITS,
+    "CLIError",
+    "EXIT_OK",
+    "EXIT_UDF_FAILED",
+    "EXIT_USAGE",
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERRUPTED",
+    "EXIT_BROKEN_PIPE",
+    "EXIT_CODES",
 ]

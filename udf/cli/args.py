@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 from .. import __version__
 from .. import config as udf_config
@@ -60,7 +61,7 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
     )
     add_tls_arguments(p, server_side=False)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
+    p.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors; no progress")
 
 
 def build_parser(prog: str) -> _Parser:
@@ -135,16 +136,20 @@ def build_parser(prog: str) -> _Parser:
     )
     prog_group = run.add_mutually_exclusive_group()
     prog_group.add_argument(
-        "--progress", dest="progress", action="store_true", default=None, help="always show progress"
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show progress on stderr even when it is not a terminal or the input not a file",
     )
     prog_group.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
     parser.set_defaults(_subparsers={"info": info, "run": run})
     return parser
 
 
-def parse_args(parser: _Parser, argv: List[str]) -> argparse.Namespace:
+def parse_args(parser: _Parser, argv: list[str]) -> argparse.Namespace:
     """Parse ``argv``; a subcommand's options and inputs may be intermixed (``a.lp -o x=1 b.lp``)."""
-    subparsers: Dict[str, _Parser] = parser.get_default("_subparsers")
+    subparsers: dict[str, _Parser] = parser.get_default("_subparsers")
     if argv and argv[0] in subparsers:
         args = subparsers[argv[0]].parse_intermixed_args(argv[1:])
         args.command = argv[0]
@@ -152,14 +157,13 @@ def parse_args(parser: _Parser, argv: List[str]) -> argparse.Namespace:
     return parser.parse_args(argv)  # --help, or an error naming the commands
 
 
-def split_command(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
+def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """Split at the first ``--``: the tool's arguments, then the UDF program and its arguments."""
     argv = list(argv)
     if "--" in argv:
         i = argv.index("--")
         return argv[:i], argv[i + 1 :]
     return argv, []
-
 
 
 def prog_name() -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from ..lineprotocol import ParsedLine
 from ..models import Batch, BatchPoint, Dimensions, Point
@@ -10,7 +10,7 @@ from ..models import Batch, BatchPoint, Dimensions, Point
 __all__ = ["group_id", "Batcher", "to_stream_point"]
 
 
-def group_id(name: str, tags: Dict[str, str], tag_names: Sequence[str], by_name: bool = True) -> str:
+def group_id(name: str, tags: dict[str, str], tag_names: Sequence[str], by_name: bool = True) -> str:
     """Kapacitor's group ID (``models.ToGroupID``): ``name\\nk1=v1,k2=v2`` with sorted tag names."""
     if not tag_names:
         return name if by_name else ""
@@ -18,7 +18,7 @@ def group_id(name: str, tags: Dict[str, str], tag_names: Sequence[str], by_name:
     return f"{name}\n{dims}" if by_name else dims
 
 
-def _dimensions(tags: Dict[str, str], group_by: Optional[List[str]]) -> List[str]:
+def _dimensions(tags: dict[str, str], group_by: list[str] | None) -> list[str]:
     """Sorted group-by tag names of a point: all its tags (``*``) or the chosen ones."""
     if group_by is None:
         return sorted(tags)
@@ -35,17 +35,17 @@ class Batcher:
     a point of a later window arrives, every open batch is emitted.
     """
 
-    def __init__(self, group_by: Optional[List[str]] = None, size: int = 0, period: int = 0) -> None:
+    def __init__(self, group_by: list[str] | None = None, size: int = 0, period: int = 0) -> None:
         self._group_by = group_by
         self._size = size
         self._period = period
-        self._open: Dict[str, Tuple[Batch, int]] = {}  # group ID -> (batch, window)
-        self._window: Optional[int] = None
+        self._open: dict[str, tuple[Batch, int]] = {}  # group ID -> (batch, window)
+        self._window: int | None = None
 
-    def add(self, point: ParsedLine) -> List[Batch]:
+    def add(self, point: ParsedLine) -> list[Batch]:
         """Add one point; return the batches it completed."""
         assert point.time is not None
-        done: List[Batch] = []
+        done: list[Batch] = []
         window = point.time // self._period if self._period else 0
         if self._period and (self._window is None or window > self._window):
             if self._window is not None:
@@ -77,14 +77,14 @@ class Batcher:
     def _close(self, gid: str) -> Batch:
         return self._open.pop(gid)[0]
 
-    def flush(self) -> List[Batch]:
+    def flush(self) -> list[Batch]:
         """Emit every open batch, in order of first appearance."""
         batches = [batch for batch, _ in self._open.values()]
         self._open.clear()
         return batches
 
 
-def to_stream_point(point: ParsedLine, group_by: Optional[List[str]]) -> Point:
+def to_stream_point(point: ParsedLine, group_by: list[str] | None) -> Point:
     """A parsed line as a stream :class:`Point` grouped like ``|from().groupBy(...)`` by measurement."""
     assert point.time is not None
     dims = _dimensions(point.tags, group_by)

@@ -6,7 +6,8 @@ import argparse
 import logging
 import os
 import sys
-from typing import IO, Any, Callable, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import IO, Any
 
 from ..lineprotocol import MissingExtraError
 from .args import build_parser, parse_args, prog_name, split_command
@@ -19,11 +20,11 @@ __all__ = ["main", "console_main"]
 
 
 def main(
-    argv: Optional[Sequence[str]] = None,
+    argv: Sequence[str] | None = None,
     *,
     stdin: Any = None,
-    stdout: Optional[IO[Any]] = None,
-    stderr: Optional[IO[str]] = None,
+    stdout: IO[Any] | None = None,
+    stderr: IO[str] | None = None,
 ) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -64,15 +65,15 @@ def main(
 
 def _run_command(
     args: argparse.Namespace,
-    command: List[str],
+    command: list[str],
     stdin: Any,
     stdout: IO[Any],
     stderr: IO[str],
     logger: logging.Logger,
     report_error: Callable[[str], None],
 ) -> int:
-    restore: Optional[bytes] = None
-    inputs: List[Input] = []
+    restore: bytes | None = None
+    inputs: list[Input] = []
     if args.command == "run":
         if args.batch_size and args.batch_period:
             raise CLIError("use --batch-size or --batch-period, not both")

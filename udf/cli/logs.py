@@ -12,7 +12,7 @@ whose text it carries and shows the others.
 from __future__ import annotations
 
 import logging
-from typing import IO, List, Optional, Tuple
+from typing import IO
 
 from ..errors import UDFError
 
@@ -27,7 +27,7 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self, stream: IO[str]) -> None:
         super().__init__(stream)
-        self._held: List[logging.LogRecord] = []
+        self._held: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if _reported_error(record) is not None:
@@ -35,7 +35,7 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
             return
         super().emit(record)
 
-    def show_held(self, final_line: Optional[str] = None) -> None:
+    def show_held(self, final_line: str | None = None) -> None:
         """Show the held records, except those whose error ``final_line`` carries."""
         self.acquire()
         try:
@@ -48,7 +48,7 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.release()
 
 
-def _reported_error(record: logging.LogRecord) -> Optional[str]:
+def _reported_error(record: logging.LogRecord) -> str | None:
     """The error text of a record that repeats an error the host raises, else None."""
     if record.levelno < logging.ERROR or not isinstance(record.args, tuple) or len(record.args) != 1:
         return None
@@ -62,7 +62,7 @@ def _reported_error(record: logging.LogRecord) -> Optional[str]:
     return None
 
 
-def make_logger(stderr: IO[str], verbose: bool, quiet: bool) -> Tuple[logging.Logger, ConsoleHandler]:
+def make_logger(stderr: IO[str], verbose: bool, quiet: bool) -> tuple[logging.Logger, ConsoleHandler]:
     """The ``udf.cli`` logger (given to the UDF's transport too) and its stderr handler."""
     logger = logging.getLogger("udf.cli")
     logger.propagate = False

@@ -1,18 +1,26 @@
-"""UDF options from the command line: ``-o NAME=VALUE`` typed from the UDF's own info."""
+"""UDF options from the command line: ``-o NAME=VALUE`` typed from the UDF's own info.
+
+Each text becomes the Python value of the type the UDF declares (INT an int,
+DOUBLE a float, BOOL a bool, STRING a str, DURATION :class:`udf.options.Nanoseconds`);
+:mod:`udf.options` then builds the option, by the one typing rule ``init()``
+and ``udf.beam`` use.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any, List, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import agent_pb2
 
 from .. import config as udf_config
 from ..convert import Info
 from ..models import INT64_MAX, INT64_MIN
+from ..options import Nanoseconds, option, option_value
 from .exits import CLIError
 
-__all__ = ["describe_options", "parse_option_value", "build_options", "type_name"]
+__all__ = ["describe_options", "parse_option_text", "parse_option_value", "build_options", "type_name"]
 
 #: TICKscript duration units the option parser accepts besides Go's.
 _TICK_UNITS = {"u": 1_000, "\u00b5": 1_000, "d": 86_400_000_000_000, "w": 7 * 86_400_000_000_000}
@@ -36,43 +44,47 @@ def describe_options(info: Info) -> str:
     return ", ".join(parts)
 
 
-def parse_option_value(text: str, value_type: int) -> Any:
-    """Type one option value from text: an ``agent_pb2.OptionValue``; ``ValueError`` saying why.
+def parse_option_text(text: str, value_type: int) -> Any:
+    """One option value from text, as the Python value of ``value_type``; ``ValueError`` saying why.
 
     INT: a decimal int64; DOUBLE: a decimal float (``1``, ``1.5``, ``2e-3``);
     BOOL: ``true``/``false`` (any case); STRING: the text as is; DURATION: a Go or
-    TICKscript duration (``10s``, ``1m30s``, ``500ms``, ``1d``) sent as nanoseconds.
+    TICKscript duration (``10s``, ``1m30s``, ``500ms``, ``1d``) as :class:`Nanoseconds`.
     """
-    value = agent_pb2.OptionValue(type=value_type)
     if value_type == agent_pb2.STRING:
-        value.stringValue = text
-    elif value_type == agent_pb2.INT:
+        return text
+    if value_type == agent_pb2.INT:
         if not _INT_RE.match(text):
             raise ValueError(f"{text!r} is not an INT (a decimal integer)")
         number = int(text)
         if not INT64_MIN <= number <= INT64_MAX:
             raise ValueError(f"{text!r} does not fit in an INT (int64)")
-        value.intValue = number
-    elif value_type == agent_pb2.DOUBLE:
+        return number
+    if value_type == agent_pb2.DOUBLE:
         if not _FLOAT_RE.match(text):
             raise ValueError(f"{text!r} is not a DOUBLE (a decimal number like 1.5)")
-        value.doubleValue = float(text)
-    elif value_type == agent_pb2.BOOL:
+        return float(text)
+    if value_type == agent_pb2.BOOL:
         lowered = text.lower()
         if lowered not in ("true", "false"):
             raise ValueError(f"{text!r} is not a BOOL (true or false)")
-        value.boolValue = lowered == "true"
-    elif value_type == agent_pb2.DURATION:
+        return lowered == "true"
+    if value_type == agent_pb2.DURATION:
         try:
-            value.durationValue = udf_config.parse_duration(text, _TICK_UNITS)
+            return Nanoseconds(udf_config.parse_duration(text, _TICK_UNITS))
         except ValueError as exc:
             raise ValueError(f"{text!r} is not a DURATION (like 10s, 1m30s, 500ms): {exc}") from None
-    else:
-        raise ValueError(f"the UDF declares an unknown value type {value_type}")
+    raise ValueError(f"the UDF declares an unknown value type {value_type}")
+
+
+def parse_option_value(text: str, value_type: int, name: str = "") -> Any:
+    """One ``agent_pb2.OptionValue`` of ``value_type`` from text (see :func:`parse_option_text`)."""
+    value = option_value(name, parse_option_text(text, value_type))
+    assert value.type == value_type, "udf.options types each Python value as parse_option_text meant"
     return value
 
 
-def build_options(specs: Sequence[str], info: Info) -> List[Any]:
+def build_options(specs: Sequence[str], info: Info) -> list[Any]:
     """Turn ``-o NAME=VALUE`` specs into ``agent_pb2.Option``s typed from the UDF's ``info``.
 
     An option declaring several value types takes as many comma-separated values
@@ -94,7 +106,7 @@ def build_options(specs: Sequence[str], info: Info) -> List[Any]:
         if not types:
             if sep and text:
                 raise CLIError(f"option {name!r} takes no value, got {text!r}; {listing}")
-            options.append(agent_pb2.Option(name=name))
+            options.append(option(name, []))
             continue
         if not sep:
             raise CLIError(f"option {name!r} needs a value: -o {name}=VALUE; {listing}")
@@ -105,11 +117,10 @@ def build_options(specs: Sequence[str], info: Info) -> List[Any]:
                 f" (comma-separated {', '.join(type_name(t) for t in types)}); {listing}"
             )
         values = []
-        for value_text, value_type in zip(texts, types):
+        for value_text, value_type in zip(texts, types, strict=True):
             try:
-                values.append(parse_option_value(value_text, value_type))
+                values.append(parse_option_text(value_text, value_type))
             except ValueError as exc:
                 raise CLIError(f"option {name!r}: {exc}; {listing}") from None
-        options.append(agent_pb2.Option(name=name, values=values))
+        options.append(option(name, values))
     return options
-

@@ -1,4 +1,4 @@
-"""What the CLI writes: the UDF's output as line protocol, progress, info, and its error lines."""
+"""What the CLI writes: the UDF's output as line protocol, info, and its error lines."""
 
 from __future__ import annotations
 
@@ -6,19 +6,18 @@ import json
 import logging
 import queue
 import threading
-import time
-from typing import IO, Any, BinaryIO, List, Optional
+from typing import IO, Any, BinaryIO
 
 import agent_pb2
 
 from ..channel import Channel
-from ..errors import ChannelClosed
 from ..convert import Info
+from ..errors import ChannelClosed
 from ..lineprotocol import format_line
 from ..models import Batch, Point
 from .options import type_name
 
-__all__ = ["Output", "drain", "Progress", "print_info", "report", "isatty", "EDGE_NAMES"]
+__all__ = ["Output", "drain", "print_info", "report", "isatty", "EDGE_NAMES"]
 
 EDGE_NAMES = {agent_pb2.STREAM: "stream", agent_pb2.BATCH: "batch"}
 
@@ -30,15 +29,15 @@ class Output:
 
     def __init__(self, stream: IO[Any], logger: logging.Logger) -> None:
         binary = getattr(stream, "buffer", None)
-        self._binary: Optional[BinaryIO] = binary if binary is not None else None
+        self._binary: BinaryIO | None = binary if binary is not None else None
         self._text = stream
         self._logger = logger
         self._lock = threading.Lock()
         self.written = 0
         self.skipped = 0
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
 
-    def write_lines(self, lines: List[str]) -> None:
+    def write_lines(self, lines: list[str]) -> None:
         if not lines or self.error is not None:
             return
         data = "\n".join(lines) + "\n"
@@ -72,14 +71,14 @@ class Output:
         if n <= self.MAX_WARNINGS:
             self._logger.warning("skipping an output point: %s", reason)
 
-    def format_point(self, p: Point) -> Optional[str]:
+    def format_point(self, p: Point) -> str | None:
         try:
             return format_line(p.name, p.tags, p.fields, p.time)
         except (TypeError, ValueError) as exc:
             self.skip(str(exc))
             return None
 
-    def format_batch(self, b: Batch) -> List[str]:
+    def format_batch(self, b: Batch) -> list[str]:
         lines = []
         for bp in b.points:
             tags = {**b.tags, **bp.tags} if b.tags else bp.tags
@@ -125,52 +124,12 @@ def drain(channel: Channel[Any], output: Output, is_batch: bool, on_error: Any) 
     output.flush()
 
 
-# --- progress ----------------------------------------------------------------------
-
-
-class Progress:
-    """A one-line progress report on stderr, rewritten in place at most every ``interval`` s."""
-
-    def __init__(self, stream: IO[str], enabled: bool, interval: float = 0.5) -> None:
-        self._stream = stream
-        self.enabled = enabled
-        self._interval = interval
-        self._next = time.monotonic() + interval
-
-    def _text(self, lines: int, sent: int, written: int) -> str:
-        return f"udf: {lines:,} lines read, {sent:,} sent, {written:,} points written"
-
-    def update(self, lines: int, sent: int, written: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now < self._next:
-            return
-        self._next = now + self._interval
-        self._write("\r" + self._text(lines, sent, written) + "\x1b[K")
-
-    def finish(self, lines: int, sent: int, written: int) -> None:
-        if not self.enabled:
-            return
-        self._write("\r" + self._text(lines, sent, written) + ", done\x1b[K\n")
-
-    def _write(self, text: str) -> None:
-        try:
-            self._stream.write(text)
-            self._stream.flush()
-        except (OSError, ValueError):
-            self.enabled = False
-
-
-
 def print_info(info: Info, as_json: bool, out: IO[str]) -> None:
     if as_json:
         doc = {
             "wants": EDGE_NAMES.get(info.wants, str(info.wants)),
             "provides": EDGE_NAMES.get(info.provides, str(info.provides)),
-            "options": {
-                name: [type_name(t) for t in info.options[name].valueTypes] for name in sorted(info.options)
-            },
+            "options": {name: [type_name(t) for t in info.options[name].valueTypes] for name in sorted(info.options)},
         }
         out.write(json.dumps(doc, indent=2) + "\n")
         return
@@ -190,14 +149,12 @@ def print_info(info: Info, as_json: bool, out: IO[str]) -> None:
     out.flush()
 
 
-
 def report(stderr: IO[str], message: str) -> None:
     try:
         stderr.write(f"udf: error: {message}\n")
         stderr.flush()
     except (OSError, ValueError):
         pass
-
 
 
 def isatty(stream: Any) -> bool:

@@ -12,7 +12,8 @@ import argparse
 import dataclasses
 import logging
 import threading
-from typing import IO, Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
 
 import agent_pb2
 
@@ -26,22 +27,23 @@ from ..tls import context_from_arguments
 from .batching import Batcher, to_stream_point
 from .exits import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_OK, EXIT_UDF_FAILED, EXIT_USAGE, CLIError
 from .options import build_options, describe_options
-from .output import EDGE_NAMES, Output, Progress, drain, isatty, print_info
+from .output import EDGE_NAMES, Output, drain, isatty, print_info
+from .progress import UPDATE_EVERY, Progress, input_size, is_regular_file
 
 __all__ = ["Session", "make_udf", "supervised", "open_inputs", "failure", "Input"]
 
 #: An input: (name for messages, binary stream, whether the session closes it).
-Input = Tuple[str, Any, bool]
+Input = tuple[str, Any, bool]
 
 
-def make_udf(args: argparse.Namespace, command: List[str], logger: logging.Logger) -> Interface:
+def make_udf(args: argparse.Namespace, command: list[str], logger: logging.Logger) -> Interface:
     """The UDF the command line names, not yet opened."""
     sources = [bool(command), args.socket is not None, args.config is not None]
     if sum(sources) != 1:
         raise CLIError("name exactly one UDF: a program after --, --socket ADDR, or --config FILE --function NAME")
     if args.function is not None and args.config is None:
         raise CLIError("--function needs --config FILE")
-    timeout_ns: Optional[int] = args.timeout
+    timeout_ns: int | None = args.timeout
     connect = args.connect_timeout / 1e9
     try:
         ssl_context = context_from_arguments(args, server_side=False)
@@ -81,11 +83,11 @@ def supervised(first: Interface, make: Callable[[], Interface], logger: logging.
     return Supervisor(lambda: made.pop() if made else make(), logger=logger)
 
 
-def open_inputs(names: List[str], stdin: Any) -> List[Input]:
+def open_inputs(names: list[str], stdin: Any) -> list[Input]:
     """Open every input up front: (name, binary stream, whether we close it)."""
     if not names:
         names = ["-"]
-    opened: List[Input] = []
+    opened: list[Input] = []
     try:
         for name in names:
             if name == "-":
@@ -117,7 +119,7 @@ class Session:
         stderr: IO[str],
         logger: logging.Logger,
         report: Callable[[str], None],
-        restore: Optional[bytes] = None,
+        restore: bytes | None = None,
         inputs: Iterable[Input] = (),
     ) -> None:
         self.args = args
@@ -131,13 +133,15 @@ class Session:
         self.output = Output(stdout, logger)
         self.lines = 0
         self.sent = 0
-        self._drains: List[threading.Thread] = []
+        self._read_before = 0  # bytes of the inputs already read to the end
+        self._reading: Any = None  # the input being read
+        self._drains: list[threading.Thread] = []
         self._closed = False
-        self._close_error: Optional[BaseException] = None
+        self._close_error: BaseException | None = None
 
     # --- the one way out ---------------------------------------------------------
 
-    def close(self, give_up: Optional[BaseException] = None) -> Optional[BaseException]:
+    def close(self, give_up: BaseException | None = None) -> BaseException | None:
         """Close the UDF once (aborting it with ``give_up`` first, if given); join the output.
 
         Returns the error the UDF's close raised, if any (the same on every call).
@@ -206,9 +210,9 @@ class Session:
         if self._restore is not None:
             self.udf.restore(self._restore)
 
-        progress = Progress(self._stderr, args.progress if args.progress is not None else isatty(self._stderr))
+        progress = self._progress()
         self._start_output()
-        input_error: Optional[LineProtocolError] = None
+        input_error: LineProtocolError | None = None
         try:
             self._feed(info.wants == agent_pb2.BATCH, progress)
         except LineProtocolError as exc:
@@ -233,6 +237,27 @@ class Session:
         return EXIT_OK
 
     # --- run's parts -----------------------------------------------------------------
+
+    def _progress(self) -> Progress:
+        """Progress on stderr: forced on or off, else when stderr is a terminal, the inputs are files and not -q."""
+        args = self.args
+        streams = [stream for _, stream, _ in self._inputs]
+        if args.progress is not None:
+            wanted = bool(args.progress)
+        else:
+            wanted = not args.quiet and isatty(self._stderr) and all(is_regular_file(s) for s in streams)
+        return Progress(
+            self._stderr,
+            wanted,
+            total_bytes=input_size(streams) if wanted else None,
+            position=self._position,
+            forced=bool(args.progress),
+        )
+
+    def _position(self) -> int | None:
+        """Bytes of the input read so far (for the progress line's percentage)."""
+        reading = self._reading
+        return self._read_before + (0 if reading is None else int(reading.tell()))
 
     def _start_output(self) -> None:
         """Drain the UDF's point and batch outputs to stdout, each in a thread."""
@@ -259,12 +284,13 @@ class Session:
     def _feed(self, batch_mode: bool, progress: Progress) -> None:
         """Send every input point (or batch); raise LineProtocolError at a bad line."""
         args = self.args
-        group_by: Optional[List[str]] = None
+        group_by: list[str] | None = None
         if args.group_by.strip() != "*":
             group_by = sorted({t.strip() for t in args.group_by.split(",") if t.strip()})
         batcher = Batcher(group_by, args.batch_size, args.batch_period) if batch_mode else None
         inlet = self.udf.batch_in if batch_mode else self.udf.point_in
         for source, stream, _ in self._inputs:
+            self._reading = stream
             for _, point in read_lines(self._counting(stream), source, args.precision):
                 if batcher is not None:
                     for batch in batcher.add(point):
@@ -272,8 +298,14 @@ class Session:
                             return
                 elif not self._send(inlet, to_stream_point(point, group_by)):
                     return
-                if self.lines & 255 == 0:
+                if self.lines & (UPDATE_EVERY - 1) == 0:
                     progress.update(self.lines, self.sent, self.output.written)
+            self._reading = None
+            if progress.enabled:
+                try:
+                    self._read_before += stream.tell()
+                except (OSError, ValueError):  # a pipe: no percentage anyway
+                    pass
         if batcher is not None:
             for batch in batcher.flush():
                 if not self._send(inlet, batch):
@@ -301,4 +333,3 @@ def failure(err: BaseException, logger: logging.Logger) -> str:
     if isinstance(err, ProcessExitedError) and logger.isEnabledFor(logging.INFO):
         text = text.split("\n", 1)[0]  # its stderr was logged line by line as it came
     return f"the UDF failed: {text}"
-
