@@ -935,3 +935,21 @@ def test_agent_server_replaces_stale_socket_refuses_live_one(short_tmp: str) -> 
     assert not os.path.exists(path)
     with pytest.raises(ValueError, match="tcp://host:port"):
         AgentServer("tcp://localhost", EchoHandler)
+
+
+def test_agent_server_states_follow_its_table(short_tmp: str) -> None:
+    server = AgentServer(os.path.join(short_tmp, "s.sock"), EchoHandler)
+    assert server.state is agent_mod.ServerState.NEW
+    server.start()
+    assert server.state is agent_mod.ServerState.SERVING
+    with pytest.raises(udf.UDFError, match="already started"):
+        server.start()
+    server.stop()
+    assert server.state is agent_mod.ServerState.STOPPED
+    server.stop()  # again: nothing to do
+    server.serve_forever()  # stopped already: returns at once
+    with pytest.raises(udf.UDFError, match="agent server stopped"):
+        server.start()
+    never = AgentServer(os.path.join(short_tmp, "n.sock"), EchoHandler)
+    never.stop()  # stop() before start() closes the socket
+    assert never.state is agent_mod.ServerState.STOPPED and not os.path.exists(never.address)
