@@ -125,6 +125,9 @@ class RequestReader:
                 watch(decoder.buffered, bool(payloads))
 
     def _discard(self, read: Callable[[int], Optional[bytes]]) -> None:
+        """Read and drop the input until its end; the frame decoder is gone, so nothing is held."""
+        if self._watch is not None:
+            self._watch(0, False)
         try:
             while read(READ_CHUNK):
                 pass

@@ -214,8 +214,9 @@ class AgentServer:
             if conn.state is ConnectionState.HANDSHAKING:
                 _shutdown(conn.sock, socket.SHUT_RDWR)
         for conn in handshakes:
-            if conn.thread is not me:
-                conn.thread.join()  # type: ignore[union-attr]
+            thread = conn.thread
+            if thread is not None and thread is not me:
+                thread.join()  # bounded: its socket is shut down, or its handshake is over
 
     def _end_connections(self, me: threading.Thread, timeout: float) -> None:
         """Shut down every agent's input, wait up to ``timeout`` for each, then cut off the rest."""
