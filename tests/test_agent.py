@@ -211,7 +211,7 @@ def pipes_factory() -> Iterator[Callable[..., Pipes]]:
             p.host_writer.close()  # EOF for the agent
         except OSError:
             pass
-        if p.agent._started and not p.host_reader.closed:
+        if p.agent.state is not agent_mod.AgentState.NEW and not p.host_reader.closed:
             # Drain so an agent blocked writing can finish.
             while True:
                 ready, _, _ = select.select([p.host_reader], [], [], TIMEOUT)
@@ -692,7 +692,8 @@ def test_host_gone_stops_the_agent(pipes_factory) -> None:
 
 def test_agent_misuse() -> None:
     r, w = os.pipe()
-    a = Agent(open(r, "rb"), open(w, "wb"), name="udf-agent-misuse")
+    reader, writer = open(r, "rb"), open(w, "wb")
+    a = Agent(reader, writer, name="udf-agent-misuse")
     with pytest.raises(udf.UDFError, match="no handler"):
         a.start()
     with pytest.raises(udf.UDFError, match="not started"):
@@ -701,8 +702,10 @@ def test_agent_misuse() -> None:
         a.write_response(agent_pb2.InfoResponse())  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         Agent(open(os.devnull, "rb"), open(os.devnull, "wb"), queue_size=0)
-    a._reader.close()
-    a._writer.close()
+    with pytest.raises(udf.UDFError, match="not started"):
+        a.abort(udf.UDFError("too early"))
+    reader.close()
+    writer.close()
 
 
 # --- child processes -----------------------------------------------------------------------------
@@ -932,3 +935,21 @@ def test_agent_server_replaces_stale_socket_refuses_live_one(short_tmp: str) -> 
     assert not os.path.exists(path)
     with pytest.raises(ValueError, match="tcp://host:port"):
         AgentServer("tcp://localhost", EchoHandler)
+
+
+def test_agent_server_states_follow_its_table(short_tmp: str) -> None:
+    server = AgentServer(os.path.join(short_tmp, "s.sock"), EchoHandler)
+    assert server.state is agent_mod.ServerState.NEW
+    server.start()
+    assert server.state is agent_mod.ServerState.SERVING
+    with pytest.raises(udf.UDFError, match="already started"):
+        server.start()
+    server.stop()
+    assert server.state is agent_mod.ServerState.STOPPED
+    server.stop()  # again: nothing to do
+    server.serve_forever()  # stopped already: returns at once
+    with pytest.raises(udf.UDFError, match="agent server stopped"):
+        server.start()
+    never = AgentServer(os.path.join(short_tmp, "n.sock"), EchoHandler)
+    never.stop()  # stop() before start() closes the socket
+    assert never.state is agent_mod.ServerState.STOPPED and not os.path.exists(never.address)

@@ -488,3 +488,32 @@ def test_end_of_input_with_unread_records_loses_nothing(certs: Certs, version: A
     finally:
         host_sock.close()
         agent_sock.close()
+
+
+def test_the_first_request_deadline_includes_the_tls_handshake(certs: Certs, cert_files: Dict[str, str]) -> None:
+    """A real TLS agent process, first_request_timeout 1 s, handshake_timeout its default 10 s."""
+    from .agent_process import AgentProcess
+
+    agent = AgentProcess("--tls-cert", cert_files["agent"], "--tls-ca", cert_files["ca"], "--first-request-timeout", "1")
+    begin = time.monotonic()
+    silent = socket.create_connection((LOCAL, agent.port), timeout=TIMEOUT)  # never starts the handshake
+    raw = socket.create_connection((LOCAL, agent.port), timeout=TIMEOUT)
+    shaken = certs.host_context().wrap_socket(raw, server_hostname=LOCAL)  # handshakes, then says nothing
+    try:
+        with tls_socket(agent.address, certs.host_context()) as u:  # a good host meanwhile
+            assert u.info() is not None
+        for sock in (silent, shaken):
+            try:
+                assert sock.recv(1024) == b""
+            except (ConnectionResetError, ssl.SSLError):
+                pass  # the agent reset it
+        assert time.monotonic() - begin >= 1.0
+        closed = agent.wait_for(r"W! udf.agent: closed connection \d+ from 127\.0\.0\.1:\d+: no complete first "
+                                r"request within 1s \(first_request_timeout\)", 2)
+        assert len(closed) == 2
+    finally:
+        for sock in (silent, shaken):
+            sock.close()
+        log = agent.stop()
+    assert "did not complete within" not in log  # not the handshake's own timeout
+    assert "refused connection" not in log  # one warning per connection, naming the deadline

@@ -12,10 +12,13 @@ gives you the plumbing so that you only write a :class:`Handler`:
 * :func:`parse_options`, :func:`init_options`, :func:`option_value`,
   :func:`field_value` (``options.py``) -- request contents as Python values.
 * :class:`Agent` (``conversation.py``) -- runs one conversation over a pair of
-  binary streams: a reader thread that answers keepalives at once, a handler
-  thread that calls the handler. :meth:`Agent.write_response` is thread safe.
+  binary streams: a reader thread (``reading.py``) that answers keepalives at
+  once, a handler thread (``handling.py``) that calls the handler, one buffered
+  output (``output.py``). :meth:`Agent.write_response` is thread safe.
 * :class:`AgentServer` (``server.py``) -- serves one :class:`Agent` per
   connection on a unix socket path or ``tcp://host:port``.
+* ``states.py`` -- the lifecycles as data: :class:`AgentState`,
+  :class:`ServerState` and their transition tables (rendered in docs/agent.md).
 * :func:`main` (``command.py``) -- a command line entry: stdin/stdout agent by
   default, ``--socket PATH`` for a socket server. ``python -m udf.agent
   MODULE:FACTORY`` runs it for a handler named by import path.
@@ -37,11 +40,14 @@ from .conversation import FLUSH_THRESHOLD, READ_CHUNK, REQUEST_QUEUE_SIZE, Agent
 from .handler import Handler, HandlerFactory
 from .options import OptionPyValue, field_value, init_options, option_value, parse_options
 from .server import AgentServer
+from .states import AgentState, ServerState
 
 __all__ = [
     "Handler",
     "Agent",
     "AgentServer",
+    "AgentState",
+    "ServerState",
     "HandlerFactory",
     "OptionPyValue",
     "main",

@@ -1,4 +1,4 @@
-"""``python -m udf.agent MODULE:FACTORY [--socket ADDR] [--log-level LEVEL] [--tls-* ...]``.
+"""``python -m udf.agent MODULE:FACTORY [--socket ADDR] [--log-level LEVEL] [--max-* ...] [--tls-* ...]``.
 
 Runs :func:`udf.agent.main` for a handler named by import path, e.g.
 ``python -m udf.agent mymodule:MyHandler`` (the current directory is on the
@@ -17,7 +17,9 @@ from .handler import HandlerFactory
 
 USAGE = (
     "usage: python -m udf.agent MODULE:FACTORY [--socket ADDR] [--log-level LEVEL]\n"
-    "       [--tls-cert FILE [--tls-key FILE]] [--tls-ca FILE] [--tls-require-client-cert]"
+    "       [--max-connections N] [--first-request-timeout SECONDS] [--max-buffered-bytes N]\n"
+    "       [--tls-cert FILE [--tls-key FILE]] [--tls-ca FILE] [--tls-require-client-cert]\n"
+    "(MODULE:FACTORY --help describes every option)"
 )
 
 

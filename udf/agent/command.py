@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 from ..address import TCP_PREFIX
 from ..errors import UDFError
 from ..tls import add_tls_arguments, context_from_arguments
+from .connections import DEFAULT_FIRST_REQUEST_TIMEOUT, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, Limits
 from .conversation import Agent, unbuffered
 from .handler import HandlerFactory
 from .server import AgentServer
@@ -77,7 +78,9 @@ def main(
 
     Without options the agent talks over stdin/stdout (Kapacitor's ``prog``
     UDFs); ``--socket PATH`` (or ``--socket tcp://HOST:PORT``) serves every
-    connection instead, until SIGINT or SIGTERM. With ``--tls-cert`` (and
+    connection instead, until SIGINT or SIGTERM, within ``--max-connections``,
+    ``--first-request-timeout`` and ``--max-buffered-bytes`` (see
+    :class:`AgentServer`). With ``--tls-cert`` (and
     ``--tls-key``, ``--tls-ca``, ``--tls-require-client-cert``) a TCP socket
     is served over TLS. Logs go to stderr with
     Kapacitor's level marks; ``sys.stdout`` is redirected to stderr so that a
@@ -100,6 +103,7 @@ def main(
         choices=["debug", "info", "warning", "error"],
         help="stderr log level (default: info)",
     )
+    _add_limit_arguments(parser)
     add_tls_arguments(parser, server_side=True)
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
@@ -109,9 +113,53 @@ def main(
         parser.error(str(exc))
     if ssl_context is not None and (args.socket is None or not args.socket.startswith(TCP_PREFIX)):
         parser.error("the --tls-* flags need --socket tcp://HOST:PORT")
+    limits = _limits_from_arguments(parser, args)
     if args.socket is None:
         return _serve_stdio(handler_factory)
-    return _serve_socket(handler_factory, args.socket, ssl_context)
+    return _serve_socket(handler_factory, args.socket, ssl_context, limits)
+
+
+_LIMIT_FLAGS = {
+    "max_connections": "--max-connections",
+    "first_request_timeout": "--first-request-timeout",
+    "max_buffered_bytes": "--max-buffered-bytes",
+}
+
+
+def _add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """The limits on what a peer can take from an AgentServer (``--socket`` only)."""
+    group = parser.add_argument_group("limits on what a peer can take (with --socket)")
+    group.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help=f"close a connection beyond N at once (default: {DEFAULT_MAX_CONNECTIONS})",
+    )
+    group.add_argument(
+        "--first-request-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a connection without a complete first request after SECONDS, TLS handshake included "
+        f"(default: {DEFAULT_FIRST_REQUEST_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--max-buffered-bytes",
+        type=int,
+        metavar="N",
+        help="bytes of unfinished frames held across all connections; the connection whose frame would "
+        f"pass N is closed (default: {DEFAULT_MAX_BUFFERED_BYTES}, 256 MiB)",
+    )
+
+
+def _limits_from_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Limits:
+    given = {name: getattr(args, name) for name in _LIMIT_FLAGS if getattr(args, name) is not None}
+    if given and args.socket is None:
+        parser.error(f"{_LIMIT_FLAGS[next(iter(given))]} needs --socket")
+    try:
+        return Limits(**given)
+    except ValueError as exc:
+        name = str(exc).split(" ", 1)[0]
+        parser.error(str(exc).replace(name, _LIMIT_FLAGS.get(name, name), 1))
 
 
 def _serve_stdio(handler_factory: HandlerFactory) -> int:
@@ -131,9 +179,18 @@ def _serve_stdio(handler_factory: HandlerFactory) -> int:
     return EXIT_OK if agent.error is None else EXIT_FAILED
 
 
-def _serve_socket(handler_factory: HandlerFactory, address: str, ssl_context: Optional[ssl.SSLContext]) -> int:
+def _serve_socket(
+    handler_factory: HandlerFactory, address: str, ssl_context: Optional[ssl.SSLContext], limits: Limits
+) -> int:
     """Serve connections until SIGINT (exit 130) or SIGTERM (exit 0)."""
-    server = AgentServer(address, handler_factory, ssl_context=ssl_context)
+    server = AgentServer(
+        address,
+        handler_factory,
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        first_request_timeout=limits.first_request_timeout,
+        max_buffered_bytes=limits.max_buffered_bytes,
+    )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminate)
     _LOG.info("listening on %s", server.address)

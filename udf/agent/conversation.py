@@ -1,19 +1,21 @@
 """One agent conversation: :class:`Agent` reads requests and writes responses.
 
-Two threads per conversation. The *reader* decodes requests and answers
-keepalives at once, even while the handler is busy; the *handler* thread calls
-the :class:`~udf.agent.handler.Handler`, fed by a bounded queue
-(``queue_size``), which applies backpressure to the host.
+Two threads per conversation. The *reader* (:class:`~udf.agent.reading.RequestReader`)
+decodes requests and answers keepalives at once, even while the handler is
+busy; the *handler* thread (:class:`~udf.agent.handling.HandlerLoop`) calls the
+:class:`~udf.agent.handler.Handler`, fed by a bounded queue (``queue_size``),
+which applies backpressure to the host. Both write through one
+:class:`~udf.agent.output.FrameWriter`. :class:`Agent` owns the three and the
+conversation's life: a state in table ``udf.agent.Agent``
+(:mod:`udf.agent.states`), changed only by :meth:`Agent._fire` under its lock,
+and the first fatal error.
 
 Performance (measured by ``bench/``, see docs/performance.md):
 
 * Input is read in ``READ_CHUNK`` pieces and split by the sans-I/O
-  :class:`udf.wire.FrameDecoder`: one read call per many frames, not one per
-  length prefix as Kapacitor's agent does. Decoded requests go to the queue in
-  one ``put_many`` per read; the loops bind hot methods to locals.
-* Output is buffered: every response is appended to one buffer, written in one
-  call when flushed, when it exceeds ``FLUSH_THRESHOLD``, or when the handler
-  thread goes idle, so a burst of results costs one write.
+  :class:`udf.wire.FrameDecoder`; decoded requests go to the queue in one
+  ``put_many`` per read; the loops bind hot methods to locals.
+* Output is buffered (:mod:`udf.agent.output`), so a burst of results costs one write.
 * ``emit_point``/``emit_batch`` of :mod:`udf.models` values reuse the host's
   request encoders (:func:`udf.convert.encode_point`, ``encode_batch``): the
   BeginBatch/Point/EndBatch members are fields 16/17/18 of both ``Request`` and
@@ -22,7 +24,6 @@ Performance (measured by ``bench/``, see docs/performance.md):
 
 from __future__ import annotations
 
-import errno
 import logging
 import queue
 import sys
@@ -33,20 +34,20 @@ import agent_pb2
 
 from ..channel import Channel
 from ..convert import encode_batch, encode_point
-from ..errors import ChannelClosed, ProtocolError, ReadError, UDFError, WriteError
+from ..errors import ChannelClosed, UDFError
+from ..lifecycle import Lifecycle
 from ..models import Batch, Point
-from ..streams import describe_error as _describe
-from ..wire import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame, parse_payload
-from .handler import Handler, as_response
+from ..wire import DEFAULT_MAX_FRAME_SIZE, encode_frame
+from .handler import Handler
+from .handling import HandlerLoop
+from .output import FLUSH_THRESHOLD, FrameWriter
+from .reading import READ_CHUNK, ReadWatch, RequestReader
+from .states import AGENT_FAILED, AGENT_TABLE, AgentEvent, AgentState
 
 __all__ = ["Agent", "unbuffered", "READ_CHUNK", "REQUEST_QUEUE_SIZE", "FLUSH_THRESHOLD"]
 
-#: Bytes asked of the input per read.
-READ_CHUNK = 256 * 1024
 #: Requests decoded ahead of the handler before the reader blocks (backpressure).
 REQUEST_QUEUE_SIZE = 1024
-#: Buffered output that is written even without a flush.
-FLUSH_THRESHOLD = 256 * 1024
 
 _LOG = logging.getLogger("udf.agent")
 
@@ -81,7 +82,10 @@ class Agent:
     (see :func:`unbuffered`; the agent buffers its output itself). ``handler`` may
     also be assigned later (``agent.handler = MyHandler(agent)``, as with
     Kapacitor's agent), before :meth:`start`. Threads are named
-    ``<name>-reader`` and ``<name>-handler``.
+    ``<name>-reader`` and ``<name>-handler``. ``read_watch`` (used by
+    :class:`~udf.agent.server.AgentServer` to enforce its limits) is called by the
+    reader after each read with the bytes of unfinished frames it holds and
+    whether the read completed requests.
 
     At the end of the input, ``handler.stop()`` is called and the output is
     flushed and closed. A handler exception (or a malformed request stream) is
@@ -101,35 +105,29 @@ class Agent:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         queue_size: int = REQUEST_QUEUE_SIZE,
         name: str = "udf-agent",
+        read_watch: Optional[ReadWatch] = None,
     ) -> None:
         if queue_size <= 0:
             raise ValueError(f"queue_size must be positive, got {queue_size}")
-        self._reader: Any = reader if reader is not None else unbuffered(sys.stdin)
-        self._writer: Any = writer if writer is not None else unbuffered(sys.stdout)
+        self._input: Any = reader if reader is not None else unbuffered(sys.stdin)
+        self._output = FrameWriter(writer if writer is not None else unbuffered(sys.stdout))
         self._handler: Optional[Handler] = None
         self._logger = logger if logger is not None else _LOG
         self._max_frame_size = max_frame_size
         self._name = name
+        self._read_watch = read_watch
         self._requests: Channel[Tuple[str, Any]] = Channel(queue_size)
-
-        self._write_lock = threading.Lock()  # guards _out, _out_closed and writes
-        self._out = bytearray()
-        self._out_closed = False
-
-        self._state_lock = threading.Lock()
-        self._started = False
-        self._failed = False
+        self._lock = threading.Lock()  # guards the lifecycle, the error and the done callbacks
+        self._changed = threading.Condition(self._lock)  # notified when the agent is done
+        self._life = Lifecycle(AGENT_TABLE, AgentState.NEW)
         self._error: Optional[BaseException] = None
-        self._running = 0
-        self._done = threading.Event()
         self._done_callbacks: List[Callable[["Agent"], Any]] = []
-        self._threads: List[threading.Thread] = []
-        #: Keepalive requests answered so far by the reader thread.
-        self.keepalives = 0
+        self._reader: Optional[RequestReader] = None
+        self._threads: Tuple[threading.Thread, ...] = ()
         if handler is not None:
             self.handler = handler
 
-    # --- configuration ----------------------------------------------------------
+    # --- configuration and facts -----------------------------------------------------
 
     @property
     def handler(self) -> Optional[Handler]:
@@ -138,7 +136,7 @@ class Agent:
 
     @handler.setter
     def handler(self, handler: Handler) -> None:
-        if self._started:
+        if self._life.state is not AgentState.NEW:
             raise UDFError("cannot change the handler of a started agent")
         if getattr(handler, "agent", None) is None:
             try:
@@ -153,6 +151,11 @@ class Agent:
         return self._name
 
     @property
+    def state(self) -> AgentState:
+        """Where the conversation is (table ``udf.agent.Agent``)."""
+        return self._life.state
+
+    @property
     def error(self) -> Optional[BaseException]:
         """The error that stopped the agent, or ``None`` (so far) for a clean run."""
         return self._error
@@ -160,36 +163,45 @@ class Agent:
     @property
     def threads(self) -> Tuple[threading.Thread, ...]:
         """``(reader, handler)`` threads once started, else ``()``: e.g. to tell whether code runs on them."""
-        return tuple(self._threads)
+        return self._threads
 
     @property
     def done(self) -> bool:
         """True once both threads have ended and the output is closed."""
-        return self._done.is_set()
+        return self._life.state is AgentState.DONE
+
+    @property
+    def keepalives(self) -> int:
+        """Keepalive requests answered so far by the reader thread."""
+        return 0 if self._reader is None else self._reader.keepalives
 
     def add_done_callback(self, callback: Callable[["Agent"], Any]) -> None:
         """Call ``callback(agent)`` once the agent is done (at once if it already is)."""
-        with self._state_lock:
-            if not self._done.is_set():
+        with self._lock:
+            if self._life.state is not AgentState.DONE:
                 self._done_callbacks.append(callback)
                 return
         callback(self)
 
-    # --- lifecycle ---------------------------------------------------------------
+    # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the reader and handler threads; returns at once."""
-        with self._state_lock:
-            if self._started:
+        with self._lock:
+            if self._life.state is not AgentState.NEW:
                 raise UDFError("agent already started")
             if self._handler is None:
                 raise UDFError("agent has no handler")
-            self._started = True
-            self._running = 2
-        self._threads = [
-            threading.Thread(target=self._read_loop, name=f"{self._name}-reader", daemon=True),
-            threading.Thread(target=self._handle_loop, name=f"{self._name}-handler", daemon=True),
-        ]
+            self._life.fire(AgentEvent.START)
+            fail = self._fail
+            self._reader = RequestReader(
+                self._input, self._requests, self._output, fail, self._logger, self._max_frame_size, self._read_watch
+            )
+            handling = HandlerLoop(self._handler, self._requests, self._output, fail, self._logger)
+            self._threads = (
+                threading.Thread(target=self._run_reader, name=f"{self._name}-reader", daemon=True),
+                threading.Thread(target=self._run_handler, args=(handling,), name=f"{self._name}-handler", daemon=True),
+            )
         for thread in self._threads:
             thread.start()
 
@@ -199,10 +211,12 @@ class Agent:
         Returns False if ``timeout`` (seconds) passed first. The reason the
         agent stopped, if not a clean end of input, is :attr:`error`.
         """
-        if not self._started:
-            raise UDFError("agent not started")
-        if not self._done.wait(timeout):
-            return False
+        with self._lock:
+            if self._life.state is AgentState.NEW:
+                raise UDFError("agent not started")
+            # Woken by _fire() when the last thread ends.
+            if not self._changed.wait_for(lambda: self._life.state is AgentState.DONE, timeout):
+                return False
         me = threading.current_thread()
         for thread in self._threads:
             if thread is not me:
@@ -221,42 +235,73 @@ class Agent:
 
         As after a fatal error: queued requests are dropped, ``handler.stop()``
         runs on the handler thread, the output is closed, and the reader
-        discards the input until its end. Returns at once.
+        discards the input until its end. Returns at once. Raises
+        :class:`udf.UDFError` before :meth:`start`.
         """
+        if self._life.state is AgentState.NEW:
+            raise UDFError("agent not started")
         self._fail(err, report=False, log=False)
 
-    def _thread_ended(self) -> None:
-        with self._state_lock:
-            self._running -= 1
-            if self._running:
-                return
-            callbacks, self._done_callbacks = self._done_callbacks, []
-            self._done.set()
+    def _fire(self, event: AgentEvent, error: Optional[BaseException] = None) -> Tuple[AgentState, AgentState]:
+        """The one place the state changes: ``(before, after)``; a FAIL's error is kept if it is the first.
+
+        Once done, the done callbacks run here, outside the lock.
+        """
+        callbacks: List[Callable[["Agent"], Any]] = []
+        with self._lock:
+            before = self._life.state
+            after = self._life.fire(event)
+            if error is not None and self._error is None and before is not AgentState.DONE:
+                self._error = error
+            if after is AgentState.DONE and before is not AgentState.DONE:
+                callbacks, self._done_callbacks = self._done_callbacks, []
+                self._changed.notify_all()
         for callback in callbacks:
             try:
                 callback(self)
             except Exception:
                 self._logger.exception("agent done callback failed")
+        return before, after
 
-    def _fail(self, err: BaseException, report: bool, log: bool = True) -> None:
-        """Record a fatal error, report it to the host if asked, and stop taking requests."""
-        with self._state_lock:
-            first = not self._failed
-            self._failed = True
-            if self._error is None:
-                self._error = err
-        if first:
-            if log:
-                self._logger.error("%s", err)
-            if report:
-                response = agent_pb2.Response(error=agent_pb2.ErrorResponse(error=str(err)))
-                try:
-                    self.write_response(response, flush=True)
-                except UDFError:
-                    pass  # the host is gone: nobody to tell
+    def _fail(self, error: BaseException, report: bool, log: bool = True) -> None:
+        """Record a fatal error; the first one is logged and reported to the host (if asked).
+
+        Then stop taking requests and drop those queued (the handler finishes the
+        one it holds).
+        """
+        before, _ = self._fire(AgentEvent.FAIL, error)
+        if before in AGENT_FAILED or before is AgentState.DONE:
+            return  # not the first error: the first one stays the error
+        if log:
+            self._logger.error("%s", error)
+        if report:
+            response = agent_pb2.Response(error=agent_pb2.ErrorResponse(error=str(error)))
+            try:
+                self._output.write(encode_frame(response.SerializeToString()), True)
+            except UDFError:
+                pass  # the host is gone: nobody to tell
         self._requests.close()
+        _drop_queued(self._requests)
 
-    # --- output ----------------------------------------------------------------
+    def _run_reader(self) -> None:
+        assert self._reader is not None
+        try:
+            self._reader.run()
+        finally:
+            # Fired before the queue closes, so the handler can end only after it.
+            self._fire(AgentEvent.INPUT_ENDED)
+            self._requests.close()
+
+    def _run_handler(self, handling: HandlerLoop) -> None:
+        try:
+            handling.run()
+        except BaseException as exc:  # e.g. SystemExit from a handler: no more requests are handled
+            self._fail(UDFError(f"handler thread ended by {type(exc).__name__}"), True)
+            raise
+        finally:
+            self._fire(AgentEvent.HANDLER_ENDED)
+
+    # --- output ------------------------------------------------------------------------
 
     def write_response(self, response: Any, flush: bool = True) -> None:
         """Send one ``agent_pb2.Response`` to the host; thread safe.
@@ -269,7 +314,7 @@ class Agent:
         """
         if not isinstance(response, agent_pb2.Response):
             raise TypeError(f"write_response expects agent_pb2.Response, got {type(response).__name__}")
-        self._write_frames(encode_frame(response.SerializeToString()), flush)
+        self._output.write(encode_frame(response.SerializeToString()), flush)
 
     def write_responses(self, responses: Iterable[Any], flush: bool = True) -> None:
         """Send several ``agent_pb2.Response`` messages as one burst (one write)."""
@@ -278,207 +323,28 @@ class Agent:
             if not isinstance(response, agent_pb2.Response):
                 raise TypeError(f"write_responses expects agent_pb2.Response, got {type(response).__name__}")
             parts.append(encode_frame(response.SerializeToString()))
-        self._write_frames(b"".join(parts), flush)
+        self._output.write(b"".join(parts), flush)
 
     def emit_point(self, point: Union[Point, Any], flush: bool = True) -> None:
         """Send a stream point: a :class:`udf.Point` or an ``agent_pb2.Point``."""
         if isinstance(point, Point):
-            self._write_frames(encode_point(point), flush)
+            self._output.write(encode_point(point), flush)
         else:
             self.write_response(agent_pb2.Response(point=point), flush)
 
     def emit_batch(self, batch: Batch, flush: bool = True) -> None:
         """Send a :class:`udf.Batch` as BeginBatch, its points and EndBatch, in one write."""
-        self._write_frames(encode_batch(batch), flush)
+        self._output.write(encode_batch(batch), flush)
 
     def flush(self) -> None:
         """Write whatever the agent has buffered."""
-        self._write_frames(b"", True)
+        self._output.flush()
 
-    def _write_frames(self, data: bytes, flush: bool) -> None:
-        with self._write_lock:
-            if self._out_closed:
-                raise UDFError("agent output is closed")
-            out = self._out
-            out += data
-            if out and (flush or len(out) >= FLUSH_THRESHOLD):
-                self._flush_locked()
 
-    def _flush_locked(self) -> None:
-        data = bytes(self._out)
-        self._out.clear()
-        writer = self._writer
+def _drop_queued(requests: "Channel[Tuple[str, Any]]") -> None:
+    """Empty a closed queue: what was queued before a failure is dropped, not handled."""
+    while True:
         try:
-            view = memoryview(data)
-            while view:
-                written = writer.write(view)
-                if written is None:  # buffered writers write everything
-                    break
-                if written <= 0:
-                    raise OSError(errno.EPIPE, "write accepted no bytes")
-                view = view[written:]
-            flush = getattr(writer, "flush", None)
-            if flush is not None:
-                flush()
-        except (OSError, ValueError) as exc:
-            self._out_closed = True
-            raise WriteError(_describe(exc)) from exc
-
-    def _close_output(self) -> None:
-        error: Optional[WriteError] = None
-        with self._write_lock:
-            if self._out and not self._out_closed:
-                try:
-                    self._flush_locked()
-                except WriteError as exc:
-                    error = exc
-            self._out_closed = True
-            try:
-                self._writer.close()
-            except (OSError, ValueError):
-                pass
-        if error is not None:
-            self._fail(error, report=False)
-
-    # --- reader thread -------------------------------------------------------------
-
-    def _read_loop(self) -> None:
-        """Decode requests; answer keepalives here; queue the rest for the handler."""
-        reader = self._reader
-        read = getattr(reader, "read1", None) or reader.read
-        decoder = FrameDecoder(self._max_frame_size, text_hint="the input is text, not UDF frames")
-        parse = agent_pb2.Request.FromString
-        queue_open = True
-        try:
-            while True:
-                try:
-                    data = read(READ_CHUNK)
-                except (OSError, ValueError) as exc:
-                    if not self._failed:
-                        self._fail(ReadError(_describe(exc)), report=False)
-                    return
-                if not data:
-                    if queue_open:
-                        decoder.eof()
-                    return
-                if not queue_open:
-                    continue  # stopped after an error: discard until EOF
-                batch: List[Tuple[str, Any]] = []
-                for payload in decoder.feed(data):
-                    request = parse_payload(parse, payload)
-                    kind = request.WhichOneof("message")
-                    if kind == "keepalive":
-                        self._answer_keepalive(request.keepalive.time)
-                    elif kind is None:
-                        self._logger.warning("ignoring a request of an unknown type (%d bytes)", len(payload))
-                    else:
-                        batch.append((kind, request))
-                if batch:
-                    try:
-                        self._requests.put_many(batch)
-                    except ChannelClosed:
-                        queue_open = False
-        except ProtocolError as exc:
-            self._fail(exc, report=True)
-            self._discard(read)
-        except Exception as exc:  # a bug of ours: report it rather than die silently
-            self._logger.exception("agent reader failed")
-            self._fail(UDFError(f"agent reader failed: {type(exc).__name__}: {exc}"), report=True)
-            self._discard(read)
-        finally:
-            self._requests.close()
-            try:
-                reader.close()
-            except (OSError, ValueError):
-                pass
-            self._thread_ended()
-
-    def _discard(self, read: Callable[[int], Optional[bytes]]) -> None:
-        try:
-            while read(READ_CHUNK):
-                pass
-        except (OSError, ValueError):
-            pass
-
-    def _answer_keepalive(self, t: int) -> None:
-        if self._failed:
+            requests.get(block=False)
+        except (queue.Empty, ChannelClosed):
             return
-        response = agent_pb2.Response(keepalive=agent_pb2.KeepaliveResponse(time=t))
-        self.keepalives += 1  # counted first: the host may see the answer before write returns
-        try:
-            self.write_response(response, flush=True)
-        except WriteError as exc:
-            self._fail(exc, report=False)
-        except UDFError:
-            pass  # output already closed: we are stopping
-
-    # --- handler thread --------------------------------------------------------------
-
-    def _handle_loop(self) -> None:
-        """Call the handler for each queued request; flush whenever the queue runs dry."""
-        get = self._requests.get
-        try:
-            while True:
-                try:
-                    kind, request = get(block=False)
-                except queue.Empty:
-                    self._idle_flush()
-                    try:
-                        kind, request = get()
-                    except ChannelClosed:
-                        break
-                except ChannelClosed:
-                    break
-                if self._failed:
-                    continue  # drop what was queued before the failure
-                try:
-                    self._dispatch(kind, request)
-                except WriteError as exc:
-                    self._fail(exc, report=False)
-                    break
-                except Exception as exc:
-                    err = UDFError(f"error processing request of type {kind}: {str(exc) or type(exc).__name__}")
-                    self._logger.error("%s", err, exc_info=exc)
-                    self._fail(err, report=True, log=False)
-                    break
-        finally:
-            self._finish()
-            self._thread_ended()
-
-    def _idle_flush(self) -> None:
-        try:
-            self.flush()
-        except WriteError as exc:
-            self._fail(exc, report=False)
-        except UDFError:
-            pass
-
-    def _dispatch(self, kind: str, request: Any) -> None:
-        handler: Any = self._handler
-        if kind == "point":
-            handler.point(request.point)
-        elif kind == "begin":
-            handler.begin_batch(request.begin)
-        elif kind == "end":
-            handler.end_batch(request.end)
-        elif kind == "info":
-            self.write_response(as_response(kind, handler.info()), flush=True)
-        elif kind == "init":
-            self.write_response(as_response(kind, handler.init(request.init)), flush=True)
-        elif kind == "snapshot":
-            self.write_response(as_response(kind, handler.snapshot()), flush=True)
-        elif kind == "restore":
-            self.write_response(as_response(kind, handler.restore(request.restore)), flush=True)
-        else:
-            self._logger.warning("ignoring unhandled request %s", kind)
-
-    def _finish(self) -> None:
-        """Stop the handler, then flush and close the output."""
-        stop = getattr(self._handler, "stop", None)
-        if stop is not None:
-            try:
-                stop()
-            except Exception as exc:
-                self._fail(UDFError(f"error stopping handler: {_describe(exc)}"), report=True)
-        self._close_output()
-

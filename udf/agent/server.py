@@ -2,7 +2,9 @@
 
 Kapacitor's "socket" UDFs: the agent runs on its own and Kapacitor (or any
 :class:`udf.Socket`) connects to it. Each connection gets its own
-:class:`~udf.agent.conversation.Agent` and handler.
+:class:`~udf.agent.conversation.Agent` and handler. What a peer may take
+(connections, time before its first request, bytes of unfinished frames) is
+decided by :mod:`udf.agent.connections`; this module acts on it.
 """
 
 from __future__ import annotations
@@ -15,23 +17,37 @@ import select
 import socket
 import ssl
 import stat
+import struct
 import threading
-from typing import Any, Dict, Optional, Tuple
+import time
+from typing import Any, Optional, Tuple
 
 import agent_pb2
 
 from ..address import parse_address
 from ..errors import UDFError
+from ..lifecycle import Lifecycle
 from ..streams import HalfCloseWriter, SocketReader
 from ..tls import NotTLSError, TLSConnection
-from ..wire import encode_frame
-from ..wire import DEFAULT_MAX_FRAME_SIZE
+from ..wire import DEFAULT_MAX_FRAME_SIZE, encode_frame
+from .connections import (
+    DEFAULT_FIRST_REQUEST_TIMEOUT,
+    DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    Connection,
+    Connections,
+    Limits,
+)
 from .conversation import READ_CHUNK, Agent
 from .handler import HandlerFactory
+from .reading import ReadWatch
+from .states import SERVER_TABLE, ConnectionEvent, ConnectionState, ServerEvent, ServerState
 
 __all__ = ["AgentServer"]
 
 _LOG = logging.getLogger("udf.agent")
+#: SO_LINGER on, 0 seconds: close() sends a reset.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 def _bind_address(address: str) -> Tuple[int, Any]:
@@ -54,6 +70,7 @@ class AgentServer:
     :attr:`address` is known at once (``tcp://127.0.0.1:0`` picks a free port).
     :meth:`start` accepts in a background thread; :meth:`stop` stops accepting,
     removes the unix socket file, ends the connections and joins every thread.
+    Its life: table ``udf.agent.AgentServer``.
 
     A unix socket file is created with permissions ``mode`` (default 0o600:
     only its owner may connect); a path that exists and is not a socket is
@@ -62,6 +79,13 @@ class AgentServer:
     ``handshake_timeout`` seconds; a client that is not TLS, or whose
     certificate the context refuses, is logged and disconnected. Binding every
     interface (``0.0.0.0``, ``::``) without TLS logs a warning.
+
+    What a peer may take (see docs/security.md): a connection beyond
+    ``max_connections`` is closed at once; one without a complete first request
+    ``first_request_timeout`` seconds after its accept (TLS handshake included)
+    is closed; the bytes of unfinished frames held across connections never
+    pass ``max_buffered_bytes`` (the connection whose frame would is closed).
+    Each is logged as a WARNING naming the connection.
     """
 
     def __init__(
@@ -75,41 +99,31 @@ class AgentServer:
         ssl_context: Optional[ssl.SSLContext] = None,
         mode: int = 0o600,
         handshake_timeout: float = 10.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        first_request_timeout: float = DEFAULT_FIRST_REQUEST_TIMEOUT,
+        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
     ) -> None:
         self._factory = handler_factory
         self._logger = logger if logger is not None else _LOG
         self._max_frame_size = max_frame_size
+        if handshake_timeout <= 0:
+            raise ValueError(f"handshake_timeout must be positive, got {handshake_timeout}")
+        self._connections = Connections(Limits(max_connections, first_request_timeout, max_buffered_bytes))
         family, sockaddr = _bind_address(address)
         self._path: Optional[str] = sockaddr if family == socket.AF_UNIX else None
         if ssl_context is not None and self._path is not None:
             raise ValueError(f"ssl_context needs a tcp://host:port address, not unix socket {self._path}")
-        if handshake_timeout <= 0:
-            raise ValueError(f"handshake_timeout must be positive, got {handshake_timeout}")
         self._ssl_context = ssl_context
         self._handshake_timeout = float(handshake_timeout)
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            if self._path is not None:
-                _remove_stale_socket(self._path)
-            else:
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(sockaddr)
-            if self._path is not None:
-                os.chmod(self._path, mode)  # before listen(): no one can connect yet
-            listener.listen(backlog)
-            listener.setblocking(False)
-        except BaseException:
-            listener.close()
-            raise
-        self._listener = listener
+        self._listener = _listen(family, sockaddr, self._path, backlog, mode)
         self._address: str
+        self._inode: Optional[int] = None
         if self._path is not None:
             self._address = self._path
-            self._inode: Optional[int] = os.stat(self._path).st_ino
+            self._inode = os.stat(self._path).st_ino
         else:
-            host, port = listener.getsockname()[:2]
+            host, port = self._listener.getsockname()[:2]
             self._address = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
-            self._inode = None
             if ssl_context is None and ipaddress.ip_address(host.split("%")[0]).is_unspecified:
                 self._logger.warning(
                     "agent server on %s listens on every interface without TLS: anyone who can reach "
@@ -117,14 +131,10 @@ class AgentServer:
                     self._address,
                 )
         self._wake_r, self._wake_w = os.pipe()
-        self._lock = threading.Lock()
-        self._started = False
-        self._stopping = False
-        self._stopped = threading.Event()
-        self._count = 0
-        self._conns: Dict[Agent, socket.socket] = {}
-        self._handshakes: Dict[threading.Thread, socket.socket] = {}
-        self._tls: Dict[Agent, TLSConnection] = {}
+        self._lock = threading.Lock()  # guards the lifecycle
+        self._changed = threading.Condition(self._lock)  # notified when stopped
+        self._life = Lifecycle(SERVER_TABLE, ServerState.NEW)
+        self._count = 0  # connections accepted so far (only the accept thread counts)
         self._accept_thread: Optional[threading.Thread] = None
 
     @property
@@ -133,27 +143,38 @@ class AgentServer:
         return self._address
 
     @property
+    def state(self) -> ServerState:
+        """Where the server is (table ``udf.agent.AgentServer``)."""
+        return self._life.state
+
+    @property
+    def limits(self) -> Limits:
+        """``max_connections``, ``first_request_timeout`` and ``max_buffered_bytes``."""
+        return self._connections.limits
+
+    @property
     def connections(self) -> int:
         """How many connections are being served now."""
-        with self._lock:
-            return len(self._conns)
+        return self._connections.served()
 
     def start(self) -> None:
         """Accept connections in a background thread (``udf-agent-server``)."""
         with self._lock:
-            if self._started:
+            if self._life.state is ServerState.SERVING:
                 raise UDFError("agent server already started")
-            if self._stopping:
+            if self._life.state is not ServerState.NEW:
                 raise UDFError("agent server stopped")
-            self._started = True
+            self._life.fire(ServerEvent.START)
         self._accept_thread = threading.Thread(target=self._accept_loop, name="udf-agent-server", daemon=True)
         self._accept_thread.start()
 
     def serve_forever(self) -> None:
         """Start (if needed) and block until :meth:`stop` is called from elsewhere."""
-        if not self._started:
+        if self._life.state is ServerState.NEW:
             self.start()
-        self._stopped.wait()
+        with self._lock:
+            # Woken by stop() once everything has ended.
+            self._changed.wait_for(lambda: self._life.state is ServerState.STOPPED)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, remove the socket file, end every connection, join the threads.
@@ -165,8 +186,8 @@ class AgentServer:
         returns, and the caller's agent finishes once its handler returns.
         """
         with self._lock:
-            first = not self._stopping
-            self._stopping = True
+            first = self._life.state in (ServerState.NEW, ServerState.SERVING)
+            self._life.fire(ServerEvent.STOP)
         if first:
             try:
                 os.write(self._wake_w, b"x")
@@ -180,29 +201,40 @@ class AgentServer:
             self._remove_socket_file()
             os.close(self._wake_r)
             os.close(self._wake_w)
+        self._end_handshakes(me)
+        self._end_connections(me, timeout)
         with self._lock:
-            handshakes = list(self._handshakes.items())
-        for thread, sock in handshakes:
-            _shutdown(sock, socket.SHUT_RDWR)  # wakes the handshake: it fails, the thread ends
-        for thread, _ in handshakes:
-            if thread is not me:
-                thread.join()
-        with self._lock:
-            conns = list(self._conns.items())
-            tls_conns = dict(self._tls)
-        for agent, sock in conns:
-            if agent in tls_conns:
-                tls_conns[agent].stop_input()
+            self._life.fire(ServerEvent.STOPPED)
+            self._changed.notify_all()
+
+    def _end_handshakes(self, me: threading.Thread) -> None:
+        """Wake every handshake (it fails, its thread ends) and join their threads."""
+        handshakes = [conn for conn in self._connections.live() if conn.thread is not None]
+        for conn in handshakes:
+            if conn.state is ConnectionState.HANDSHAKING:
+                _shutdown(conn.sock, socket.SHUT_RDWR)
+        for conn in handshakes:
+            thread = conn.thread
+            if thread is not None and thread is not me:
+                thread.join()  # bounded: its socket is shut down, or its handshake is over
+
+    def _end_connections(self, me: threading.Thread, timeout: float) -> None:
+        """Shut down every agent's input, wait up to ``timeout`` for each, then cut off the rest."""
+        served = [conn for conn in self._connections.live() if conn.agent is not None]
+        for conn in served:
+            if conn.tls is not None:
+                conn.tls.stop_input()
             else:
-                _shutdown(sock, socket.SHUT_RD)
-        for agent, sock in conns:
+                _shutdown(conn.sock, socket.SHUT_RD)
+        for conn in served:
+            agent = conn.agent
+            assert agent is not None
             if me in agent.threads:
                 continue  # the caller's own agent: it ends after this returns
             if not agent.wait(timeout):
                 self._logger.warning("agent %s did not finish in %.1fs: closing its connection", agent.name, timeout)
-                _shutdown(sock, socket.SHUT_RDWR)
+                _shutdown(conn.sock, socket.SHUT_RDWR)
                 agent.wait()
-        self._stopped.set()
 
     def _remove_socket_file(self) -> None:
         if self._path is None:
@@ -223,113 +255,197 @@ class AgentServer:
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
 
+    # --- the accept thread ---------------------------------------------------------------
+
     def _accept_loop(self) -> None:
         listener = self._listener
-        while not self._stopping:
-            # Woken by a connection or by stop() writing to the wake pipe.
-            ready, _, _ = select.select([listener.fileno(), self._wake_r], [], [])
-            if self._wake_r in ready or self._stopping:
+        connections = self._connections
+        while True:
+            deadline = connections.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            # Woken by a connection, by stop() writing to the wake pipe, or at the next first-request deadline.
+            ready, _, _ = select.select([listener.fileno(), self._wake_r], [], [], timeout)
+            if self._wake_r in ready or self._life.state is not ServerState.SERVING:
                 return
-            try:
-                conn, peer = listener.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                continue
-            except OSError as exc:
-                self._logger.error("accept failed: %s", exc)
-                continue
-            if self._ssl_context is None:
-                self._serve(conn, self._next_number(), SocketReader(conn, READ_CHUNK), HalfCloseWriter(conn))
-            else:
-                self._start_handshake(conn, peer)
+            for conn in connections.expired(time.monotonic()):
+                limit = connections.limits.first_request_timeout
+                self._cut_off(conn, f"no complete first request within {limit:g}s (first_request_timeout)")
+            if ready:
+                self._accept()
 
-    def _next_number(self) -> int:
-        with self._lock:
-            self._count += 1
-            return self._count
-
-    def _start_handshake(self, conn: socket.socket, peer: Any) -> None:
-        """TLS: handshake in a thread of its own, so a silent client cannot hold up the others."""
-        number = self._next_number()
-        thread = threading.Thread(
-            target=self._handshake, args=(conn, number, peer), name=f"udf-agent-tls-{number}", daemon=True
-        )
-        with self._lock:
-            if self._stopping:
-                conn.close()
-                return
-            self._handshakes[thread] = conn
-        thread.start()
-
-    def _handshake(self, conn: socket.socket, number: int, peer: Any) -> None:
-        assert self._ssl_context is not None
-        conn.setblocking(True)
-        where = _peer_text(peer)
+    def _accept(self) -> None:
         try:
-            try:
-                tls = TLSConnection(conn, self._ssl_context, server_side=True)
-                tls.handshake(self._handshake_timeout, where)
-            except (UDFError, OSError) as exc:
-                self._logger.warning("refused connection %d: %s", number, exc)
-                if isinstance(exc, NotTLSError):
-                    _tell_plain_host(conn)
-                conn.close()
-                return
-            with self._lock:
-                stopping = self._stopping
-            if stopping:
-                conn.close()
-                return
-            self._logger.debug("connection %d from %s: %s", number, where, tls.version)
-            self._serve(conn, number, tls.reader, tls.writer, tls)
-        finally:
-            # Only now: stop() joins this thread before it ends the served connections.
-            with self._lock:
-                self._handshakes.pop(threading.current_thread(), None)
+            sock, peer = self._listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError as exc:
+            self._logger.error("accept failed: %s", exc)
+            return
+        self._count += 1
+        number = self._count
+        where = _peer_text(peer) if self._path is None else self._path
+        conn = self._connections.admit(number, where, sock, time.monotonic(), self._ssl_context is not None)
+        if conn is None:
+            limit = self._connections.limits.max_connections
+            if self._ssl_context is None:
+                _tell_peer(sock, f"agent busy: it serves {limit} connections already (max_connections)")
+            sock.close()
+            self._logger.warning(
+                "refused connection %d from %s: %d connections open already (max_connections)", number, where, limit
+            )
+            return
+        if self._ssl_context is None:
+            sock.setblocking(True)
+            self._serve(conn, SocketReader(sock, READ_CHUNK), HalfCloseWriter(sock))
+            return
+        conn.thread = threading.Thread(
+            target=self._handshake, args=(conn,), name=f"udf-agent-tls-{number}", daemon=True
+        )
+        conn.thread.start()
 
-    def _serve(
-        self, conn: socket.socket, number: int, reader: Any, writer: Any, tls: Optional[TLSConnection] = None
-    ) -> None:
-        conn.setblocking(True)
+    def _cut_off(self, conn: Connection, why: str) -> None:
+        """Close a connection the server refuses to go on serving (its state is CLOSING already)."""
+        self._logger.warning("closed connection %d from %s: %s", conn.number, conn.peer, why)
+        agent = conn.agent
+        if agent is not None:
+            try:
+                agent.abort(UDFError(f"connection closed by the agent server: {why}"))
+            except UDFError:
+                pass  # not started yet: it starts on a closed input and ends at once
+        try:
+            # The close that follows is a reset: a peer still sending learns at once, instead of
+            # waiting on a zero window (an orderly close leaves a blocked sender hanging).
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        except OSError:
+            pass  # closed already
+        _shutdown(conn.sock, socket.SHUT_RDWR)  # its reader sees the end; a handshake fails
+
+    # --- one connection ------------------------------------------------------------------
+
+    def _handshake(self, conn: Connection) -> None:
+        """TLS: handshake in a thread of its own, so a silent client cannot hold up the others."""
+        assert self._ssl_context is not None
+        sock = conn.sock
+        sock.setblocking(True)
+        try:
+            tls = TLSConnection(sock, self._ssl_context, server_side=True)
+            tls.handshake(self._handshake_timeout, conn.peer)
+        except (UDFError, OSError) as exc:
+            if conn.state is not ConnectionState.CLOSING:  # else _cut_off said why
+                self._logger.warning("refused connection %d: %s", conn.number, exc)
+                if isinstance(exc, NotTLSError):
+                    _tell_peer(sock, PLAIN_HOST_REFUSED)
+            self._ended(conn)
+            return
+        _, state = self._connections.fire(conn, ConnectionEvent.HANDSHAKE_DONE)
+        if state is ConnectionState.CLOSING or self._life.state is not ServerState.SERVING:
+            self._ended(conn)
+            return
+        self._logger.debug("connection %d from %s: %s", conn.number, conn.peer, tls.version)
+        self._serve(conn, tls.reader, tls.writer, tls)
+
+    def _serve(self, conn: Connection, reader: Any, writer: Any, tls: Optional[TLSConnection] = None) -> None:
         agent = Agent(
-            reader,
+            _ConnectionInput(conn, reader),
             writer,
             logger=self._logger,
             max_frame_size=self._max_frame_size,
-            name=f"udf-agent-{number}",
+            name=f"udf-agent-{conn.number}",
+            read_watch=self._watch(conn),
         )
         try:
             agent.handler = self._factory(agent)
         except Exception:
-            self._logger.exception("handler factory failed; closing connection %d", number)
-            conn.close()
+            self._logger.exception("handler factory failed; closing connection %d", conn.number)
+            self._ended(conn)
             return
-        with self._lock:
-            self._conns[agent] = conn
-            if tls is not None:
-                self._tls[agent] = tls
-        agent.add_done_callback(self._connection_done)
-        self._logger.info("serving connection %d", number)
+        self._connections.attach(conn, agent, tls)
+        agent.add_done_callback(lambda _: self._ended(conn))
+        self._logger.info("serving connection %d", conn.number)
         agent.start()
 
-    def _connection_done(self, agent: Agent) -> None:
-        with self._lock:
-            conn = self._conns.pop(agent, None)
-            self._tls.pop(agent, None)
-        if conn is not None:
-            conn.close()
-        self._logger.info("connection of %s finished", agent.name)
+    def _watch(self, conn: Connection) -> ReadWatch:
+        """What the connection's reader calls after each read: the first request, the buffer budget."""
+        connections = self._connections
+        reserved = connections.reserved
+        awaiting = ConnectionState.AWAITING_REQUEST
+
+        def watch(buffered: int, parsed: bool) -> None:
+            if parsed and conn.life.state is awaiting:
+                connections.fire(conn, ConnectionEvent.FIRST_REQUEST)
+            if (buffered > reserved or conn.charged) and not connections.charge(conn, buffered):
+                limit = connections.limits.max_buffered_bytes
+                self._cut_off(
+                    conn,
+                    f"its unfinished frame ({buffered} bytes so far) would pass max_buffered_bytes "
+                    f"({limit} bytes of unfinished frames across all connections)",
+                )
+
+        return watch
+
+    def _ended(self, conn: Connection) -> None:
+        """The connection's agent is done (or it never got one): forget it, close its socket."""
+        self._connections.fire(conn, ConnectionEvent.END)
+        conn.sock.close()
+        if conn.agent is not None:
+            self._logger.info("connection of %s finished", conn.agent.name)
+
+
+class _ConnectionInput:
+    """A connection's input as its agent reads it: it ends once the server has cut the connection off.
+
+    A cut-off connection's socket is shut down, but a reader woken by that
+    would still get what the kernel holds (megabytes a peer may have queued),
+    uncharged to the budget: here its next read is the end of the input.
+    """
+
+    __slots__ = ("_conn", "_read")
+
+    def __init__(self, conn: Connection, stream: Any) -> None:
+        self._conn = conn
+        self._read = stream.read
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._conn.life.state is ConnectionState.CLOSING:
+            return b""
+        data: bytes = self._read(size)
+        return data
+
+    read1 = read
+
+    def close(self) -> None:
+        pass  # the socket is closed by the server when the agent is done
+
+
+def _listen(family: int, sockaddr: Any, path: Optional[str], backlog: int, mode: int) -> socket.socket:
+    """A non-blocking listening socket; a unix socket file gets ``mode`` before anyone can connect."""
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if path is not None:
+            _remove_stale_socket(path)
+        else:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(sockaddr)
+        if path is not None:
+            os.chmod(path, mode)  # before listen(): no one can connect yet
+        listener.listen(backlog)
+        listener.setblocking(False)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
 
 
 #: What a plain host is told by a TLS agent: an ErrorResponse, the one thing it can read.
 PLAIN_HOST_REFUSED = "this agent requires TLS: connect with an ssl_context (--tls-ca)"
 
 
-def _tell_plain_host(conn: socket.socket) -> None:
-    """Answer a plain host with a UDF error response, so its error says why it was refused."""
-    response = agent_pb2.Response(error=agent_pb2.ErrorResponse(error=PLAIN_HOST_REFUSED))
+def _tell_peer(conn: socket.socket, message: str) -> None:
+    """Answer a refused plain host with a UDF error response, so its error says why (never blocks)."""
+    response = agent_pb2.Response(error=agent_pb2.ErrorResponse(error=message))
     try:
-        conn.settimeout(1.0)
-        conn.sendall(encode_frame(response.SerializeToString()))
+        conn.setblocking(False)  # a fresh connection's send buffer takes this small frame whole
+        conn.send(encode_frame(response.SerializeToString()))
         conn.shutdown(socket.SHUT_WR)
     except OSError:
         pass
