@@ -59,15 +59,13 @@ class AbortCallbacks:
                 return
             self._fired = err
             listeners = list(self._listeners)
-            if not inline:
+            if not inline:  # published before it runs (a callback asks whether it runs in it), started under the lock
                 self.thread = threading.Thread(
                     target=self._run, args=(err, listeners), name="udf-abort-callbacks", daemon=True
                 )
+                self.thread.start()
         if inline:
             self._run(err, listeners)
-        else:
-            assert self.thread is not None
-            self.thread.start()
 
     def _run(self, err: BaseException, listeners: List[AbortListener]) -> None:
         if self._abort_callback is not None:
@@ -82,6 +80,7 @@ class AbortCallbacks:
 
     def wait(self) -> None:
         """Wait until callbacks running in their own thread have returned (at once if none, or from there)."""
-        thread = self.thread
+        with self._lock:  # assigned and started under it
+            thread = self.thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()

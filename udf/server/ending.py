@@ -214,15 +214,17 @@ class Ending:
     # --- deciding and acting -----------------------------------------------------------
 
     def _step(self) -> Outcome:
-        """Decide with what is known now (lock held); WAIT starts a settler, once."""
+        """Decide with what is known now (lock held); a missing piece starts the settler, once."""
         if self._life.state is ServerState.ABORTED:
             return NOTHING, None
         now = time.monotonic()
         outcome = self._decide(now, now)
         if outcome[0] is WAIT:
-            if self.settler is not None:
-                return NOTHING, None
-            self.settler = threading.Thread(target=self._settle, name="udf-settle", daemon=True)
+            if self.settler is None:  # published started (the server joins it); it waits for this lock
+                settler = threading.Thread(target=self._settle, name="udf-settle", daemon=True)
+                settler.start()
+                self.settler = settler
+            return NOTHING, None
         return self._once(outcome)
 
     def _settle(self) -> None:
@@ -249,9 +251,6 @@ class Ending:
             self._abort(err)
         elif action is CLEAN:
             self._end_cleanly()
-        elif action is WAIT:
-            assert self.settler is not None
-            self.settler.start()
         self.check_io_over()
 
     def _end_cleanly(self) -> None:

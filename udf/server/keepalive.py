@@ -92,8 +92,9 @@ class Keepalive:
         last_ns = time.time_ns() - int((time.monotonic() - alive_at) * 1e9)
         err = KeepaliveTimeoutError(last_ns)
         self._logger.error("%s", err)
-        self.killer = threading.Thread(target=self._kill_if_stuck, args=(io_done,), name="udf-killer", daemon=True)
-        self.killer.start()
+        killer = threading.Thread(target=self._kill_if_stuck, args=(io_done,), name="udf-killer", daemon=True)
+        killer.start()
+        self.killer = killer  # published started: the server joins it
         self._abort(err)
 
     def _kill_if_stuck(self, io_done: threading.Event) -> None:

@@ -43,7 +43,7 @@ class Writer:
             progress = self._progress
             progress.input_closed = True
             progress.last_write = time.monotonic()  # closing the agent's input starts its time to finish
-            self._outbox.in_flight = False
+            # After a failure the frames in flight stay "unwritten": they were lost.
             self._on_end(error)
 
     def _write_frames(self) -> None:
