@@ -297,9 +297,9 @@ class Server(RequestCalls):
         ``idle`` seconds (see :class:`.progress.Progress`). Abort callbacks are
         not waited for (see :meth:`wait_abort_callbacks`).
         """
-        with self._lock:
-            started = bool(self._threads)
-        return self._wait_io(timeout, idle) if started else True
+        if self._life.state is _NEW:  # never started: nothing to wait for (a stop() or abort() ends it at once)
+            return True
+        return self._wait_io(timeout, idle)
 
     def _wait_io(self, timeout: Optional[float], idle: Optional[float] = None) -> bool:
         event = self._ending.io_done
