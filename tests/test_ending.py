@@ -3,6 +3,7 @@ and the server that publishes nothing before it (real pipes)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Any, Iterator, List, Optional
@@ -155,13 +156,14 @@ class DeadReader:
 
     def end_output(self) -> None:
         os.close(self.response_w)
+        self.response_w = -1
 
     def close(self) -> None:
+        if self.response_w >= 0:
+            os.close(self.response_w)
         for f in (self.host_reader, self.host_writer):
-            try:
+            with contextlib.suppress(OSError):
                 f.close()
-            except OSError:
-                pass
 
 
 @pytest.fixture

@@ -52,8 +52,8 @@ class Outbox:
         self._producers_waiting = 0
         #: Items accepted by put_data, by kind (POINT_ITEMS, BATCH_ITEMS); guarded by _lock.
         self.accepted = [0, 0]
-        #: Whether the writer holds frames it took and has not finished writing
-        #: (set by take(), cleared by the writer after its write; written by the writer thread only).
+        #: Whether the writer holds data (or request) frames it took and has not finished
+        #: writing (set by take(), cleared by the writer after its write; written by the writer thread only).
         self.in_flight = False
 
     def put_data(self, frame: bytes, block: bool = True, timeout: Optional[float] = None, kind: int = 0) -> None:
@@ -165,7 +165,7 @@ class Outbox:
             if self._state == self.CLOSED or (not requests and not data):
                 self.in_flight = False
                 return None
-            self.in_flight = True
+            self.in_flight = bool(data)  # keepalive pings alone are not the agent's input
             out = list(requests)
             requests.clear()
             if self._data_bytes <= WRITE_BUDGET:  # the usual case: take everything at once
