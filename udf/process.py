@@ -150,6 +150,7 @@ class Process(ServerBacked):
         self._tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self._exit_lock = threading.Lock()
         self._exit_error: Optional[ProcessExitedError] = None
+        self._exit_signals: List[str] = []  # the escalation steps _exit_error names
 
     # --- information ------------------------------------------------------------
 
@@ -347,14 +348,19 @@ class Process(ServerBacked):
     # --- errors ---------------------------------------------------------------------
 
     def _process_error(self) -> ProcessExitedError:
-        """The error describing the child's exit (built once, after it exited): the one cause."""
+        """The error describing the child's exit, built after it exited: the one cause.
+
+        Built again only if close() signalled the group since (a child of the
+        agent held its output after the agent exited): the first one then
+        explained nothing, so nobody has seen it.
+        """
         with self._exit_lock:
-            if self._exit_error is None:
-                proc = self._proc
-                assert proc is not None and proc.returncode is not None
+            proc = self._proc
+            assert proc is not None and proc.returncode is not None
+            signals, reason = self._escalation.taken()
+            if self._exit_error is None or (signals and signals != self._exit_signals):
                 self._stderr_done.wait(EXIT_GRACE)
                 status = describe_exit_status(proc.returncode)
-                signals, reason = self._escalation.taken()
                 if signals:
                     message = f"process {reason}: sent {', then '.join(signals)}; {status}"
                 else:
@@ -363,6 +369,7 @@ class Process(ServerBacked):
                 if tail:
                     message += "\nlast stderr lines:\n" + "\n".join(tail)
                 self._exit_error = ProcessExitedError(message)
+                self._exit_signals = signals
             return self._exit_error
 
     # --- the server's API (the rest comes from ServerBacked) -----------------------
