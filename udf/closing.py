@@ -22,12 +22,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from .server import Server
 from .stats import Stats
 
-__all__ = ["CloseWatch", "Escalation", "describe_wait", "WARN_AFTER", "WARN_EVERY"]
+__all__ = ["CloseWatch", "Escalation", "Stall", "describe_wait", "WARN_AFTER", "WARN_EVERY"]
 
 #: Seconds without progress after which a close() logs a WARNING naming what it waits for.
 WARN_AFTER = 5.0
@@ -82,8 +83,16 @@ class Escalation:
             return list(self._steps), self._reason
 
 
-#: One escalation step: called with the grace that ran out; returns False when there was none left.
-Step = Callable[[int, float], bool]
+@dataclass(frozen=True)
+class Stall:
+    """Where a close is stuck, for the transport's words: the agent's I/O is over, its input was closed."""
+
+    io_over: bool
+    input_closed: bool
+
+
+#: One escalation step: ``escalate(step, grace, stall)``; returns False when no step is left.
+Step = Callable[[int, float, Stall], bool]
 
 
 class CloseWatch:
@@ -91,7 +100,7 @@ class CloseWatch:
 
     ``finished``: the events that mark the agent's end, in order (the server's
     I/O is awaited first, then e.g. the process's exit); only the first counts
-    the agent's I/O as progress. ``escalate(step, grace)`` takes the next step.
+    the agent's I/O as progress. ``escalate(step, grace, stall)`` takes the next step.
     ``exit_wait`` words the wait once the I/O has ended.
     """
 
@@ -148,7 +157,7 @@ class CloseWatch:
                     self._warn(now - last_change, phase > 0)
                     next_warning = now + WARN_EVERY
                 if now >= escalate_at:
-                    escalating = self._escalate(step, self._grace)
+                    escalating = self._escalate(step, self._grace, Stall(phase > 0, progress.input_closed))
                     step += 1
                     idle_since = time.monotonic()
                     continue

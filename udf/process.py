@@ -34,6 +34,7 @@ import subprocess
 import threading
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
 
+from .closing import Stall
 from .errors import ProcessExitedError, UDFError
 from .server import OUT_CHANNEL_SIZE, OUTBOX_SIZE, Server
 from .transport import ServerBacked
@@ -208,7 +209,7 @@ class Process(ServerBacked):
         return server
 
     def _after_start(self) -> None:
-        # After server.start(): the waiter may abort the server at once.
+        # After server.start(): the waiter may report the exit at once.
         for thread in self._threads:
             thread.start()
 
@@ -224,7 +225,7 @@ class Process(ServerBacked):
     def _exit_wait(self) -> str:
         return f"process {self.pid} to exit"
 
-    def _escalate(self, step: int, grace: float) -> bool:
+    def _escalate(self, step: int, grace: float, stall: Stall) -> bool:
         """close()'s escalation: SIGTERM, then SIGKILL, to the group; then only say that it is still stuck."""
         proc = self._proc
         assert proc is not None
@@ -236,23 +237,23 @@ class Process(ServerBacked):
             )
             return False
         signum = (signal.SIGTERM, signal.SIGKILL)[step]
-        reason = self._stuck_reason(grace)
+        reason = self._stuck_reason(grace, stall)
         name = _signal_name(signum)
         self._logger.warning("process %d %s: sending %s to its process group", proc.pid, reason, name)
         self._escalation.record(name, reason)
         _signal_group(proc, signum)
         return True
 
-    def _stuck_reason(self, grace: float) -> str:
+    def _stuck_reason(self, grace: float, stall: Stall) -> str:
         """What the agent is failing to do, for the log and the error."""
-        server, proc = self._server, self._proc
-        assert server is not None and proc is not None
+        proc = self._proc
+        assert proc is not None
         if self._exited.is_set():
             status = describe_exit_status(proc.returncode)
             return f"exited ({status}) but its output stayed open after it exited (held by a child of it?)"
-        if server.wait_io(0):
+        if stall.io_over:
             return f"closed its output but did not exit within {grace:g}s"
-        if not server.input_closed:
+        if not stall.input_closed:
             return f"stopped reading its input (no progress for {grace:g}s)"
         return f"did not exit within {grace:g}s after its input was closed"
 

@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable, Iterator, Optional, Union
 
 from .address import parse_address as _parse_address
+from .closing import Stall
 from .errors import UDFError
 from .server import OUT_CHANNEL_SIZE, OUTBOX_SIZE, Server
 from .streams import HalfCloseWriter
@@ -215,7 +216,7 @@ class Socket(ServerBacked):
     def _grace(self) -> float:
         return self._close_grace
 
-    def _escalate(self, step: int, grace: float) -> bool:
+    def _escalate(self, step: int, grace: float, stall: Stall) -> bool:
         """close()'s one step against an agent that stops making progress: end the connection from our side."""
         if step > 0:
             return False

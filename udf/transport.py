@@ -23,7 +23,7 @@ import threading
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from .channel import Channel
-from .closing import CloseWatch, Escalation, describe_wait
+from .closing import CloseWatch, Escalation, Stall, describe_wait
 from .convert import Info
 from .errors import CloseTimeoutError, UDFError
 from .interface import Inlet, Interface
@@ -384,8 +384,8 @@ class ServerBacked(ServerCalls):
         """Seconds without progress, while closing, before each escalation step."""
 
     @abc.abstractmethod
-    def _escalate(self, step: int, grace: float) -> bool:
-        """Take escalation step ``step`` against an agent idle for ``grace`` s; False once none is left."""
+    def _escalate(self, step: int, grace: float, stall: Stall) -> bool:
+        """Take escalation step ``step`` against an agent idle for ``grace`` s (stuck at ``stall``); False once none is left."""
 
     def _finish_events(self) -> Sequence[threading.Event]:
         """What marks the agent's end besides its I/O (udf.Process: its exit)."""
