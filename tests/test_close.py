@@ -43,7 +43,7 @@ def point(n: int) -> Point:
     return Point(name="cpu", fields={"value": float(n)}, time=n)
 
 
-def fill_without_consuming(p: udf.Process, count: int) -> None:
+def fill_without_consuming(p: udf.Interface, count: int) -> None:
     """Put ``count`` points in a producer thread (it ends when put() raises); wait until point_out is full."""
 
     def produce() -> None:
@@ -194,3 +194,26 @@ def test_abort_callback_may_hand_stop_to_another_thread_when_the_reader_aborts(a
     finally:
         pool.shutdown(wait=True)
     assert isinstance(outcome.get("stop"), udf.AgentError) and str(outcome["stop"]) == "boom", outcome
+
+
+def test_socket_close_with_a_timeout_is_bounded_and_ends_the_connection(tmp_path: pathlib.Path) -> None:
+    import subprocess
+
+    from .conftest import end_process
+
+    path = str(tmp_path / "mirror.sock")
+    agent = subprocess.Popen([sys.executable, str(ROOT / "examples" / "mirror.py"), "--socket", path])
+    try:
+        s = udf.Socket(path, connect_timeout=TIMEOUT, initial_backoff=0.05, out_queue_size=64)
+        s.open()
+        s.info()
+        fill_without_consuming(s, 5000)
+        begun = time.monotonic()
+        with pytest.raises(udf.CloseTimeoutError) as excinfo:
+            s.close(timeout=1.0)
+        assert 0.9 < time.monotonic() - begun < 4.0
+        assert str(excinfo.value).startswith("close() timed out after 1s waiting for point_out: 64 points not consumed")
+        assert s.error is excinfo.value and s.state is udf.TransportState.CLOSED
+        assert agent.poll() is None  # a socket agent serves on: only our connection was ended
+    finally:
+        end_process(agent)
