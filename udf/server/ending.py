@@ -94,7 +94,7 @@ def decide(
 ) -> Outcome:
     """The outcome of what is known (the table in this module's docstring); pure.
 
-    ``stopping``: the owner called ``stop()``. ``output_overdue``: the agent
+    ``stopping``: the owner called ``stop()`` (it may be over). ``output_overdue``: the agent
     made no progress for OUTPUT_GRACE and its output did not end.
     ``cause_overdue``: the owner's cause did not come in time. ``unwritten``:
     input accepted for the agent is still queued or being written;
@@ -278,7 +278,7 @@ class Ending:
         return decide(
             pieces,
             expects_cause=self._cause_grace > 0,
-            stopping=self._life.state is ServerState.STOPPING,
+            stopping=self._life.state is ServerState.STOPPING or self._life.state is ServerState.STOPPED,
             output_overdue=output_since is not None and not pieces.output_ended,
             cause_overdue=output_since is not None and now - output_since >= self._cause_grace,
             unwritten=pieces.output_ended and self._unwritten(),
