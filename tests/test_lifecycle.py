@@ -428,6 +428,7 @@ def test_close_waits_for_a_late_consumer_and_says_nothing_false(
     p = example("mirror", kill_grace=1.0, out_queue_size=16)
     processes.append(p)
     p.open()
+    p.info()  # the agent is up: its start-up (slow on a loaded machine) is not what kill_grace measures
     run_in_thread(lambda: [p.point_in.put(point(i), timeout=TIMEOUT) for i in range(200)])()
     closing = run_in_thread(p.close)
     assert not threading.Event().wait(1.5)  # no consumer for longer than kill_grace

@@ -252,7 +252,9 @@ def test_describe_exit_status(code: int, text: str) -> None:
 # --- writes to an agent that stopped reading ------------------------------------------
 
 
-def test_write_to_closed_stdin_is_a_write_error_when_the_agent_exits_cleanly(processes: List[udf.Process]) -> None:
+def test_write_to_closed_stdin_is_the_exit_even_when_the_agent_exits_0(processes: List[udf.Process]) -> None:
+    # Issue 17: an agent that exits 0 while input is still being sent is reported as
+    # its exit ("exit status 0"), not as the broken pipe its end caused.
     p = agent("closed_stdin", "0")
     processes.append(p)
     p.open()
@@ -260,8 +262,10 @@ def test_write_to_closed_stdin_is_a_write_error_when_the_agent_exits_cleanly(pro
     p.point_in.put(point(1))  # the write fails: nobody reads the pipe
     assert p.pid is not None
     os.kill(p.pid, signal.SIGUSR1)  # the agent exits 0
-    with pytest.raises(udf.WriteError, match="^write error: broken pipe$"):
+    with pytest.raises(ProcessExitedError) as excinfo:
         p.close()
+    assert str(excinfo.value) == "process exited unexpectedly: exit status 0\nlast stderr lines:\nE! closed my input"
+    assert p.error is excinfo.value
     assert p.returncode == 0
 
 

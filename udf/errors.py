@@ -24,6 +24,7 @@ __all__ = [
     "WriteError",
     "ChannelClosed",
     "ProcessExitedError",
+    "CloseTimeoutError",
     "SupervisorGaveUp",
 ]
 
@@ -99,6 +100,10 @@ class WriteError(UDFError):
 
 class ProcessExitedError(UDFError):
     """A UDF child process exited while the server was still running."""
+
+
+class CloseTimeoutError(UDFError):
+    """``close(timeout=...)`` ran out: what still ran was killed; the message names what the close waited for."""
 
 
 class SupervisorGaveUp(UDFError):

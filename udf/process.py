@@ -9,16 +9,18 @@ helper threads:
 * ``udf-stderr`` drains the child's stderr and logs each line; a Kapacitor level
   prefix (``E!``, ``W!``, ``I!``, ``D!``) picks the level and is stripped, other
   lines log at INFO. The last :data:`STDERR_TAIL` lines are kept for error messages.
-* ``udf-process-waiter`` reaps the child. If it exits with a non-zero status (or
-  a signal) while we have not begun closing it, the server is aborted with a
-  :class:`~udf.errors.ProcessExitedError` -- after the server has delivered what
-  the child wrote before dying.
+* ``udf-process-waiter`` reaps the child and tells the server how it ended
+  (:meth:`~udf.server.Server.explain_end`), without waiting for the server: a
+  :class:`~udf.errors.ProcessExitedError` that is the error of every call once
+  the child died (a non-zero status or a signal while open), or that explains a
+  failed write (an exit 0 while input was still being sent). The server never
+  calls back into the process.
 
 :meth:`Process.close` stops the server (queued data is written, the child's stdin
-closed and its stdout read to the end) and reaps the child. A ``udf-process-closer``
-thread escalates only when the agent stops making progress -- no output from it,
-no input taken, and our reader not waiting on a slow consumer -- for
-``kill_grace`` seconds: SIGTERM to its process group, then SIGKILL.
+closed and its stdout read to the end) and reaps the child. Its watcher
+(:mod:`udf.closing`) escalates only when the agent stops making progress -- no
+output from it, no input taken, and our reader not waiting on a slow consumer --
+for ``kill_grace`` seconds: SIGTERM to its process group, then SIGKILL.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
 
+from .closing import Stall
 from .errors import ProcessExitedError, UDFError
-from .interface import ServerBacked
 from .server import OUT_CHANNEL_SIZE, OUTBOX_SIZE, Server
+from .transport import ServerBacked
 from .wire import DEFAULT_MAX_FRAME_SIZE
 
 __all__ = ["Process", "describe_exit_status", "STDERR_TAIL", "STDERR_LINE_LIMIT"]
@@ -46,10 +48,12 @@ STDERR_TAIL = 20
 STDERR_LINE_LIMIT = 4096
 #: Bytes asked of the child's stderr per read.
 STDERR_CHUNK = 64 * 1024
-#: How long the waiter waits, after the child exited, for its stderr and stdout
-#: to end while nothing arrives (what it wrote before dying is delivered first).
-#: Bounded, because a grandchild may hold the pipes open.
+#: How long the waiter waits, after the child exited, for its stderr to end (its
+#: last lines go into the error); bounded, because a grandchild may hold the pipe.
 EXIT_GRACE = 5.0
+#: How long the server waits, after the child's output ended (or a write to it
+#: failed), for the waiter's word on its exit before its own view stands.
+CAUSE_GRACE = 2 * EXIT_GRACE
 #: Default ``kill_grace``: seconds without progress, while closing, before SIGTERM,
 #: and again before SIGKILL.
 DEFAULT_KILL_GRACE = 5.0
@@ -140,18 +144,14 @@ class Process(ServerBacked):
         self._proc: Optional["subprocess.Popen[bytes]"] = None
         self._threads: List[threading.Thread] = []
 
-        #: Set when close() begins: from then on an exit is ours to report, not the waiter's.
-        self._closing = threading.Event()
-        self._exited = threading.Event()
-        self._stderr_done = threading.Event()
-        #: Signals close() had to send, in order, and why the first was needed.
-        self._signals_sent: List[str] = []
-        self._escalation_reason: Optional[str] = None
+        self._exited = threading.Event()  # set by the waiter once the child is reaped
+        self._stderr_done = threading.Event()  # set by the stderr thread at EOF
 
         self._tail_lock = threading.Lock()
         self._tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self._exit_lock = threading.Lock()
         self._exit_error: Optional[ProcessExitedError] = None
+        self._exit_signals: List[str] = []  # the escalation steps _exit_error names
 
     # --- information ------------------------------------------------------------
 
@@ -194,7 +194,7 @@ class Process(ServerBacked):
             raise UDFError(f"failed to start process {self._argv[0]!r}: {exc}") from exc
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         try:
-            server = self._new_server(proc.stdout, proc.stdin, explain_failure=self._explain_failure)
+            server = self._new_server(proc.stdout, proc.stdin, cause_grace=CAUSE_GRACE)
         except BaseException:
             proc.kill()
             proc.wait()
@@ -209,28 +209,59 @@ class Process(ServerBacked):
         return server
 
     def _after_start(self) -> None:
-        # After server.start(): the waiter may abort the server at once.
+        # After server.start(): the waiter may report the exit at once.
         for thread in self._threads:
             thread.start()
 
     def _helper_threads(self) -> List[threading.Thread]:
         return self._threads
 
-    def _shutdown(self) -> Optional[BaseException]:
-        """close(): stop the server, then reap the child, escalating only if it stops making progress."""
-        proc, server = self._proc, self._server
-        if proc is None or server is None:
-            return None
-        self._closing.set()
-        closer = threading.Thread(target=self._escalate, name="udf-process-closer", daemon=True)
-        closer.start()
-        err: Optional[BaseException] = None
-        try:
-            server.stop()  # returns once the child's stdout has ended
-        except Exception as exc:
-            err = exc
-        closer.join()  # returns once the child exited, or SIGKILL was sent
-        self._exited.wait()  # SIGKILL cannot be ignored
+    def _grace(self) -> float:
+        return self._kill_grace
+
+    def _finish_events(self) -> List[threading.Event]:
+        return [self._exited]
+
+    def _exit_wait(self) -> str:
+        return f"process {self.pid} to exit"
+
+    def _escalate(self, step: int, grace: float, stall: Stall) -> bool:
+        """close()'s escalation: SIGTERM, then SIGKILL, to the group; then only say that it is still stuck."""
+        proc = self._proc
+        assert proc is not None
+        if step >= 2:
+            self._logger.error(
+                "process %d: its output is still open %gs after SIGKILL (held by a process outside its group?)",
+                proc.pid,
+                grace,
+            )
+            return False
+        signum = (signal.SIGTERM, signal.SIGKILL)[step]
+        reason = self._stuck_reason(grace, stall)
+        name = _signal_name(signum)
+        self._logger.warning("process %d %s: sending %s to its process group", proc.pid, reason, name)
+        self._escalation.record(name, reason)
+        _signal_group(proc, signum)
+        return True
+
+    def _stuck_reason(self, grace: float, stall: Stall) -> str:
+        """What the agent is failing to do, for the log and the error."""
+        proc = self._proc
+        assert proc is not None
+        if self._exited.is_set():
+            status = describe_exit_status(proc.returncode)
+            return f"exited ({status}) but its output stayed open after it exited (held by a child of it?)"
+        if stall.io_over:
+            return f"closed its output but did not exit within {grace:g}s"
+        if not stall.input_closed:
+            return f"stopped reading its input (no progress for {grace:g}s)"
+        return f"did not exit within {grace:g}s after its input was closed"
+
+    def _release(self, err: Optional[BaseException]) -> Optional[BaseException]:
+        """After the server stopped: reap the child, join the helpers, close the pipes; the error close() raises."""
+        proc = self._proc
+        assert proc is not None
+        self._exited.wait()  # the watcher returned: it exited (SIGKILL cannot be ignored)
         stderr_thread, waiter = self._threads
         waiter.join()
         stderr_thread.join(EXIT_GRACE)
@@ -242,53 +273,9 @@ class Process(ServerBacked):
             self._logger.warning("process %d exited but its stderr is still open", proc.pid)
         else:
             _close_quietly(proc.stderr)
-        if err is None and (proc.returncode != 0 or self._signals_sent):
+        if err is None and (proc.returncode != 0 or self._escalation.taken()[0]):
             err = self._process_error()
         return err
-
-    def _escalate(self) -> None:
-        """close()'s helper: SIGTERM, then SIGKILL, an agent that stops making progress."""
-        proc, server = self._proc, self._server
-        assert proc is not None and server is not None
-        grace = self._kill_grace
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            if self._finished(grace):
-                return
-            reason = self._unfinished_reason(grace)
-            name = _signal_name(signum)
-            self._logger.warning("process %d %s: sending %s to its process group", proc.pid, reason, name)
-            with self._exit_lock:
-                self._signals_sent.append(name)
-                if self._escalation_reason is None:
-                    self._escalation_reason = reason
-            _signal_group(proc, signum)
-        if not self._finished(grace):
-            self._logger.error(
-                "process %d: its output is still open %gs after SIGKILL (held by a process outside its group?)",
-                proc.pid,
-                grace,
-            )
-
-    def _finished(self, grace: float) -> bool:
-        """Wait until the agent's I/O ended and it exited; False once it made no progress for ``grace`` s."""
-        server = self._server
-        assert server is not None
-        if not server.wait_io(idle=grace):
-            return False
-        return self._exited.wait(grace)
-
-    def _unfinished_reason(self, grace: float) -> str:
-        """What the agent is failing to do, for the log and the error."""
-        server, proc = self._server, self._proc
-        assert server is not None and proc is not None
-        if self._exited.is_set():
-            status = describe_exit_status(proc.returncode)
-            return f"exited ({status}) but its output stayed open after it exited (held by a child of it?)"
-        if server.wait_io(0):
-            return f"closed its output but did not exit within {grace:g}s"
-        if not server.input_closed:
-            return f"stopped reading its input (no progress for {grace:g}s)"
-        return f"did not exit within {grace:g}s after its input was closed"
 
     def _kill(self) -> None:
         """End the agent now (the server's kill callback, and kill()): SIGKILL its process group."""
@@ -298,21 +285,17 @@ class Process(ServerBacked):
     # --- helper threads -------------------------------------------------------------
 
     def _wait_for_exit(self) -> None:
-        """The waiter thread: reap the child; abort the server if it died on its own."""
+        """The waiter thread: reap the child, and tell the server how it ended (never waiting for the server)."""
         proc, server = self._proc, self._server
         assert proc is not None and server is not None
         try:
             proc.wait()
         finally:
             self._exited.set()
-        if proc.returncode == 0 or self._closing.is_set():
-            return
         err = self._process_error()  # waits (bounded) for the last stderr lines
-        # Let the server deliver what the child wrote before dying (bounded
-        # while nothing arrives: a grandchild may hold the pipe).
-        server.wait_io(idle=EXIT_GRACE, output_only=True)
-        if not self._closing.is_set():
-            server.abort(err)
+        # A death (non-zero, or a signal) is an error in itself while the server
+        # runs; while it stops, close() reports the exit unless it broke something.
+        server.explain_end(err, fatal=proc.returncode != 0)
 
     def _drain_stderr(self) -> None:
         """The stderr thread: log each line, however long, until EOF."""
@@ -366,35 +349,29 @@ class Process(ServerBacked):
     # --- errors ---------------------------------------------------------------------
 
     def _process_error(self) -> ProcessExitedError:
-        """The error describing the child's exit (built once, after it exited)."""
+        """The error describing the child's exit, built after it exited: the one cause.
+
+        Built again only if close() signalled the group since (a child of the
+        agent held its output after the agent exited): the first one then
+        explained nothing, so nobody has seen it.
+        """
         with self._exit_lock:
-            if self._exit_error is None:
-                proc = self._proc
-                assert proc is not None and proc.returncode is not None
+            proc = self._proc
+            assert proc is not None and proc.returncode is not None
+            signals, reason = self._escalation.taken()
+            if self._exit_error is None or (signals and signals != self._exit_signals):
                 self._stderr_done.wait(EXIT_GRACE)
                 status = describe_exit_status(proc.returncode)
-                if self._signals_sent:
-                    message = (
-                        f"process {self._escalation_reason}: "
-                        f"sent {', then '.join(self._signals_sent)}; {status}"
-                    )
+                if signals:
+                    message = f"process {reason}: sent {', then '.join(signals)}; {status}"
                 else:
                     message = f"process exited unexpectedly: {status}"
                 tail = self.stderr_tail
                 if tail:
                     message += "\nlast stderr lines:\n" + "\n".join(tail)
                 self._exit_error = ProcessExitedError(message)
+                self._exit_signals = signals
             return self._exit_error
-
-    def _explain_failure(self, error: UDFError) -> BaseException:
-        """The server's ``explain_failure``: an I/O failure of a child that died is reported as its exit."""
-        if not self._exited.wait(EXIT_GRACE):
-            return error
-        proc = self._proc
-        assert proc is not None
-        if proc.returncode == 0 and not self._signals_sent:
-            return error
-        return self._process_error()
 
     # --- the server's API (the rest comes from ServerBacked) -----------------------
 

@@ -16,17 +16,17 @@ import os
 import random
 import socket
 import ssl
-import threading
 import time
 from typing import Any, Callable, Iterator, Optional, Union
 
 from .address import parse_address as _parse_address
+from .closing import Stall
 from .errors import UDFError
-from .interface import ServerBacked
 from .server import OUT_CHANNEL_SIZE, OUTBOX_SIZE, Server
 from .streams import HalfCloseWriter
 from .streams import describe_error as _describe
 from .tls import TLSConnection
+from .transport import ServerBacked
 from .wire import DEFAULT_MAX_FRAME_SIZE
 
 __all__ = ["Socket", "HalfCloseWriter", "backoff_delays"]
@@ -123,7 +123,6 @@ class Socket(ServerBacked):
         super().__init__(logger, timeout, abort_callback, max_frame_size, in_queue_size, out_queue_size)
         self._sock: Optional[socket.socket] = None
         self._reader: Any = None
-        self._forced = False
 
     @property
     def address(self) -> str:
@@ -154,8 +153,8 @@ class Socket(ServerBacked):
         except BaseException:
             self._sock = None
             sock.close()
-            if self._cancel.is_set() and self._pending_abort is not None:
-                raise self._pending_abort from None
+            if self._cancel.is_set():
+                raise self._cancelled_error() from None
             raise
         try:
             server = self._new_server(reader, writer)
@@ -189,8 +188,7 @@ class Socket(ServerBacked):
             if self._cancel.wait(delay):
                 break
         if self._cancel.is_set():
-            assert self._pending_abort is not None
-            raise self._pending_abort
+            raise self._cancelled_error()
         plural = "attempt" if attempts == 1 else "attempts"
         raise UDFError(
             f"failed to connect to {self._display}: {attempts} {plural} in {self._connect_timeout:g}s, "
@@ -215,43 +213,32 @@ class Socket(ServerBacked):
         sock.settimeout(None)
         return sock
 
-    def _shutdown(self) -> Optional[BaseException]:
-        server = self._server
-        if server is None:
-            return None
-        closer = threading.Thread(target=self._close_if_stuck, name="udf-socket-closer", daemon=True)
-        closer.start()
-        err: Optional[BaseException] = None
-        try:
-            server.stop()
-        except Exception as exc:
-            err = exc
-        closer.join()
+    def _grace(self) -> float:
+        return self._close_grace
+
+    def _escalate(self, step: int, grace: float, stall: Stall) -> bool:
+        """close()'s one step against an agent that stops making progress: end the connection from our side."""
+        if step > 0:
+            return False
+        self._logger.warning(
+            "agent at %s made no progress for %gs while closing: closing the connection", self._display, grace
+        )
+        self._escalation.record("closing the connection", f"no progress for {grace:g}s after its input was closed")
+        self._kill()
+        return False
+
+    def _release(self, err: Optional[BaseException]) -> Optional[BaseException]:
+        """After the server stopped: close the connection; the error close() raises."""
         for stream in (self._reader, self._sock):
             if stream is not None:
                 try:
                     stream.close()
                 except OSError:
                     pass
-        if err is None and self._forced:
-            err = UDFError(
-                f"agent at {self._display} did not close its connection: no progress for "
-                f"{self._close_grace:g}s after its input was closed"
-            )
+        steps, reason = self._escalation.taken()
+        if err is None and steps:
+            err = UDFError(f"agent at {self._display} did not close its connection: {reason}")
         return err
-
-    def _close_if_stuck(self) -> None:
-        """close()'s helper: end the connection if the agent stops making progress for close_grace."""
-        server = self._server
-        assert server is not None
-        if not server.wait_io(idle=self._close_grace):
-            self._logger.warning(
-                "agent at %s made no progress for %gs while closing: closing the connection",
-                self._display,
-                self._close_grace,
-            )
-            self._forced = True
-            self._kill()
 
     def _kill(self) -> None:
         """The server's kill callback: end the connection both ways (wakes blocked I/O)."""
