@@ -40,7 +40,7 @@ class Interface(abc.ABC):
         """Start the UDF and the server talking to it (Go: ``Open``)."""
 
     @abc.abstractmethod
-    def close(self) -> None:
+    def close(self, timeout: Optional[float] = None, *, discard_output: bool = False) -> None:
         """Stop cleanly and release everything; raise the first error (Go: ``Close``)."""
 
     @abc.abstractmethod
@@ -240,7 +240,7 @@ class ServerBacked(Interface):
                 self._finish_close()
             raise cancelled
 
-    def close(self, *, discard_output: bool = False) -> None:
+    def close(self, timeout: Optional[float] = None, *, discard_output: bool = False) -> None:
         """Stop the server, release everything and raise the first error (Go: ``Close``).
 
         Keep draining ``point_out``/``batch_out`` while this runs, or pass
