@@ -634,6 +634,7 @@ def test_abort_stops_without_restarting() -> None:
     out.wait_for(1)
     reason = udf.UDFError("owner gave up")
     sup.abort(reason)
+    assert sup.state == "closed" and sup.error is reason, "abort() stops for good at once"
     with pytest.raises(udf.UDFError, match="owner gave up"):
         sup.close()
     with pytest.raises(udf.ChannelClosed) as raised:
@@ -641,6 +642,13 @@ def test_abort_stops_without_restarting() -> None:
     assert raised.value.__cause__ is reason
     assert len(factory.made) == 1 and factory.made[0].returncode is not None
     assert sup.stats().state == "closed"
+    # One cause: every request, and close() again, raise the abort error itself; a later abort changes nothing.
+    sup.abort(udf.UDFError("a later abort"))
+    requests = [sup.checkpoint, sup.snapshot_with_position, lambda: sup.init({}), lambda: sup.restore(b"x"), sup.close]
+    for request in requests:
+        with pytest.raises(udf.UDFError) as raised_by_request:
+            request()
+        assert raised_by_request.value is reason
     out.join()
 
 

@@ -72,6 +72,19 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         pause.wait(0.01)
 
 
+def requests(sup: udf.Supervisor) -> List[Callable[[], Any]]:
+    """Every request a supervisor answers through its agent."""
+    return [sup.checkpoint, sup.snapshot_with_position, lambda: sup.init({}), lambda: sup.restore(b"points=0")]
+
+
+def each_raises(calls: List[Callable[[], Any]], error: BaseException) -> None:
+    """Each call raises ``error`` itself: one cause."""
+    for call in calls:
+        with pytest.raises(type(error)) as raised:
+            call()
+        assert raised.value is error, f"{call} raised {raised.value!r}"
+
+
 def stalled_supervisor(factory: Factory, n: int = 50) -> udf.Supervisor:
     """A supervisor that was sent ``n`` points and whose output nobody reads (its agent's queues hold 4)."""
     sup = supervisor(factory)
@@ -108,39 +121,6 @@ def test_the_table_says_abort_leads_to_closed_and_refuses_what_it_lacks() -> Non
         Lifecycle(TABLE, SupervisorState.GAVE_UP).fire(SupervisorEvent.AGENT_RUNNING)
 
 
-def test_abort_is_closed_at_once_and_every_call_then_raises_its_error() -> None:
-    factory = Factory(*agent("echo.py"))
-    sup = supervisor(factory)
-    sup.open()
-    out = Consumer(sup.point_out)
-    sup.point_in.put(point(1))
-    out.wait_for(1)
-    reason = UDFError("owner gave up")
-    sup.abort(reason)
-    assert sup.state is SupervisorState.CLOSED, "abort() stops for good at once"
-    assert sup.error is reason
-    with pytest.raises(udf.ChannelClosed) as put_error:
-        sup.point_in.put(point(2))
-    assert put_error.value.__cause__ is reason
-    requests: List[Callable[[], Any]] = [
-        sup.checkpoint,
-        sup.snapshot_with_position,
-        lambda: sup.init({}),
-        lambda: sup.restore(b"points=0"),
-    ]
-    for request in requests:
-        with pytest.raises(UDFError) as raised:
-            request()
-        assert raised.value is reason
-    sup.abort(UDFError("a later abort"))
-    for _ in range(2):
-        with pytest.raises(UDFError) as raised:
-            sup.close()
-        assert raised.value is reason, "the first cause wins"
-    out.join()
-    assert factory.made[0].returncode is not None
-
-
 def test_after_giving_up_every_call_raises_the_same_give_up() -> None:
     factory = Factory(*agent("flaky.py", "--die-after-init"))
     stopped = Stopped()
@@ -151,19 +131,7 @@ def test_after_giving_up_every_call_raises_the_same_give_up() -> None:
     error = stopped.wait()
     assert isinstance(error, SupervisorGaveUp) and "exit status 3" in str(error)
     assert sup.error is error and sup.state is SupervisorState.GAVE_UP
-    calls: List[Callable[[], Any]] = [
-        lambda: sup.point_in.put(point(1)),
-        sup.checkpoint,
-        lambda: sup.init({}),
-        lambda: sup.restore(b"points=0"),
-    ]
-    for call in calls:
-        with pytest.raises(SupervisorGaveUp) as raised:
-            call()
-        assert raised.value is error
-    with pytest.raises(SupervisorGaveUp) as raised:
-        sup.close()
-    assert raised.value is error
+    each_raises([lambda: sup.point_in.put(point(1)), *requests(sup), sup.close], error)
     late = Stopped()
     sup.add_abort_callback(late)
     assert late.wait() is error, "a callback added afterwards is called at once"

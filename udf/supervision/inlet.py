@@ -19,14 +19,16 @@ class StableInlet:
     A bad item raises ``TypeError``/``ValueError`` naming the field, and
     nothing is accepted. While an agent is being replaced, ``put`` waits
     (``queue.Full`` if ``block=False`` or at ``timeout``). It uses the
-    :class:`Core`'s put path only: ``lock``, ``log``, ``slow_at``, ``puts``,
-    ``wait_for_room`` and ``refused``.
+    :class:`Core`'s put path only: ``lock``, ``log`` (its entries and
+    ``accepted``), ``slow_at``, ``puts``, ``wait_for_room`` and ``refused``.
     """
 
-    __slots__ = ("_core", "_kind", "_encode", "_encoded")
+    __slots__ = ("_core", "_log", "_append", "_kind", "_encode", "_encoded")
 
     def __init__(self, core: Core, kind: int, encode: Optional[Callable[[Any], bytes]] = None) -> None:
         self._core = core
+        self._log = core.log
+        self._append = core.log.entries.append  # the same deque for the log's life
         self._kind = kind
         self._encoded: Optional[StableInlet] = None
         if encode is None:
@@ -39,13 +41,13 @@ class StableInlet:
         """Accept ``item``: log it for replay and send it to the current agent, in one order."""
         frame = self._encode(item)
         core = self._core
-        log = core.log
+        log = self._log
         with core.lock:
             # The hot path: ReplayLog.append inline, and nothing else until slow_at.
             seq = log.accepted
             if seq >= core.slow_at:
                 seq = core.wait_for_room(block, timeout)
-            log.entries.append((self._kind, frame))
+            self._append((self._kind, frame))
             log.accepted = seq + 1
             try:
                 core.puts[self._kind](frame, block, timeout)
