@@ -139,7 +139,7 @@ def test_after_giving_up_every_call_raises_the_same_give_up() -> None:
     out.join()
 
 
-def test_a_clean_close_calls_no_abort_callback_and_error_stays_none() -> None:
+def test_a_clean_close_calls_no_abort_callback_and_a_later_abort_does() -> None:
     factory = Factory(*agent("echo.py"))
     restarts = Restarts()
     stopped = Stopped()
@@ -155,6 +155,9 @@ def test_a_clean_close_calls_no_abort_callback_and_error_stays_none() -> None:
     sup.close()
     out.join()
     assert stopped.errors == [] and sup.error is None
+    late = UDFError("aborted after the close")
+    sup.abort(late)  # as Go's Server: recorded if there was no error, the callbacks called once
+    assert stopped.errors == [late] and sup.error is late and sup.state is SupervisorState.CLOSED
 
 
 # --- kill, snapshot_with_position ------------------------------------------------------------

@@ -58,7 +58,7 @@ class Core:
         self.final: Optional[BaseException] = None
         #: close() or abort() was called: no more items are accepted.
         self.input_closed = False
-        self._listeners: Optional[List[Listener]] = []  # None once they were called
+        self._listeners: List[Listener] = []  # called once final is set (by whoever set it)
 
     @property
     def state(self) -> SupervisorState:
@@ -250,7 +250,7 @@ class Core:
             else:
                 self._refresh()
                 self._changed.notify_all()
-            return self.final, (self._take_listeners() if self.final is not None else [])
+            return self.final, self._take_listeners()
 
     def wait_stopped(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds (a backoff delay); True if it stopped for good meanwhile (abort())."""
@@ -298,12 +298,13 @@ class Core:
     def add_listener(self, callback: Listener) -> Optional[BaseException]:
         """Keep ``callback`` for the stop; return the error to call it with now if that already happened."""
         with self.lock:
-            if self._listeners is not None:
+            if self.final is None:
                 self._listeners.append(callback)
-                return None
-            assert self.final is not None
             return self.final
 
     def _take_listeners(self) -> List[Listener]:
-        listeners, self._listeners = self._listeners or [], None
+        """The callbacks kept so far (to call with ``final``, outside the lock); later ones are called at once."""
+        if self.final is None:
+            return []
+        listeners, self._listeners = self._listeners, []
         return listeners

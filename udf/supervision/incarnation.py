@@ -57,8 +57,6 @@ class Incarnation:
         self.base = 0
         #: ``put_encoded`` of its point_in and batch_in, by kind (bound at start()).
         self.puts: Tuple[PutEncoded, ...] = ()
-        #: Stopped (aborted and killed, or left to exit) by the supervisor.
-        self.retired = False
 
     @property
     def error(self) -> Optional[BaseException]:
@@ -167,7 +165,6 @@ class Incarnation:
         RETIRE_GRACE seconds to exit and explain itself: the returned timer
         kills it then.
         """
-        self.retired = True
         if soft and self.udf.error is None:
             reaper = threading.Timer(RETIRE_GRACE, self.kill)
             reaper.name = "udf-supervisor-reaper"

@@ -170,8 +170,8 @@ class Monitor:
         except BaseException as exc:  # a bug of ours: do not leave producers waiting forever
             self._logger.exception("udf supervisor failed")
             for agent in (self._core.agent, self._core.starting):
-                if agent is not None and not agent.retired:
-                    agent.discard(exc)
+                if agent is not None:
+                    agent.discard(exc)  # (again, if it was: ending an agent twice is harmless)
             if not self._core.stopped:
                 self._give_up(exc, "")
         finally:
@@ -210,7 +210,7 @@ class Monitor:
                 agent.discard(core.final or UDFError("aborted"))
                 return False
             if isinstance(command, AgentFailed):
-                if command.gen == agent.gen and not agent.retired and not self._recover(command.cause, command.soft):
+                if command.gen == agent.gen and not self._recover(command.cause, command.soft):
                     return False
                 continue  # (or a report about an agent already replaced)
             if isinstance(command, CloseAgents):
