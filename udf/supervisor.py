@@ -166,20 +166,20 @@ class Supervisor(Interface):
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must not be negative, got {timeout!r}")
         monitor = self._monitor
-        before: List[SupervisorState] = []
+        found: List[SupervisorState] = []  # the state close() found, once it closed the input
         watch = closing.CloseWatch(
-            timeout, self._logger, self._close_progress, lambda: self._waiting_for(input_closed=bool(before))
+            timeout, self._logger, self._close_progress, lambda: self._waiting_for(input_closed=bool(found))
         )
 
         def close_input(seconds: float) -> bool:
             state = self._core.close_input(seconds)  # waits for a producer blocked in put()
             if state is not None:
-                before.append(state)
+                found.append(state)
             return state is not None
 
         if not watch.wait(close_input):
             self._close_timed_out(watch)
-        if before[0] is SupervisorState.NEW:
+        if found[0] is SupervisorState.NEW:
             monitor.end(False)
             return
         if discard_output:

@@ -146,8 +146,8 @@ class Monitor:
             raise TypeError(f"factory must return a udf.Interface, got {type(udf).__name__}")
         agent = Incarnation(udf, gen)
         self._gen = gen
-        if not self._core.starting_agent(agent):
-            raise UDFError("the supervisor stopped")
+        if not self._core.starting_agent(agent):  # abort() came first
+            raise self._core.final or UDFError("the supervisor stopped")
         self.doing = f"the agent (generation {gen}) to start"
         snapshot = self._core.log.snapshot if gen > 0 and self._restore else None
         try:
