@@ -28,7 +28,7 @@ class StableInlet:
     def __init__(self, core: Core, kind: int, encode: Optional[Callable[[Any], bytes]] = None) -> None:
         self._core = core
         self._log = core.log
-        self._append = core.log.entries.append  # the same deque for the log's life
+        self._append = core.log.appender(kind)
         self._kind = kind
         self._encoded: Optional[StableInlet] = None
         if encode is None:
@@ -43,11 +43,11 @@ class StableInlet:
         core = self._core
         log = self._log
         with core.lock:
-            # The hot path: ReplayLog.append inline, and nothing else until slow_at.
+            # The hot path: ReplayLog.append inline, and nothing more until slow_at.
             seq = log.accepted
             if seq >= core.slow_at:
                 seq = core.wait_for_room(block, timeout)
-            self._append((self._kind, frame))
+            self._append(frame)
             log.accepted = seq + 1
             try:
                 core.puts[self._kind](frame, block, timeout)
