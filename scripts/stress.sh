@@ -15,7 +15,8 @@ PYTHON=${UDF_PYTHON:-.venv/bin/python}
 TESTS=(tests/test_lifecycle.py tests/test_agent_lifecycle.py tests/test_server.py tests/test_server_cases.py
        tests/test_process.py tests/test_socket.py tests/test_faults.py tests/test_faults_process.py
        tests/test_channel.py tests/test_stats.py tests/test_examples_transports.py tests/test_supervisor.py
-       tests/test_tls.py tests/test_fast_decode.py tests/test_one_cause.py tests/test_close.py tests/test_ending.py)
+       tests/test_tls.py tests/test_fast_decode.py tests/test_one_cause.py tests/test_close.py tests/test_ending.py
+       tests/test_supervisor_contract.py)
 out=$(mktemp -d)
 
 loop() {  # loop number

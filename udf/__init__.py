@@ -30,7 +30,7 @@ from .process import Process
 from .server import Server, ServerState
 from .stats import Stats
 from .socket import Socket
-from .supervisor import RestartEvent, Supervisor
+from .supervisor import RestartEvent, Supervisor, SupervisorState
 
 __all__ = [
     "AgentClosedError",
@@ -60,6 +60,7 @@ __all__ = [
     "Stats",
     "Supervisor",
     "SupervisorGaveUp",
+    "SupervisorState",
     "TransportState",
     "UDFError",
     "WriteError",
