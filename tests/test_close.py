@@ -191,6 +191,9 @@ def test_abort_callback_may_hand_stop_to_another_thread_when_the_reader_aborts(a
         stopping = run_in_thread(s.stop)
         with pytest.raises(udf.AgentError, match="^boom$"):
             stopping()
+        # The callback runs in its own thread, begun before our stop(): it records
+        # its outcome after the pool's stop() returns; wait for it (bounded).
+        run_in_thread(s.wait_abort_callbacks)()
     finally:
         pool.shutdown(wait=True)
     assert isinstance(outcome.get("stop"), udf.AgentError) and str(outcome["stop"]) == "boom", outcome
