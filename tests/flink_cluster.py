@@ -2,7 +2,7 @@
 
 ``FlinkCluster(workdir, taskmanagers=2, slots=2)`` writes a configuration
 folder (a copy of PyFlink's ``conf/`` with the ``config.yaml`` that
-docs/flink.md shows, on free ports), then ``start()`` runs
+docs/flink.md writes, but on free ports), then ``start()`` runs
 ``bin/jobmanager.sh start`` and ``bin/taskmanager.sh start`` once per
 TaskManager, exactly as docs/flink.md does, and waits on the REST API until
 every slot is registered. ``stop()`` runs ``taskmanager.sh stop-all`` and
@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+ROOT = Path(__file__).resolve().parent.parent
 #: Seconds a cluster may take to start, a job to be accepted, processes to end.
 STARTUP_TIMEOUT = 120.0
 MARKER = "UDF_FLINK_CLUSTER"
@@ -60,14 +61,20 @@ def free_port() -> int:
         return port
 
 
-def config_yaml(workdir: Path, python: str, slots: int, rest_port: int = 8081, rpc_port: int = 6123) -> str:
-    """The cluster's config.yaml: what docs/flink.md writes, with these ports and paths."""
-    home_config = (flink_home() / "conf" / "config.yaml").read_text()
-    java_opts = next(line.split("all:", 1)[1].strip() for line in home_config.splitlines() if line.strip().startswith("all:"))
+def java_options_line() -> str:
+    """The JVM options of PyFlink's own config.yaml (Java 17 needs its --add-opens), as a flat key."""
+    for line in (flink_home() / "conf" / "config.yaml").read_text().splitlines():
+        if line.strip().startswith("all: "):
+            return "env.java.opts.all: " + line.split("all: ", 1)[1].strip()
+    raise LookupError("no env.java.opts.all in PyFlink's config.yaml")
+
+
+def config_yaml(work: str, python: str, slots: int = 2, rest_port: int = 8081, rpc_port: int = 6123) -> str:
+    """The settings docs/flink.md writes into config.yaml after the JVM options (tests/test_flink_extra.py
+    checks that the two are the same text): ``work`` the cluster's folder, ``python`` the workers' Python."""
     return f"""\
-env.java.opts.all: {java_opts}
-env.log.dir: {workdir}/log
-env.pid.dir: {workdir}
+env.log.dir: {work}/log
+env.pid.dir: {work}
 jobmanager.rpc.address: localhost
 jobmanager.bind-host: localhost
 jobmanager.rpc.port: {rpc_port}
@@ -156,13 +163,14 @@ class FlinkCluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for item in (self.home / "conf").iterdir():
             shutil.copy(item, self.conf_dir / item.name)
-        text = config_yaml(self.workdir, self.python, self.slots, self.rest_port, free_port())
-        (self.conf_dir / "config.yaml").write_text(text)
+        text = config_yaml(str(self.workdir), self.python, self.slots, self.rest_port, free_port())
+        (self.conf_dir / "config.yaml").write_text(java_options_line() + "\n" + text)
 
     def bin(self, script: str, *args: str, timeout: float = STARTUP_TIMEOUT) -> "subprocess.CompletedProcess[str]":
         """Run ``$FLINK_HOME/bin/<script> args`` with the cluster's environment; raise if it fails."""
         done = subprocess.run(
             [str(self.home / "bin" / script), *args],
+            cwd=ROOT,  # as docs/flink.md runs them: from the repository root
             env=self.env,
             capture_output=True,
             text=True,

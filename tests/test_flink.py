@@ -44,6 +44,7 @@ from .reference import (
     MOVING_AVG,
     OUTLIERS,
     OUTLIERS_OPTIONS,
+    ROOT,
     interleaved,
     normalize,
     reference_run,
@@ -270,3 +271,20 @@ def test_import_udf_flink_does_not_start_java() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
+
+
+# --- the docs -------------------------------------------------------------------------------------------
+
+
+def test_docs_usage_example_runs(marker: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    with open(os.path.join(ROOT, "docs", "flink.md"), encoding="utf-8") as f:
+        code = re.search(r"## Usage \(local environment\)\n\n```python\n(.*?)```", f.read(), re.S)
+    assert code is not None
+    monkeypatch.chdir(ROOT)  # the example names examples/moving_avg.py relative to the checkout
+    exec(compile(code.group(1), "docs/flink.md", "exec"), {"__name__": "docs_flink"})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 100 * (20 - 5 + 1)
+    assert all(line.startswith("Point(name='cpu'") and "'avg':" in line for line in lines)
+    assert_no_job_processes(marker)

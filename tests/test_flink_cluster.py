@@ -20,11 +20,10 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Counter, Dict, Iterator, List, Sequence
+from typing import Counter, Iterator, List, Sequence
 
 import pytest
 
@@ -37,7 +36,7 @@ import udf
 from udf.lineprotocol import format_line
 
 from .flink_cluster import FlinkCluster, marked_pids
-from .reference import EXAMPLES, HOSTS_LP, MOVING_AVG, ROOT, reference_run, sample_series
+from .reference import EXAMPLES, MOVING_AVG, ROOT, reference_run, sample_series
 
 pytestmark = [
     pytest.mark.skipif(
@@ -50,7 +49,7 @@ pytestmark = [
 EXAMPLE = os.path.join(EXAMPLES, "flink_moving_avg.py")
 SLOW_AGENT = os.path.join(ROOT, "tests", "agents", "slow_moving_avg.py")
 #: The kill test's input: long enough that checkpoints complete and commit output well before its end.
-KILL_SERIES, KILL_POINTS, KILL_DELAY = 150, 400, 0.001
+KILL_SERIES, KILL_POINTS, KILL_DELAY = 100, 300, 0.001
 JOB_TIMEOUT = 400.0
 
 
@@ -152,7 +151,7 @@ def test_committed_output_equals_the_plain_run(cluster: FlinkCluster, tmp_path: 
     series = list(sample_series().values())
     expected = expected_lines(series, 5)
     out = tmp_path / "avg"
-    done = cluster.flink("run", "-py", EXAMPLE, "--input", HOSTS_LP, "--output", str(out), timeout=JOB_TIMEOUT)
+    done = cluster.flink("run", "-py", "examples/flink_moving_avg.py", "--output", str(out), timeout=JOB_TIMEOUT)
     job = cluster.job(submitted_job_id(done.stdout))
     assert job["state"] == "FINISHED", f"{job['state']} (logs: {cluster.log_dir})"
     got = collections.Counter(committed_lines(out))
@@ -196,6 +195,8 @@ def test_a_taskmanager_killed_mid_job_recovers_and_each_result_is_committed_once
     failovers = cluster.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
     assert state == "FINISHED", f"job {state}: {[e.get('exceptionName') for e in failovers]} (logs: {cluster.log_dir})"
     assert failovers, "the job never failed over: the kill changed nothing to test"
+    restored = cluster.rest(f"/jobs/{job_id}/checkpoints")["latest"]["restored"]
+    assert restored and restored["id"] >= 1, "the job did not restart from a checkpoint"
     got = collections.Counter(committed_lines(out))
     missing, extra = expected - got, got - expected
     assert not missing and not extra, f"{sum(missing.values())} missing, {sum(extra.values())} unexpected"
@@ -203,7 +204,8 @@ def test_a_taskmanager_killed_mid_job_recovers_and_each_result_is_committed_once
     orphans = [pid for pid in workers_and_agents if parent_of(pid) not in (-1, victim) and cmdline(pid)]
     print(
         f"\nkill test: {total} averages; {committed_before} committed before the TaskManager (pid {victim}) "
-        f"was killed; the job failed over {len(failovers)} time(s) and finished {recovered_in:.1f} s later; "
+        f"was killed; the job failed over {len(failovers)} time(s), restarted from checkpoint {restored['id']} "
+        f"and finished {recovered_in:.1f} s later; "
         f"committed: {sum(got.values())} lines, {len(got)} distinct, none missing, none twice; "
         f"{len(orphans)} of the killed TaskManager's Python workers and agents were left running "
         f"(ended by the cluster's stop())"
