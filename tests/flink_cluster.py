@@ -36,15 +36,22 @@ STARTUP_TIMEOUT = 120.0
 MARKER = "UDF_FLINK_CLUSTER"
 
 
-def clean_environ() -> Dict[str, str]:
-    """This process's environment without what an in-process PyFlink put there.
+#: This process's environment before any PyFlink job ran in it (see clean_environ).
+_ENVIRON_AT_START = dict(os.environ)
 
-    Once a local job ran here, ``os.environ`` holds PyFlink's own variables
-    (``PYFLINK_GATEWAY_DISABLED``, ``FLINK_CONF_DIR``...): a Flink command or a
-    job started with them would refuse to start its gateway, or read the wrong
-    configuration.
+
+def clean_environ() -> Dict[str, str]:
+    """This process's environment as it was before PyFlink changed it.
+
+    A local job runs its Python workers in the client process ("loopback"
+    mode), and PyFlink copies each worker's whole environment into
+    ``os.environ``: ``PYTHON_LOOPBACK_SERVER_ADDRESS``, ``PYFLINK_GATEWAY_DISABLED``,
+    ``FLINK_CONF_DIR``... A Flink command or a job started with those would send
+    its Python workers back to this process, refuse to start its gateway, or read
+    the wrong configuration. So commands get the environment this module saw
+    when first imported (before any job), without PyFlink's own variables.
     """
-    return {k: v for k, v in os.environ.items() if not k.startswith(("FLINK_", "PYFLINK_", "_PYFLINK_"))}
+    return {k: v for k, v in _ENVIRON_AT_START.items() if not k.startswith(("FLINK_", "PYFLINK_", "_PYFLINK_", "PYTHON_LOOPBACK"))}
 
 
 def flink_home() -> Path:
@@ -93,7 +100,7 @@ restart-strategy.type: fixed-delay
 restart-strategy.fixed-delay.attempts: 3
 restart-strategy.fixed-delay.delay: 1s
 heartbeat.interval: 1000
-heartbeat.timeout: 5000
+heartbeat.timeout: 20000
 python.executable: {python}
 python.client.executable: {python}
 python.fn-execution.bundle.size: 1000

@@ -2,9 +2,11 @@
 
 Needs PyFlink and Java (extra ``flink``): scripts/test-flink.sh runs this file
 in its own virtual environment, ``.venv-flink``; elsewhere it is skipped.
-Each job's Python workers and agents are children of the local JVM; every one
-of them carries ``UDF_FLINK_CLUSTER=<marker>`` in its environment, and after
-each test none may be left but the JVM itself.
+Locally PyFlink runs the Python workers in this process ("loopback" mode), so
+the agents are children of pytest and their threads pytest's (the suite's
+thread-leak check covers them); every process a job starts carries
+``UDF_FLINK_CLUSTER=<marker>`` in its environment, and after each test none
+may be left but PyFlink's gateway JVM.
 
 The functions a job runs are built by the ``*_fn`` factories below: a nested
 function is pickled by value, so the Python workers need only ``udf``, not this
@@ -52,6 +54,9 @@ from .reference import (
     sample_series,
 )
 
+#: The main class of the JVM PyFlink starts for a local environment.
+GATEWAY = "org.apache.flink.client.python.PythonGatewayServer"
+
 pytestmark = [
     pytest.mark.skipif(
         udf_flink is None, reason="PyFlink is not installed (extra 'flink'; scripts/test-flink.sh runs this in .venv-flink)"
@@ -78,16 +83,13 @@ def marker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def job_processes(marker: str) -> List[int]:
-    """The marked processes but the local JVM (pytest's own child): Python workers, agents."""
-    return [pid for pid in marked_pids(marker) if _parent(pid) != os.getpid()]
+    """The marked processes but PyFlink's gateway JVM (the mini cluster, kept for the next test).
 
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
+    Locally, PyFlink runs the Python workers in this process ("loopback"):
+    the agents are this process's children, the JVM's Python runner scripts its
+    grandchildren.
+    """
+    return [pid for pid in marked_pids(marker) if GATEWAY not in _cmdline(pid)]
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Counter, Iterator, List, Sequence
@@ -54,21 +55,27 @@ JOB_TIMEOUT = 400.0
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[FlinkCluster]:
-    """The cluster of this module's tests; stopped, with every process it started ended, whatever happens."""
-    workdir = tmp_path_factory.mktemp("flink-cluster")
+def cluster(request: pytest.FixtureRequest) -> Iterator[FlinkCluster]:
+    """The cluster of this module's tests; stopped, with every process it started ended, whatever happens.
+
+    Its folder is outside pytest's temporary folders (which other pytest runs
+    of the same user rotate away): removed after a pass, kept after a failure.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="udf-flink-cluster-"))
     flink = FlinkCluster(workdir, taskmanagers=2, slots=2)
     failed_before = request.session.testsfailed
+    passed = False
     try:
         flink.start()
         yield flink
+        passed = request.session.testsfailed == failed_before
     finally:
         flink.stop()
         left = marked_pids(str(flink.workdir))
-        if request.session.testsfailed > failed_before:
-            print(f"\nFlink logs kept in {flink.log_dir}", file=sys.stderr)
+        if passed and not left:
+            shutil.rmtree(workdir, ignore_errors=True)
         else:
-            shutil.rmtree(flink.log_dir, ignore_errors=True)
+            print(f"\nFlink logs kept in {flink.log_dir}", file=sys.stderr)
         assert not left, f"processes of the cluster still running after stop(): {left}"
 
 
