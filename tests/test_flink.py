@@ -109,7 +109,7 @@ def assert_no_job_processes(marker: str) -> None:
     deadline = time.monotonic() + 3 * TIMEOUT
     while job_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.2)  # Python workers end after their job, asynchronously: nothing to wait on
-    left = {pid: _cmdline(pid) for pid in job_processes(marker)}
+    left = {pid: _cmdline(pid)[:200] for pid in job_processes(marker)}
     for pid in left:
         os.kill(pid, 9)
     assert not left, f"processes left by the job: {list(left.values())}"
@@ -118,7 +118,7 @@ def assert_no_job_processes(marker: str) -> None:
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return f"{pid} (gone)"
 

@@ -47,7 +47,7 @@ class Counts:
 
 
 def agents_for(command: Sequence[str], counts: Counts, options: Any = AVG_OPTIONS, **kwargs: Any) -> ShardAgents:
-    argv, serialized, _ = check_arguments("test", command, options, "stream", None, 10.0)
+    argv, serialized, _ = check_arguments(command, options, "stream", None, 10.0)
     return ShardAgents(
         "test", argv, serialized, agent_pb2.STREAM, 10.0, logger=logging.getLogger("test"), count=counts, **kwargs
     )
@@ -200,7 +200,7 @@ def test_an_agent_failing_init_is_not_retried() -> None:
 
 
 def test_an_agent_of_the_other_edge_type_is_refused() -> None:
-    argv, serialized, _ = check_arguments("run_udf", MOVING_AVG, AVG_OPTIONS, "batch", None, 10.0)
+    argv, serialized, _ = check_arguments(MOVING_AVG, AVG_OPTIONS, "batch", None, 10.0)
     agents = ShardAgents("run_udf", argv, serialized, agent_pb2.BATCH, 10.0, logger=logging.getLogger("test"))
     try:
         with pytest.raises(udf.UDFError, match="wants stream data, but run_udf was given edge='batch'"):

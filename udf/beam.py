@@ -217,7 +217,7 @@ class RunUDF(beam.PTransform):  # type: ignore[misc]
     ) -> None:
         super().__init__()
         self._command, self._options, self._key = check_arguments(
-            "RunUDF", command, options, edge, key, timeout, shards=shards, batch_size=batch_size
+            command, options, edge, key, timeout, shards=shards, batch_size=batch_size
         )
         self._edge = edge
         self._shards = shards

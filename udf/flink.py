@@ -174,7 +174,7 @@ def run_udf(
     if not isinstance(stream, DataStream):
         raise TypeError(f"stream must be a pyflink DataStream, got {type(stream).__name__}")
     argv, serialized, key_of = check_arguments(
-        "run_udf", command, options, edge, key, timeout, shards=shards, flush_every=flush_every
+        command, options, edge, key, timeout, shards=shards, flush_every=flush_every
     )
     if isinstance(flush_interval, bool) or not isinstance(flush_interval, (int, float)) or not flush_interval > 0:
         raise ValueError(f"flush_interval must be a positive number of seconds, got {flush_interval!r}")

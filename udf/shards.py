@@ -97,7 +97,6 @@ class ShardOf:
 
 
 def check_arguments(
-    who: str,
     command: Sequence[Any],
     options: Options,
     edge: str,
