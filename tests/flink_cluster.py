@@ -82,6 +82,7 @@ def config_yaml(work: str, python: str, slots: int = 2, rest_port: int = 8081, r
     return f"""\
 env.log.dir: {work}/log
 env.pid.dir: {work}
+io.tmp.dirs: {work}/tmp
 jobmanager.rpc.address: localhost
 jobmanager.bind-host: localhost
 jobmanager.rpc.port: {rpc_port}
@@ -121,6 +122,33 @@ def marked_pids(value: str) -> List[int]:
         except OSError:  # gone, or not ours
             continue
     return found
+
+
+def parent_of(pid: int) -> int:
+    """The parent of ``pid`` (-1 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def cmdline(pid: int) -> str:
+    """The command line of ``pid`` ("" once it is gone, or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def ancestors(pid: int) -> List[int]:
+    """The parent of ``pid``, its parent, ... up to init."""
+    chain = []
+    while pid > 1:
+        pid = parent_of(pid)
+        chain.append(pid)
+    return chain
 
 
 def end_marked(value: str, timeout: float = STARTUP_TIMEOUT) -> List[int]:
@@ -168,6 +196,7 @@ class FlinkCluster:
     def write_conf(self) -> None:
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "tmp").mkdir(exist_ok=True)
         for item in (self.home / "conf").iterdir():
             shutil.copy(item, self.conf_dir / item.name)
         text = config_yaml(str(self.workdir), self.python, self.slots, self.rest_port, free_port())

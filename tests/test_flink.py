@@ -39,7 +39,7 @@ import udf
 from udf.lineprotocol import format_line
 
 from .conftest import TIMEOUT
-from .flink_cluster import MARKER, clean_environ, marked_pids
+from .flink_cluster import MARKER, clean_environ, cmdline, marked_pids
 from .reference import (
     AVG_OPTIONS,
     KILL_ONCE,
@@ -89,7 +89,7 @@ def job_processes(marker: str) -> List[int]:
     the agents are this process's children, the JVM's Python runner scripts its
     grandchildren.
     """
-    return [pid for pid in marked_pids(marker) if GATEWAY not in _cmdline(pid)]
+    return [pid for pid in marked_pids(marker) if GATEWAY not in cmdline(pid)]
 
 
 @pytest.fixture
@@ -109,18 +109,10 @@ def assert_no_job_processes(marker: str) -> None:
     deadline = time.monotonic() + 3 * TIMEOUT
     while job_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.2)  # Python workers end after their job, asynchronously: nothing to wait on
-    left = {pid: _cmdline(pid)[:200] for pid in job_processes(marker)}
+    left = {pid: cmdline(pid)[:200] for pid in job_processes(marker)}
     for pid in left:
         os.kill(pid, 9)
     assert not left, f"processes left by the job: {list(left.values())}"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return f"{pid} (gone)"
 
 
 def point_parser_fn() -> Callable[[str], udf.Point]:

@@ -36,7 +36,7 @@ except ImportError:
 import udf
 from udf.lineprotocol import format_line
 
-from .flink_cluster import FlinkCluster, marked_pids
+from .flink_cluster import FlinkCluster, ancestors, cmdline, marked_pids, parent_of
 from .reference import EXAMPLES, MOVING_AVG, ROOT, reference_run, sample_series
 
 pytestmark = [
@@ -124,30 +124,6 @@ def write_points(path: Path, series: int, points: int) -> List[List[udf.Point]]:
                     )
                 )
     return by_host
-
-
-def parent_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def ancestors(pid: int) -> List[int]:
-    chain = []
-    while pid > 1:
-        pid = parent_of(pid)
-        chain.append(pid)
-    return chain
 
 
 # --- the tests ----------------------------------------------------------------------------------------------
