@@ -7,11 +7,16 @@
 #      4.22-4.24), so its tests run in their own virtual environment,
 #      .venv-beam (about 30 s to install with a warm pip cache, 15 s to test);
 #      the codec's tests run there too, on that protobuf 6.x (both backends);
-#   3. prove both ends of the supported protobuf range: run the suite again on
+#   3. the 'flink' extra (udf.flink): scripts/test-flink.sh makes .venv-flink
+#      (PyFlink pins apache-beam <= 2.61) and runs the Flink tests there, on the
+#      local environment and on a standalone cluster they start, then
+#      docs/flink.md's commands (needs Java 11+; 6-12 minutes);
+#   4. prove both ends of the supported protobuf range: run the suite again on
 #      the newest protobuf's pure-Python backend, and in a fresh virtual
 #      environment with the lowest supported protobuf on both backends.
-# Set UDF_SKIP_BEAM=1 to skip step 2, UDF_SKIP_PROTOBUF_RANGE=1 to skip step 3.
-# Extra arguments go to pytest (steps 1 and 3).
+# Set UDF_SKIP_BEAM=1 to skip step 2, UDF_SKIP_FLINK=1 to skip step 3,
+# UDF_SKIP_PROTOBUF_RANGE=1 to skip step 4.
+# Extra arguments go to pytest (steps 1 and 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROTOBUF_LOWEST=4.22.0
@@ -42,6 +47,10 @@ if [ "${UDF_SKIP_BEAM:-}" != "1" ]; then
             -W ignore::DeprecationWarning tests/test_fast_decode.py tests/test_fast_paths.py tests/test_convert.py \
             tests/test_wire.py tests/test_fuzz.py
     done
+fi
+
+if [ "${UDF_SKIP_FLINK:-}" != "1" ]; then
+    bash scripts/test-flink.sh
 fi
 
 if [ "${UDF_SKIP_PROTOBUF_RANGE:-}" != "1" ]; then

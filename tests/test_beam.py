@@ -11,8 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
-from typing import Any, Counter, Dict, Hashable, List, Sequence
+from typing import Any, Counter, Dict, Hashable, List
 
 import pytest
 
@@ -22,15 +21,28 @@ try:
     from apache_beam.testing.util import BeamAssertException, assert_that
 
     import udf.beam as udf_beam
-    from udf.beam import RunUDF, UDFItemCoder, build_options, default_key, shard_of
+    from udf.beam import RunUDF, UDFItemCoder, default_key, shard_of
 except ImportError:  # the main environment: every test here is collected, and skipped
     beam = None
 
 import udf
-from udf.cli import Batcher, to_stream_point
-from udf.lineprotocol import format_line, read_lines
+from udf.lineprotocol import format_line
 
 from .conftest import TIMEOUT
+from .reference import (
+    AVG_OPTIONS,
+    EXAMPLES,
+    KILL_ONCE,
+    MOVING_AVG,
+    OUTLIERS,
+    OUTLIERS_OPTIONS,
+    ROOT,
+    interleaved,
+    normalize,
+    reference_run,
+    sample_batches,
+    sample_series,
+)
 
 # Skipped test by test, not the whole module: a run of this file alone where
 # Beam is missing then reports skips (exit status 0), not "no tests" (5).
@@ -38,94 +50,12 @@ pytestmark = pytest.mark.skipif(
     beam is None, reason="Apache Beam is not installed (extra 'beam'; scripts/test.sh runs this in .venv-beam)"
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(ROOT, "examples")
-HOSTS_LP = os.path.join(EXAMPLES, "data", "hosts.lp")
-MOVING_AVG = [sys.executable, "-u", os.path.join(EXAMPLES, "moving_avg.py")]
-OUTLIERS = [sys.executable, "-u", os.path.join(EXAMPLES, "outliers.py")]
-KILL_ONCE = os.path.join(ROOT, "tests", "agents", "beam_kill_once.py")
-AVG_OPTIONS = {"field": "usage_user", "size": 4, "as": "avg"}
-
 
 @pytest.fixture(autouse=True)
 def beam_tmpdir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Beam leaves beam-temp* directories in TMPDIR: keep them in the test's own."""
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-
-
-# --- data and the reference run -------------------------------------------------------
-
-
-def sample_series() -> Dict[str, List[udf.Point]]:
-    """examples/data/hosts.lp as stream points grouped by host, series by series, in time order."""
-    with open(HOSTS_LP, encoding="utf-8") as f:
-        points = [to_stream_point(parsed, ["host"]) for _, parsed in read_lines(f, HOSTS_LP)]
-    series: Dict[str, List[udf.Point]] = collections.defaultdict(list)
-    for point in points:
-        series[point.group].append(point)
-    return dict(series)
-
-
-def sample_batches() -> List[udf.Batch]:
-    """examples/data/hosts.lp as one batch per host."""
-    batcher = Batcher(group_by=["host"])
-    with open(HOSTS_LP, encoding="utf-8") as f:
-        for _, parsed in read_lines(f, HOSTS_LP):
-            assert batcher.add(parsed) == []
-    return batcher.flush()
-
-
-def normalize(item: Any) -> Hashable:
-    """A point or batch as a hashable tuple of everything it carries."""
-    if isinstance(item, udf.Point):
-        return (
-            "point",
-            item.name,
-            item.database,
-            item.retention_policy,
-            item.group,
-            item.dimensions.by_name,
-            tuple(item.dimensions.tag_names),
-            tuple(sorted(item.tags.items())),
-            tuple(sorted(item.fields.items())),
-            item.time,
-        )
-    assert isinstance(item, udf.Batch), item
-    points = tuple(
-        (bp.time, tuple(sorted(bp.tags.items())), tuple(sorted(bp.fields.items()))) for bp in item.points
-    )
-    return ("batch", item.name, item.tmax, item.group, item.by_name, tuple(sorted(item.tags.items())), points)
-
-
-def reference_run(command: Sequence[str], options: Any, series: Sequence[Sequence[Any]], edge: str) -> Counter[Hashable]:
-    """A plain udf.Process fed each series in turn (in time order): the multiset of its outputs."""
-    process = udf.Process(command[0], command[1:], timeout=TIMEOUT)
-    outputs: List[Any] = []
-    with process:
-        process.init(build_options(options))
-        inlet = process.point_in if edge == "stream" else process.batch_in
-        out = process.point_out if edge == "stream" else process.batch_out
-        failure: List[BaseException] = []
-
-        def feed() -> None:
-            try:
-                for items in series:
-                    for item in items:
-                        inlet.put(item, timeout=TIMEOUT)
-                process.close()  # ends the agent's output once it answered everything
-            except BaseException as exc:
-                failure.append(exc)
-                process.abort(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
-
-        feeder = threading.Thread(target=feed, name="udf-test-feeder", daemon=True)
-        feeder.start()
-        for item in out:
-            outputs.append(item)
-        feeder.join(TIMEOUT)
-        assert not feeder.is_alive()
-        assert not failure, failure
-    return collections.Counter(normalize(item) for item in outputs)
 
 
 class _MultisetEqual:
@@ -153,12 +83,6 @@ def run_pipeline(items: List[Any], transform: Any, expected: Counter[Hashable]) 
     result.wait_until_finish()
     counters = result.metrics().query()["counters"]
     return {c.key.metric.name: c.committed for c in counters if c.key.metric.namespace == udf_beam.METRICS_NAMESPACE}
-
-
-def interleaved(series: Dict[str, List[Any]]) -> List[Any]:
-    """Every item, series interleaved round-robin (Beam promises no order anyway)."""
-    lists = list(series.values())
-    return [s[i] for i in range(max(map(len, lists))) for s in lists if i < len(s)]
 
 
 # --- the coder -------------------------------------------------------------------------------
@@ -243,7 +167,7 @@ def test_stream_moving_avg_equals_a_plain_process_run() -> None:
 def test_batch_outliers_equals_a_plain_process_run() -> None:
     batches = sample_batches()
     assert len(batches) >= 100
-    options = {"field": "usage_user", "scale": 1.5}
+    options = OUTLIERS_OPTIONS
     expected = reference_run(OUTLIERS, options, [[b] for b in batches], "batch")
     assert sum(expected.values()) == len(batches)
     assert sum(len(b[-1]) for b in expected.elements()) >= 30  # the sample's spikes and dips are found

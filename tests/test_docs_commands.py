@@ -14,11 +14,16 @@ An HTML comment on the line before the fence changes that:
 - ``<!-- not run: REASON -->``: not run (a server, the whole suite, an install);
 - ``<!-- check: ARGS (REASON) -->``: each line is run with ARGS appended (say
   ``--help``), a cheaper but honest check of a long command;
-- ``<!-- needs: PATH -->``: skipped where PATH (from the repository root) is absent.
+- ``<!-- needs: PATH -->``: skipped where PATH (from the repository root) is absent;
+- ``<!-- flink: REASON -->``: needs ``.venv-flink`` and Java and runs for minutes (a
+  Flink job, a cluster): run only when ``UDF_FLINK_DOCS=1``, as scripts/test-flink.sh
+  does once it has made ``.venv-flink``, with a timeout of ``FLINK_TIMEOUT``;
+  skipped otherwise, saying so.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -30,9 +35,13 @@ from .conftest import TIMEOUT
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "examples" / "README.md"]
-FENCE = re.compile(r"^(?:<!-- (?P<marker>[^\n]*?) -->\n)?```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.S | re.M)
-MARKER = re.compile(r"(?P<kind>not run|check|needs): (?P<arg>.+)")
+FENCE = re.compile(
+    r"^(?:<!-- (?P<marker>[^\n]*?) -->\n)?```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.S | re.M
+)
+MARKER = re.compile(r"(?P<kind>not run|check|needs|flink): (?P<arg>.+)")
 COMMAND_LANGS = ("sh", "console")
+#: Seconds a ``flink:`` block may take (a cluster starts in a minute on a loaded machine).
+FLINK_TIMEOUT = 600
 
 
 @dataclass(frozen=True)
@@ -60,13 +69,14 @@ def blocks() -> list[Block]:
 COMMAND_BLOCKS = [b for b in blocks() if b.lang in COMMAND_LANGS]
 
 
-def bash(script: str) -> subprocess.CompletedProcess[str]:
+def _param(block: Block) -> object:
+    slow = block.marker is not None and block.marker[0] == "flink"
+    return pytest.param(block, id=block.where, marks=[pytest.mark.timeout(FLINK_TIMEOUT + 60)] if slow else [])
+
+
+def bash(script: str, timeout: float = TIMEOUT * 3) -> "subprocess.CompletedProcess[str]":
     return subprocess.run(
-        ["bash", "-e", "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT * 3,
+        ["bash", "-e", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
 
@@ -84,13 +94,20 @@ def console_commands(body: str) -> list[tuple[str, str]]:
     return [(cmd, "".join(f"{line}\n" for line in out).rstrip("\n") + "\n" if out else "") for cmd, out in pairs]
 
 
-@pytest.mark.parametrize("block", COMMAND_BLOCKS, ids=[b.where for b in COMMAND_BLOCKS])
+@pytest.mark.parametrize("block", [_param(b) for b in COMMAND_BLOCKS])
 def test_command_block_works_as_written(block: Block) -> None:
     kind, arg = block.marker or ("", "")
     if kind == "not run":
         pytest.skip(f"{block.where} is marked not run: {arg}")
     if kind == "needs" and not (ROOT / arg).exists():
         pytest.skip(f"{block.where} needs {arg}, which is absent")
+    if kind == "flink":
+        if os.environ.get("UDF_FLINK_DOCS") != "1":
+            pytest.skip(f"{block.where} needs .venv-flink and Java ({arg}): scripts/test-flink.sh runs it (UDF_FLINK_DOCS=1)")
+        assert (ROOT / ".venv-flink" / "bin" / "python").exists(), "UDF_FLINK_DOCS=1 but no .venv-flink: run scripts/test-flink.sh"
+        done = bash(block.body, timeout=FLINK_TIMEOUT)
+        assert done.returncode == 0, f"{block.where}:\n{block.body}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return
     if not (ROOT / ".venv" / "bin" / "python").exists():
         pytest.skip("no .venv: the README's set-up command has not been run here")
     if kind == "check":
@@ -115,7 +132,7 @@ def test_markers_are_known_and_give_their_reason() -> None:
         if block.marker is None:
             continue
         kind, arg = block.marker
-        assert kind in ("not run", "check", "needs"), f"{block.where}: unknown marker {arg!r}"
+        assert kind in ("not run", "check", "needs", "flink"), f"{block.where}: unknown marker {arg!r}"
         assert block.lang in COMMAND_LANGS, f"{block.where}: a marker on a block that is not a command block"
         if kind == "check":
             assert re.fullmatch(r"\S.* \(.+\)", arg), f"{block.where}: say why it is only checked: ARGS (REASON)"

@@ -1,10 +1,10 @@
 """examples/moving_avg.py that SIGKILLs itself at its Nth point, once per marker file.
 
-Usage: beam_kill_once.py MARKER N
+Usage: kill_once.py MARKER N
 
 The first agent to reach its Nth point creates MARKER and kills itself with
 SIGKILL (no goodbye, unflushed output lost); while MARKER exists, no agent
-does: so exactly one agent dies, mid-stream, in a whole pipeline run.
+does: so exactly one agent dies, mid-stream, in a whole pipeline (or job) run.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
-def _load_moving_avg() -> Any:
+def load_moving_avg() -> Any:
     spec = importlib.util.spec_from_file_location("moving_avg", os.path.join(ROOT, "examples", "moving_avg.py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -29,7 +29,7 @@ def _load_moving_avg() -> Any:
 
 def main() -> int:
     marker, kill_at = sys.argv[1], int(sys.argv[2])
-    moving_avg = _load_moving_avg()
+    moving_avg = load_moving_avg()
 
     class KillOnce(moving_avg.MovingAverageHandler):  # type: ignore[misc,name-defined]
         points = 0
