@@ -90,6 +90,13 @@ def build_parser(prog: str) -> _Parser:
             "(-- PROG [ARGS...] | --socket ADDR | --config FILE --function NAME)"
         ),
     )
+    _add_run_args(run)
+    parser.set_defaults(_subparsers={"info": info, "run": run})
+    return parser
+
+
+def _add_run_args(run: _Parser) -> None:
+    """The ``run`` subcommand's arguments."""
     _add_source_args(run)
     run.add_argument("inputs", nargs="*", metavar="INPUT", help="line protocol files; - or none: stdin")
     run.add_argument(
@@ -143,8 +150,6 @@ def build_parser(prog: str) -> _Parser:
         help="show progress on stderr even when it is not a terminal or the input not a file",
     )
     prog_group.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
-    parser.set_defaults(_subparsers={"info": info, "run": run})
-    return parser
 
 
 def parse_args(parser: _Parser, argv: list[str]) -> argparse.Namespace:
