@@ -15,7 +15,8 @@ Two targets, both run on whichever protobuf backend is active (upb, or
   order, in ``encode_point``'s, or reordered and duplicated), go through
   ``ResponseDecoder.decode_frames`` (the reader's path: the hand-written
   decoder of ``udf._fastdecode`` with its learned series and layouts, and
-  protobuf with the private view schema), each stream twice and then mutated, and
+  protobuf with the private view schema), each stream followed by itself
+  (learned, then decoded from what was learned) or by a mutated copy, and
   through a reference built on ``agent_pb2.Response.FromString`` and
   ``point_from_message``; outcome and events must agree.
 
@@ -57,7 +58,6 @@ from udf.convert import (  # noqa: E402
     point_body_general,
     point_from_message,
 )
-from udf import _fastdecode  # noqa: E402
 from udf.errors import AgentError, ProtocolError, UDFError  # noqa: E402
 from udf.models import Batch, BatchPoint, Dimensions, Point  # noqa: E402
 from udf.wire import FrameDecoder, decode_uvarint, encode_frame, encode_uvarint  # noqa: E402
@@ -357,16 +357,13 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
 def run_loop(iterations: int, seed: int) -> int:
     """Seeded loops: ``iterations`` random points, and as many agent outputs (half mutated)."""
     rng = random.Random(seed)
-    probe, _fastdecode.PROBE = _fastdecode.PROBE, sys.maxsize  # every read tries the hand path, however often it misses
-    try:
-        for _ in range(iterations):
-            encode_target(rng)
-            data = seed_stream(rng)
-            decode_target(data)  # learned by the hand path (udf._fastdecode) where it missed
-            decode_target(data)  # now from its caches
-            decode_target(_mutate(rng, data))  # bytes a learned layout must refuse, or read as protobuf does
-    finally:
-        _fastdecode.PROBE = probe
+    for _ in range(iterations):
+        encode_target(rng)
+        data = seed_stream(rng)
+        # One stream each: the first copy is learned by its hand decoder (udf._fastdecode) where it
+        # missed, the second read from what it learned, or (mutated) refused by it or read as protobuf does.
+        decode_target(data + data)
+        decode_target(data + _mutate(rng, data))
     return iterations
 
 

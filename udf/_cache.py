@@ -1,0 +1,66 @@
+"""The codec's bounded caches: a dict emptied when full, by entries and by bytes (private).
+
+Every cache of the hand-written codec paths (:mod:`udf._fastcodec`,
+:mod:`udf._fastdecode`, :mod:`udf._views`) is a :class:`BoundedCache`. A
+lookup is a plain ``dict.get``; only :meth:`BoundedCache.keep` (a miss) does
+the bookkeeping: an entry whose estimated size is over :data:`MAX_ENTRY_BYTES`
+is not kept at all, and the cache is emptied (never evicted piecemeal) when
+the next entry would take it past its count or its byte budget. So one
+cache's memory never exceeds its budget plus one entry, whatever the traffic:
+a point with 128 KiB tags is encoded and decoded as well as any other, it is
+just not remembered.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, TypeVar
+
+V = TypeVar("V")
+
+#: Entries estimated above this many bytes are never cached.
+MAX_ENTRY_BYTES = 4096
+
+
+class BoundedCache(Dict[Any, Any]):
+    """A dict of at most ``entries`` entries and ``budget`` estimated bytes, emptied when full.
+
+    Estimates are the caller's (the bytes of the keys and values it keeps,
+    plus a fixed overhead per entry); ``max_entry`` (by default
+    :data:`MAX_ENTRY_BYTES`) caps one entry.
+    ``keep`` takes a lock so that the byte count stays exact when threads
+    share the cache (lookups do not).
+    """
+
+    __slots__ = ("name", "entries", "budget", "max_entry", "used", "_lock")
+
+    def __init__(self, name: str, entries: int, budget: int, max_entry: int = MAX_ENTRY_BYTES) -> None:
+        super().__init__()
+        self.name = name
+        self.entries = entries
+        self.budget = budget
+        self.max_entry = max_entry
+        self.used = 0  # estimated bytes held
+        self._lock = threading.Lock()
+
+    def keep(self, key: Any, value: V, cost: int) -> V:
+        """Remember ``value`` under ``key`` unless it costs over ``max_entry`` bytes; return ``value``."""
+        if cost > self.max_entry:
+            return value
+        with self._lock:
+            if key not in self:
+                if len(self) >= self.entries or self.used + cost > self.budget:
+                    super().clear()
+                    self.used = 0
+                self.used += cost
+            self[key] = value
+        return value
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            super().clear()
+            self.used = 0
+
+    def __repr__(self) -> str:
+        return f"<BoundedCache {self.name}: {len(self)}/{self.entries} entries, {self.used}/{self.budget} bytes>"
