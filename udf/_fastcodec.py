@@ -181,7 +181,7 @@ _BATCH_SERIES = BoundedCache("encode: batch point series bytes", SERIES_CACHE_SI
 
 def _series_cost(data: bytes) -> int:
     """The estimated bytes of a series entry: its key's strings (about as long as their encoding) and its bytes."""
-    return 2 * len(data) + 400
+    return 2 * len(data) + 1200
 
 
 def _plain_tags(tags: Dict[Any, Any]) -> bool:

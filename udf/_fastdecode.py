@@ -440,7 +440,7 @@ class HandDecoder:
             if series is None:
                 return
             tag_bytes = sum(len(k) + len(v) for k, v in series[6].items())
-            self._series.keep(span, series, 2 * len(span) + 2 * tag_bytes + 600)
+            self._series.keep(span, series, 2 * len(span) + 2 * tag_bytes + 1000)
         if len(span) not in self._span_lengths:
             self._span_lengths.insert(0, len(span))
             del self._span_lengths[SPAN_LENGTHS:]

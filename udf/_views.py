@@ -374,6 +374,6 @@ class Parser:
                 tags = {k: m[k] for k in sorted(m)}
             except Exception as exc:  # protobuf's DecodeError, or ValueError for invalid UTF-8
                 raise ProtocolError(f"malformed Response: undecodable point tags: {exc}") from None
-            self._tag_sets.keep(key, tags, 3 * len(data) + 300)  # the raw entries, the dict and its strings
+            self._tag_sets.keep(key, tags, 3 * len(data) + 800)  # the raw entries, the dict and its strings
         return tags.copy()
 
