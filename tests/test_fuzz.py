@@ -49,3 +49,16 @@ def test_codec_fuzz_loop_agrees_with_protobuf() -> None:
     from fuzz.fuzz_codec import run_loop as codec_loop
 
     assert codec_loop(3000, seed=11) == 3000
+
+
+def test_big_first_frames_come_through_both_fuzzers() -> None:
+    """The fuzzers' frames of 16 KiB to 2 MiB (length prefixes that read as text) are decoded, never called text."""
+    import random
+
+    from fuzz.fuzz_codec import big_first_frame, decode_target
+    from fuzz.fuzz_responses import check_big_first_frame
+
+    rng = random.Random(18)
+    for _ in range(6):
+        check_big_first_frame(rng, seed_corpus())
+        assert decode_target(big_first_frame(rng)) >= 1

@@ -55,6 +55,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import agent_pb2
 
 from ._cache import MAX_ENTRY_BYTES, BoundedCache
+from ._views import key_order
 from .models import BatchPoint, Dimensions, Point
 
 #: Series spans a stream keeps (each with its decoded strings, dimensions and tags) before it empties its cache.
@@ -548,7 +549,7 @@ def _series_of(span: bytes, span_by_name: bool, decoded: Any) -> Optional[Series
             msg.group,
             msg.byName,
             tuple(msg.dimensions),
-            {key: tags[key] for key in sorted(tags)},
+            {key: tags[key] for key in key_order(tags)},
         )
     except Exception:  # protobuf's DecodeError, or ValueError for a string that is not UTF-8
         return None

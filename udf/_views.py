@@ -57,6 +57,14 @@ _pack_bits = struct.Struct("<Q").pack
 # --- parsed messages to models ------------------------------------------------------------
 
 
+def key_order(keys: Any) -> List[Any]:
+    """The keys of a map or dict in key order (the order of every decoded point's tags and fields)."""
+    try:
+        return sorted(keys)
+    except TypeError:  # protobuf 4.22's upb gives a key that is not UTF-8 as bytes: after the str keys
+        return sorted(keys, key=lambda key: (type(key) is bytes, key))
+
+
 def fields_from_message(msg: Any) -> Fields:
     """Merge the typed field maps of an ``agent_pb2.Point`` into one dict, in key order.
 
@@ -82,7 +90,7 @@ def fields_from_message(msg: Any) -> Fields:
     if m:
         for key in m:
             fields[key] = m[key]
-    return fields if len(fields) < 2 else dict(sorted(fields.items()))
+    return fields if len(fields) < 2 else {key: fields[key] for key in key_order(fields)}
 
 
 def _fields_by_bits(msg: Any) -> Fields:
@@ -100,12 +108,12 @@ def _fields_by_bits(msg: Any) -> Fields:
     m = msg.fieldsBool
     for key in m:
         fields[key] = m[key]
-    return fields if len(fields) < 2 else dict(sorted(fields.items()))
+    return fields if len(fields) < 2 else {key: fields[key] for key in key_order(fields)}
 
 
 def tags_from_map(tags: Any) -> Tags:
     """A ``map<string,string>`` as a dict in key order (keys and indexing: no slow items())."""
-    return {key: tags[key] for key in sorted(tags)} if tags else {}
+    return {key: tags[key] for key in key_order(tags)} if tags else {}
 
 
 def point_from_message(msg: Any) -> Point:
@@ -114,7 +122,7 @@ def point_from_message(msg: Any) -> Point:
     tags: Tags = {}
     m = msg.tags
     if m:
-        for key in sorted(m):
+        for key in key_order(m):
             tags[key] = m[key]
     dims = msg.dimensions
     return Point(
@@ -371,7 +379,7 @@ class Parser:
             data = b"".join([_TAG_FIELD + encode_uvarint(len(entry)) + entry for entry in key])
             try:
                 m = _PbPoint.FromString(data).tags
-                tags = {k: m[k] for k in sorted(m)}
+                tags = {k: m[k] for k in key_order(m)}
             except Exception as exc:  # protobuf's DecodeError, or ValueError for invalid UTF-8
                 raise ProtocolError(f"malformed Response: undecodable point tags: {exc}") from None
             self._tag_sets.keep(key, tags, 3 * len(data) + 800)  # the raw entries, the dict and its strings

@@ -360,10 +360,10 @@ def encode_point(p: Point) -> bytes:
     body = _point_body(p)  # the common case: cached series bytes, hand-written fields
     if body is None:
         plain = _plain_point(p)
-        if plain is not None:
-            body = _point_body(plain)
-        if body is None:
+        if plain is None:
             body = point_body_general(p)
+        else:
+            body = _point_body(plain) or point_body_general(plain)
     return _point_frame(body)
 
 
@@ -425,7 +425,8 @@ def encode_batch(b: Batch) -> bytes:
         if body is None:
             plain = _plain_batch_point(bp)
             if plain is not None:
-                body = fast_body(plain, _plain_value(group))
+                bp = plain
+                body = fast_body(bp, _plain_value(group))
         if body is not None:
             append(_point_frame(body))
             continue
