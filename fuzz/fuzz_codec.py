@@ -385,26 +385,28 @@ def seed_stream(rng: random.Random) -> bytes:
 _PURE_PYTHON = api_implementation.Type() == "python"
 
 
-def _normal(item: Any) -> Any:
-    """Events made comparable: floats by their bits (any NaN equals any NaN), messages by their bytes.
+def _normal(item: Any, exact: bool = False) -> Any:
+    """Events made comparable: floats by their bits, messages by their bytes; ``exact``: dicts in their order too.
 
-    A NaN's payload bits are not compared: upb and the hand path keep them,
-    protobuf's pure-Python backend turns every NaN into ``math.nan``; nor is
-    the sign of a zero there, which the pure-Python backend of protobuf 4.x
-    loses (-0.0 reads as 0.0).
+    Not ``exact`` (against the reference), a NaN's payload bits are not
+    compared: protobuf's pure-Python backend turns every NaN into ``math.nan``
+    where upb, Go and this library keep them; nor is the sign of a zero there,
+    which the pure-Python backend of protobuf 4.x loses (-0.0 reads as 0.0).
     """
     if isinstance(item, float):
-        if math.isnan(item):
+        if not exact and math.isnan(item):
             return b"NaN"
-        if item == 0.0 and _PURE_PYTHON:
+        if not exact and item == 0.0 and _PURE_PYTHON:
             return b"0"
         return struct.pack("<d", item)
     if isinstance(item, dict):
+        if exact:
+            return [(k, _normal(v, exact)) for k, v in item.items()]
         return {k: _normal(v) for k, v in item.items()}
     if isinstance(item, (list, tuple)):
-        return [_normal(v) for v in item]
+        return [_normal(v, exact) for v in item]
     if isinstance(item, (Point, BatchPoint, Batch, Dimensions)):
-        return (type(item).__name__, [_normal(getattr(item, f)) for f in item.__slots__])  # type: ignore[attr-defined]
+        return (type(item).__name__, [_normal(getattr(item, f), exact) for f in item.__slots__])  # type: ignore[attr-defined]
     if hasattr(item, "SerializeToString"):
         return _canonical(item)
     return item
@@ -438,21 +440,6 @@ def _reference(payloads: List[bytes]) -> Tuple[List[Any], Optional[str]]:
         except Exception:  # protobuf's DecodeError
             return events, "error"
     return events, None
-
-
-def _exact(item: Any) -> Any:
-    """Events made comparable bit for bit: floats by their bits, dicts as (key, value) lists in their order."""
-    if isinstance(item, float):
-        return struct.pack("<d", item)
-    if isinstance(item, dict):
-        return [(k, _exact(v)) for k, v in item.items()]
-    if isinstance(item, (list, tuple)):
-        return [_exact(v) for v in item]
-    if isinstance(item, (Point, BatchPoint, Batch, Dimensions)):
-        return (type(item).__name__, [_exact(getattr(item, f)) for f in item.__slots__])  # type: ignore[attr-defined]
-    if hasattr(item, "SerializeToString"):
-        return _canonical(item)
-    return item
 
 
 def _in_key_order(item: Any) -> bool:
@@ -521,7 +508,7 @@ def check_repeated(data: bytes) -> None:
     events, error = _checked(data + data, len(data))
     if error is None:
         half = len(events) // 2
-        if _exact(events[:half]) != _exact(events[half:]):
+        if _normal(events[:half], exact=True) != _normal(events[half:], exact=True):
             raise AssertionError(f"a stream's second copy decoded otherwise: {data!r:.400}")
 
 
