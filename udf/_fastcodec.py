@@ -34,7 +34,7 @@ from .wire import encode_uvarint
 #: Series kept by each per-series cache (stream points, batch points) before it is emptied.
 SERIES_CACHE_SIZE = 4096
 #: Estimated bytes each per-series cache holds before it is emptied.
-SERIES_CACHE_BYTES = 4 << 20
+SERIES_CACHE_BYTES = 8 << 20
 #: Field names kept by each per-name cache (one per value type) before it is emptied.
 FIELD_CACHE_SIZE = 4096
 #: Estimated bytes each per-name cache holds before it is emptied.
@@ -312,7 +312,9 @@ def _writer_for(keys: Tuple[Any, ...], fields: Dict[Any, Any]) -> Any:
     and strings' entries. Map entries may come in any order (protobuf merges
     them), so doubles and bools come first.
     """
-    cost = 2500 + 3 * sum(len(key) for key in keys if type(key) is str)  # code, names, key tuple
+    if any(type(key) is not str for key in keys):
+        return None  # not cached: only a point's plain twin's keys are (encode_point makes it)
+    cost = 2500 + 3 * sum(len(key) for key in keys)  # code, names, key tuple
     if cost > WRITER_MAX_BYTES:
         return None  # never cached: such points' fields are written one at a time
     writer = None

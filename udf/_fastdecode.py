@@ -61,7 +61,7 @@ from .models import BatchPoint, Dimensions, Point
 #: Series spans a stream keeps (each with its decoded strings, dimensions and tags) before it empties its cache.
 SERIES_CACHE_SIZE = 4096
 #: Estimated bytes of series a stream keeps before it empties its cache.
-SERIES_CACHE_BYTES = 4 << 20
+SERIES_CACHE_BYTES = 8 << 20
 #: Distinct series span lengths tried per point, most recently learned first.
 SPAN_LENGTHS = 8
 #: Tail layouts a stream knows before it forgets them all.
