@@ -15,11 +15,13 @@ from udf.wire import _looks_like_text, encode_frame, encode_uvarint
 
 
 def _sized(make: Callable[[int], bytes], size: int) -> Optional[bytes]:
-    """A payload ``make(k)`` of exactly ``size`` bytes, for a ``k`` a few bytes below it (None if none is)."""
-    for k in range(size - 24, size):
+    """A payload ``make(k)`` of exactly ``size`` bytes (None if no ``k`` gives it: a nested length grew a byte there)."""
+    k = size - 24
+    for _ in range(3):  # the length grows by one byte per unit of k, but where a varint grows
         payload = make(k)
         if len(payload) == size:
             return payload
+        k += size - len(payload)
     return None
 
 
