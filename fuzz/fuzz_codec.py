@@ -60,7 +60,7 @@ except ImportError:  # run as a script: fuzz/ is sys.path[0]
 
 import agent_pb2  # noqa: E402
 from google.protobuf.internal import api_implementation  # noqa: E402
-from udf import _fastcodec  # noqa: E402
+from udf import _fastcodec, _fastdecode  # noqa: E402
 from udf.convert import (  # noqa: E402
     BATCH,
     POINTS,
@@ -451,10 +451,18 @@ def _in_key_order(item: Any) -> bool:
     return True
 
 
+def _learning_at_once() -> ResponseDecoder:
+    """A ResponseDecoder whose hand path learns from its first frame (a new stream waits for LEARN_AFTER frames)."""
+    decoder = ResponseDecoder()
+    if decoder._hand is not None:
+        decoder._hand = _fastdecode.HandDecoder(learn_after=0)
+    return decoder
+
+
 def _decoded(data: bytes, chunk: int) -> Tuple[List[Any], Optional[UDFError], List[bytes]]:
     """The reader's path on ``data`` read ``chunk`` bytes at a time: (events, error, the frames)."""
     splitter = FrameDecoder()
-    decoder = ResponseDecoder()
+    decoder = _learning_at_once()
     events: List[Any] = []
     frames: List[bytes] = []
     try:

@@ -36,6 +36,7 @@ except ImportError:  # run as a script: fuzz/ is sys.path[0]
     from _entry import fuzz_main  # type: ignore[no-redef]
 
 import agent_pb2  # noqa: E402
+from udf import _fastdecode  # noqa: E402
 from udf.convert import ResponseDecoder  # noqa: E402
 from udf.errors import AgentError, ProtocolError  # noqa: E402
 from udf.wire import FrameDecoder, encode_frame  # noqa: E402
@@ -47,6 +48,8 @@ def _run(data: bytes, cut: int, whole_frames: bool) -> tuple[list, str]:
     """One pass over the agent-output path; returns (events, outcome)."""
     decoder = FrameDecoder(MAX_FRAME)
     responses = ResponseDecoder()
+    if whole_frames and responses._hand is not None:  # the hand path from the first frame (not after LEARN_AFTER)
+        responses._hand = _fastdecode.HandDecoder(learn_after=0)
     events: list = []
     try:
         for chunk in (data[:cut], data[cut:]):

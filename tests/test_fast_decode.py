@@ -42,9 +42,9 @@ class Stream:
 
     def __init__(self) -> None:
         self.decoder = ResponseDecoder()
-        hand = self.decoder._hand
-        assert hand is not None
-        self.hand_decoder: _fastdecode.HandDecoder = hand
+        assert self.decoder._hand is not None
+        # Learning from the first frame on (a new stream waits for LEARN_AFTER frames).
+        self.hand_decoder = self.decoder._hand = _fastdecode.HandDecoder(learn_after=0)
 
     def decode(self, frames: List[bytes]) -> List[Any]:
         """The points ``decode_frames`` makes of ``frames`` (no error allowed)."""
@@ -302,6 +302,25 @@ class _Counting:
         self.counts.tried += 1
         self.counts.hits += point is not None
         return point
+
+
+def test_a_new_stream_learns_only_once_it_has_read_enough_frames() -> None:
+    """A decoder made for one short read (a batch decoded on its own) takes protobuf's path and learns nothing."""
+    frames = [response_frame(canonical(i).SerializeToString()) for i in range(_fastdecode.LEARN_AFTER)]
+    want = [reference(canonical(i).SerializeToString()) for i in range(_fastdecode.LEARN_AFTER)]
+    short = ResponseDecoder()
+    hand = short._hand
+    assert hand is not None
+    for i in range(0, _fastdecode.LEARN_AFTER - 1, 3):
+        events, error = short.decode_frames(frames[i : i + 3][: _fastdecode.LEARN_AFTER - 1 - i])
+        assert error is None and events[0][1] == want[i : i + 3][: _fastdecode.LEARN_AFTER - 1 - i]
+    assert hand.sizes()["series"] == (0, 0) and hand.sizes()["heads"] == (0, 0)
+    events, error = short.decode_frames(frames)  # the stream's 63rd frame on: learned, then by hand
+    assert error is None and events == [(POINTS, want)]
+    assert hand.sizes()["series"][0] == 1 and hand.decode(frames[1], False) == want[1]
+    long = ResponseDecoder()  # one long read: learned at once
+    assert long.decode_frames(frames)[0] == [(POINTS, want)] and long._hand is not None
+    assert long._hand.decode(frames[1], False) == want[1]
 
 
 # --- varints ---------------------------------------------------------------------------

@@ -80,6 +80,9 @@ HEAD_CACHE_SIZE = 4096
 #: each window try it (and learn).
 WINDOW = 4096
 PROBE = 128
+#: Frames a stream reads (counting the read at hand) before its hand path starts: a decoder made for
+#: one short read (a batch decoded on its own) never pays for learning what it will not see again.
+LEARN_AFTER = 32
 
 _PbPoint = agent_pb2.Point
 
@@ -340,9 +343,9 @@ class HandDecoder:
     """
 
     __slots__ = ("_heads", "_series", "_span_lengths", "_layouts", "_layout_count", "_layout_bytes",
-                 "_fast", "_seen", "_tried", "_missed")
+                 "_learn_after", "_fast", "_seen", "_tried", "_missed")
 
-    def __init__(self) -> None:
+    def __init__(self, learn_after: int = LEARN_AFTER) -> None:
         #: Frame heads (the first :data:`_HEAD_KEY` bytes) -> (where the body starts, whether it starts with a time).
         self._heads = BoundedCache("decode: frame heads", HEAD_CACHE_SIZE, HEAD_CACHE_SIZE * 200)
         #: Series span bytes -> the series they encode.
@@ -352,7 +355,8 @@ class HandDecoder:
         self._layouts: Dict[int, List[_Layout]] = {}
         self._layout_count = 0
         self._layout_bytes = 0
-        # The window (see use()): whether reads try the hand path, and this window's counts.
+        # The window (see use()): frames until the hand path starts, whether reads try it, this window's counts.
+        self._learn_after = learn_after
         self._fast = True
         self._seen = self._tried = self._missed = 0
 
@@ -393,11 +397,16 @@ class HandDecoder:
     def use(self, frames: int) -> bool:
         """Whether a read of ``frames`` frames should try the hand path (else protobuf's, in one parse).
 
-        The hand path is tried while at most a quarter of the frames that
-        tried it in the previous window of :data:`WINDOW` frames missed;
-        otherwise only the first :data:`PROBE` frames of a window try it (and
-        learn), to notice when traffic turns regular.
+        Not before the stream has read :data:`LEARN_AFTER` frames, this read
+        included. Then the hand path is tried while at most a quarter of the
+        frames that tried it in the previous window of :data:`WINDOW` frames
+        missed; otherwise only the first :data:`PROBE` frames of a window try
+        it (and learn), to notice when traffic turns regular.
         """
+        if self._learn_after > 0:
+            self._learn_after -= frames
+            if self._learn_after > 0:
+                return False
         if self._seen >= WINDOW:
             self._fast = self._tried > 0 and self._missed * 4 <= self._tried
             self._seen = self._tried = self._missed = 0
