@@ -65,6 +65,14 @@ def key_order(keys: Any) -> List[Any]:
         return sorted(keys, key=lambda key: (type(key) is bytes, key))
 
 
+def in_key_order(fields: Fields) -> Fields:
+    """``fields`` (two or more) as a new dict in key order."""
+    try:
+        return dict(sorted(fields.items()))
+    except TypeError:  # a key that is bytes (protobuf 4.22's upb): key_order puts it last
+        return {key: fields[key] for key in key_order(fields)}
+
+
 def fields_from_message(msg: Any) -> Fields:
     """Merge the typed field maps of an ``agent_pb2.Point`` into one dict, in key order.
 
@@ -90,7 +98,7 @@ def fields_from_message(msg: Any) -> Fields:
     if m:
         for key in m:
             fields[key] = m[key]
-    return fields if len(fields) < 2 else {key: fields[key] for key in key_order(fields)}
+    return fields if len(fields) < 2 else in_key_order(fields)
 
 
 def _fields_by_bits(msg: Any) -> Fields:
@@ -108,7 +116,7 @@ def _fields_by_bits(msg: Any) -> Fields:
     m = msg.fieldsBool
     for key in m:
         fields[key] = m[key]
-    return fields if len(fields) < 2 else {key: fields[key] for key in key_order(fields)}
+    return fields if len(fields) < 2 else in_key_order(fields)
 
 
 def tags_from_map(tags: Any) -> Tags:
@@ -307,11 +315,12 @@ class Parser:
     and uses the public conversions. ``views=False`` forces the latter.
     """
 
-    __slots__ = ("views", "_run", "_frame", "_tag_sets")
+    __slots__ = ("views", "_run", "_frame", "_fields", "_tag_sets")
 
     def __init__(self, views: bool = VIEWS) -> None:
         self.views = views and VIEWS
         self._run, self._frame = _VIEW_CLASSES if self.views and _VIEW_CLASSES else _PLAIN_CLASSES
+        self._fields = _fields_by_bits if PURE_PYTHON_BACKEND else fields_from_message
         self._tag_sets = BoundedCache("decode: tag sets", TAGS_CACHE_SIZE, TAGS_CACHE_BYTES)
 
     def run(self, frames: List[bytes]) -> Tuple[Sequence[Any], Optional[ProtocolError]]:
@@ -357,7 +366,7 @@ class Parser:
             msg.group,
             Dimensions(msg.byName, dims[:] if dims else []),
             self._tags(msg.tags),
-            _fields_by_bits(msg) if PURE_PYTHON_BACKEND else fields_from_message(msg),
+            self._fields(msg),
             msg.time,
         )
 
@@ -365,8 +374,7 @@ class Parser:
         """The :class:`BatchPoint` of a parsed ``Point`` (or ``PointView``) inside a batch."""
         if not self.views:
             return batch_point_from_message(msg)
-        fields = _fields_by_bits(msg) if PURE_PYTHON_BACKEND else fields_from_message(msg)
-        return BatchPoint(msg.time, fields, self._tags(msg.tags))
+        return BatchPoint(msg.time, self._fields(msg), self._tags(msg.tags))
 
     def _tags(self, raw: Any) -> Tags:
         """The tags dict of a PointView's raw ``tags`` entries (a fresh dict: points are mutable)."""
