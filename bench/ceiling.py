@@ -29,6 +29,11 @@ from udf.wire import FrameDecoder
 BLOCK = 100
 
 
+#: The decoders of the ceiling's one stream of points and one of batches, kept from call to call
+#: as a Server's reader keeps its own (what a stream's decoder learned lives in it).
+_STREAMS = {"points": ResponseDecoder(), "batches": ResponseDecoder()}
+
+
 def ceiling_roundtrip(points: Sequence[Point], block: int = BLOCK) -> List[Point]:
     """Encode every point to a ``Request`` frame, decode the mirrored ``Response`` frames back.
 
@@ -36,7 +41,7 @@ def ceiling_roundtrip(points: Sequence[Point], block: int = BLOCK) -> List[Point
     both field 17), so the block of request frames *is* the agent's answer.
     """
     out: List[Point] = []
-    decoder = ResponseDecoder()
+    decoder = _STREAMS["points"]
     for i in range(0, len(points), block):
         data = b"".join([encode_point(p) for p in points[i : i + block]])
         events, error = decoder.decode_frames(FrameDecoder().feed_frames(data))
@@ -51,7 +56,7 @@ def ceiling_roundtrip(points: Sequence[Point], block: int = BLOCK) -> List[Point
 def ceiling_batch_roundtrip(batches: Sequence[Batch], block: int = 1) -> List[Batch]:
     """The same for batches: encode ``block`` batches, decode and assemble the mirrored frames."""
     out: List[Batch] = []
-    decoder = ResponseDecoder()
+    decoder = _STREAMS["batches"]
     for i in range(0, len(batches), block):
         data = b"".join([encode_batch(b) for b in batches[i : i + block]])
         events, error = decoder.decode_frames(FrameDecoder().feed_frames(data))
