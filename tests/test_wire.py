@@ -575,6 +575,18 @@ def test_decoder_holds_a_first_frame_that_reads_as_text_until_it_tells() -> None
     assert agent_pb2.Response.FromString(payload).snapshot.snapshot == b"zz"
 
 
+def test_decoder_says_what_it_suspects_while_a_printed_line_may_still_begin_a_frame() -> None:
+    """'ok' then an info frame may still be a frame of 111 bytes: held, suspected, said at EOF."""
+    decoder = FrameDecoder()
+    assert decoder.suspected_text is None
+    assert decoder.feed(b"ok\n" + encode_frame(agent_pb2.Response(info=agent_pb2.InfoResponse()).SerializeToString())) == []
+    assert decoder.suspected_text == "the agent wrote text to its stdout (a print?): 'ok'"
+    with pytest.raises(ProtocolError, match="^the agent wrote text to its stdout \\(a print\\?\\): 'ok'$"):
+        decoder.eof()
+    frames = FrameDecoder()
+    assert frames.feed(encode_frame(b"\x0a\x00")) == [b"\x0a\x00"] and frames.suspected_text is None
+
+
 def test_decoder_text_check_can_be_turned_off() -> None:
     decoder = FrameDecoder(text_hint=None)
     assert decoder.feed(encode_frame(b"text payload")) == [b"text payload"]

@@ -293,6 +293,20 @@ class FrameDecoder:
         """Bytes received but not yet returned as a frame."""
         return len(self._buf) + self._have + self._held_size
 
+    @property
+    def suspected_text(self) -> Optional[str]:
+        """The text error :meth:`eof` would raise now, while the stream's first bytes read as text but may still begin a frame.
+
+        ``None`` once they are known to be frames (or are refused as text). A
+        reader whose wait for the agent's first answer times out can say so
+        (a UDF that printed a line and went quiet is held here, not refused,
+        because a frame may start the same way).
+        """
+        if not self._sniffing or not self._held_size or self.text_hint is None:
+            return None
+        held = b"".join(self._held)
+        return str(_text_error(held, self.text_hint)) if _looks_like_text(held) else None
+
     def feed(self, data: bytes) -> List[bytes]:
         """Add ``data`` to the stream and return the payloads it completed.
 
