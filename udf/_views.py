@@ -103,20 +103,12 @@ def fields_from_message(msg: Any) -> Fields:
 
 def _fields_by_bits(msg: Any) -> Fields:
     """:func:`fields_from_message` for a PointView whose doubles are bits (the pure-Python backend)."""
-    fields: Fields = {}
-    m = msg.fieldsString
-    for key in m:
-        fields[key] = m[key]
-    m = msg.fieldsInt
-    for key in m:
-        fields[key] = m[key]
-    m = msg.fieldsDouble
-    for key in m:
-        fields[key] = _bits_to_double(_pack_bits(m[key]))[0]
-    m = msg.fieldsBool
-    for key in m:
-        fields[key] = m[key]
-    return fields if len(fields) < 2 else in_key_order(fields)
+    fields = fields_from_message(msg)  # the doubles as the ints of their bits, in their place
+    doubles, bools = msg.fieldsDouble, msg.fieldsBool
+    for key in doubles:
+        if key not in bools:  # a bool of the same name wins
+            fields[key] = _bits_to_double(_pack_bits(doubles[key]))[0]
+    return fields
 
 
 def tags_from_map(tags: Any) -> Tags:
