@@ -27,37 +27,50 @@ class BoundedCache(Dict[Any, Any]):
 
     Estimates are the caller's (the bytes of the keys and values it keeps,
     plus a fixed overhead per entry); ``max_entry`` (by default
-    :data:`MAX_ENTRY_BYTES`) caps one entry.
-    ``keep`` takes a lock so that the byte count stays exact when threads
-    share the cache (lookups do not).
+    :data:`MAX_ENTRY_BYTES`) caps one entry. A ``shared`` cache (threads
+    keep entries at once) takes a lock in ``keep`` so that the byte count
+    stays exact; lookups never do. One stream's caches, used by its reader
+    thread alone, need none.
     """
 
     __slots__ = ("name", "entries", "budget", "max_entry", "used", "_lock")
 
-    def __init__(self, name: str, entries: int, budget: int, max_entry: int = MAX_ENTRY_BYTES) -> None:
+    def __init__(
+        self, name: str, entries: int, budget: int, max_entry: int = MAX_ENTRY_BYTES, *, shared: bool = True
+    ) -> None:
         super().__init__()
         self.name = name
         self.entries = entries
         self.budget = budget
         self.max_entry = max_entry
         self.used = 0  # estimated bytes held
-        self._lock = threading.Lock()
+        self._lock = threading.Lock() if shared else None
 
     def keep(self, key: Any, value: V, cost: int) -> V:
         """Remember ``value`` under ``key`` unless it costs over ``max_entry`` bytes; return ``value``."""
         if cost > self.max_entry:
             return value
-        with self._lock:
-            if key not in self:
-                if len(self) >= self.entries or self.used + cost > self.budget:
-                    super().clear()
-                    self.used = 0
-                self.used += cost
-            self[key] = value
+        if self._lock is None:
+            self._store(key, value, cost)
+        else:
+            with self._lock:
+                self._store(key, value, cost)
         return value
+
+    def _store(self, key: Any, value: Any, cost: int) -> None:
+        if key not in self:
+            if len(self) >= self.entries or self.used + cost > self.budget:
+                super().clear()
+                self.used = 0
+            self.used += cost
+        self[key] = value
 
     def clear(self) -> None:
         """Forget every entry."""
+        if self._lock is None:
+            super().clear()
+            self.used = 0
+            return
         with self._lock:
             super().clear()
             self.used = 0

@@ -347,9 +347,9 @@ class HandDecoder:
 
     def __init__(self, learn_after: int = LEARN_AFTER) -> None:
         #: Frame heads (the first :data:`_HEAD_KEY` bytes) -> (where the body starts, whether it starts with a time).
-        self._heads = BoundedCache("decode: frame heads", HEAD_CACHE_SIZE, HEAD_CACHE_SIZE * 200)
+        self._heads = BoundedCache("decode: frame heads", HEAD_CACHE_SIZE, HEAD_CACHE_SIZE * 200, shared=False)
         #: Series span bytes -> the series they encode.
-        self._series = BoundedCache("decode: series spans", SERIES_CACHE_SIZE, SERIES_CACHE_BYTES)
+        self._series = BoundedCache("decode: series spans", SERIES_CACHE_SIZE, SERIES_CACHE_BYTES, shared=False)
         self._span_lengths: List[int] = []
         #: Tail length -> the layouts of that length this stream met, most recent first.
         self._layouts: Dict[int, List[_Layout]] = {}

@@ -313,7 +313,7 @@ class Parser:
         self.views = views and VIEWS
         self._run, self._frame = _VIEW_CLASSES if self.views and _VIEW_CLASSES else _PLAIN_CLASSES
         self._fields = _fields_by_bits if PURE_PYTHON_BACKEND else fields_from_message
-        self._tag_sets = BoundedCache("decode: tag sets", TAGS_CACHE_SIZE, TAGS_CACHE_BYTES)
+        self._tag_sets = BoundedCache("decode: tag sets", TAGS_CACHE_SIZE, TAGS_CACHE_BYTES, shared=False)
 
     def run(self, frames: List[bytes]) -> Tuple[Sequence[Any], Optional[ProtocolError]]:
         """Whole frames parsed in one call: the responses, and the error of the first frame that does not decode."""
