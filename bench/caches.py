@@ -163,7 +163,9 @@ def _encode_keeps(pad: int) -> bool:
 def cache_sizes(quick: bool) -> None:
     from udf import _fastcodec, _fastdecode
 
-    n = 512 if quick else 4096
+    n = 256 if quick else 4096  # points (series) per fill
+    code = 128 if quick else _fastdecode.LAYOUT_CACHE_SIZE  # layouts, writers
+    heads = 512 if quick else _fastdecode.HEAD_CACHE_SIZE
     pads = {
         "decode": _largest_pad(lambda pad: _learned(iter([_telegraf_point(0, pad)])).sizes()["series"][0] == 1),
         "tags": _largest_pad(lambda pad: len(_tag_sets(iter([_telegraf_point(0, pad)]))._tag_sets) == 1),
@@ -184,18 +186,18 @@ def cache_sizes(quick: bool) -> None:
         _fastdecode._COMPILED.clear()
         return _learned(
             agent_pb2.Point(time=T0, name="m", fieldsDouble={f"f{i}": 1.0, f"g{i}": 2.0}, fieldsInt={f"n{i}": 300})
-            for i in range(_fastdecode.LAYOUT_CACHE_SIZE)
+            for i in range(code)
         )
 
     mb, _ = _traced(layouts)
     print(f"decode: {len(_fastdecode._COMPILED):,} layouts and their builders (shared): {mb:.2f} MB")
 
-    def heads() -> Any:  # a name's first letter and length make each frame's first 7 bytes differ
-        names = [chr(0x41 + c) + "x" * k for k in range(90) for c in range(58)][: _fastdecode.HEAD_CACHE_SIZE]
+    def heads_filled() -> Any:  # a name's first letter and length make each frame's first 7 bytes differ
+        names = [chr(0x41 + c) + "x" * k for k in range(90) for c in range(58)][:heads]
         return _learned(agent_pb2.Point(name=name, fieldsDouble={"v": 1.0}) for name in names)
 
-    mb, _ = _traced(heads)
-    print(f"decode: {_fastdecode.HEAD_CACHE_SIZE:,} frame heads (with those frames' series): {mb:.2f} MB")
+    mb, _ = _traced(heads_filled)
+    print(f"decode: {heads:,} frame heads (with those frames' series): {mb:.2f} MB")
     for case, pad in (("Telegraf-sized", 0), ("worst case", pads["encode"])):
         _fastcodec._SERIES.clear()
         mb, _ = _traced(lambda: _encoded(_plain(_telegraf_point(s, pad)) for s in range(n)))
@@ -204,8 +206,7 @@ def cache_sizes(quick: bool) -> None:
 
     def writers() -> None:
         _fastcodec._WRITERS.clear()
-        _encoded(Point(name="m", fields={f"f{i}": 1.0, f"g{i}": 2, f"s{i}": "x"}, time=T0)
-                 for i in range(_fastcodec.WRITER_CACHE_SIZE))
+        _encoded(Point(name="m", fields={f"f{i}": 1.0, f"g{i}": 2, f"s{i}": "x"}, time=T0) for i in range(code))
 
     mb, _ = _traced(writers)
     print(f"encode: {len(_fastcodec._WRITERS):,} compiled writers (and the caches they fill): {mb:.2f} MB")

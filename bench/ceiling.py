@@ -5,8 +5,9 @@
 
 The timings move with the machine's load; the instruction counts do not
 (``valgrind --tool=callgrind``: each part run with 0 and 2 cycles over the
-workload after a warm-up cycle, the difference divided by the points), so on a
-shared machine they are the A/B's steady measure. ``PYTHONPATH=<tree>``
+workload after the warm-up cycles, the difference divided by the points, the
+cyclic GC off while they run), so on a shared machine they are the A/B's
+steady measure. ``PYTHONPATH=<tree>``
 measures another tree (only public API is used).
 
 ``ceiling_roundtrip`` is the ceiling the Server is measured against: it uses
@@ -17,6 +18,7 @@ Server's machinery.
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Callable, List, Sequence, Tuple
 
@@ -129,6 +131,8 @@ def run_part(part: str, workload_name: str, cycles: int) -> None:
     data = [b"".join([encode_point(p) for p in points[i : i + BLOCK]]) for i in range(0, len(points), BLOCK)]
     frames = [FrameDecoder().feed_frames(d) for d in data]
     decoder = _warm(frames)
+    gc.collect()
+    gc.disable()  # a cyclic collection's cost depends on when it falls: not counted
     for _ in range(cycles):
         if part == "encode":
             for p in points:
