@@ -177,7 +177,9 @@ def cache_sizes(quick: bool) -> None:
         print(f"decode: {count:,} series spans (one stream, {case}, hosts of +{pad:,} bytes): {mb:.2f} MB"
               f" (estimated {used / 1e6:.2f} MB)")
     for case, pad in (("Telegraf-sized", 0), ("worst case", pads["tags"])):
-        mb, parser = _traced(lambda: _tag_sets(_telegraf_point(s, pad) for s in range(n)))
+        one = _tag_sets(iter([_telegraf_point(0, pad)]))._tag_sets
+        fit = min(n, one.entries, one.budget // one.used)  # as many as it holds before it is emptied
+        mb, parser = _traced(lambda: _tag_sets(_telegraf_point(s, pad) for s in range(fit)))
         tag_sets = parser._tag_sets
         print(f"decode: {len(tag_sets):,} tag sets (one stream's protobuf path, {case}, hosts of +{pad:,} bytes):"
               f" {mb:.2f} MB (estimated {tag_sets.used / 1e6:.2f} MB)")
