@@ -350,7 +350,7 @@ def test_a_writer_is_compiled_per_key_set_and_falls_back_when_types_change() -> 
     base = dict(name="cpu", tags={"host": "a"}, time=T0)
     first = Point(fields={"v": 1.5, "n": 7, "s": "x", "b": True}, **base)  # type: ignore[arg-type]
     assert _sent(first) == agent_pb2.Point.FromString(point_body_general(first))
-    assert _fastcodec._WRITERS[("v", "n", "s", "b")] is not None
+    assert _fastcodec._WRITERS.data[("v", "n", "s", "b")] is not None
     for fields in (
         {"v": 2, "n": 7.5, "s": "y", "b": False},  # the same keys, other types: the general path
         {"v": 1.0, "n": 2**63 - 1, "s": "日本", "b": True},

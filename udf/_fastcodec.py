@@ -86,6 +86,9 @@ _DOUBLE_HEADS = BoundedCache("encode: double entry heads", FIELD_CACHE_SIZE, FIE
 _BOOL_HEADS = BoundedCache("encode: bool entry heads", FIELD_CACHE_SIZE, FIELD_CACHE_BYTES)
 _INT_KEYS = BoundedCache("encode: int entry keys", FIELD_CACHE_SIZE, FIELD_CACHE_BYTES)
 _STR_KEYS = BoundedCache("encode: string entry keys", FIELD_CACHE_SIZE, FIELD_CACHE_BYTES)
+# The hot path's lookups: the caches' dicts' own get.
+_double_heads_get, _bool_heads_get = _DOUBLE_HEADS.data.get, _BOOL_HEADS.data.get
+_int_keys_get, _str_keys_get = _INT_KEYS.data.get, _STR_KEYS.data.get
 
 
 def _key_part(key: Any, value_tag: bytes) -> Optional[bytes]:
@@ -136,7 +139,7 @@ def _append_fields(parts: List[bytes], fields: Dict[Any, Any]) -> bool:
     for key, value in fields.items():
         kind = type(value)
         if kind is float:
-            head = _DOUBLE_HEADS.get(key) or _double_head(key)
+            head = _double_heads_get(key) or _double_head(key)
             if head is None:
                 return False
             append(head)
@@ -144,7 +147,7 @@ def _append_fields(parts: List[bytes], fields: Dict[Any, Any]) -> bool:
         elif kind is int:
             if not _INT64_MIN <= value <= _INT64_MAX:
                 return False
-            part = _INT_KEYS.get(key) or _int_key(key)
+            part = _int_keys_get(key) or _int_key(key)
             if part is None:
                 return False
             vb = small[value] if 0 <= value < 0x4000 else encode_uvarint(value & _M64)
@@ -153,13 +156,13 @@ def _append_fields(parts: List[bytes], fields: Dict[Any, Any]) -> bool:
             append(part)
             append(vb)
         elif kind is str:
-            part = _STR_KEYS.get(key) or _str_key(key)
+            part = _str_keys_get(key) or _str_key(key)
             entry = None if part is None else _string_entry(part, value)
             if entry is None:
                 return False
             append(entry)
         elif kind is bool:
-            head = _BOOL_HEADS.get(key) or _bool_head(key)
+            head = _bool_heads_get(key) or _bool_head(key)
             if head is None:
                 return False
             append(head)
@@ -177,6 +180,7 @@ def _append_fields(parts: List[bytes], fields: Dict[Any, Any]) -> bool:
 _SERIES = BoundedCache("encode: stream series bytes", SERIES_CACHE_SIZE, SERIES_CACHE_BYTES)
 #: Serialized group and tags of a batch point, by (group, tuple(tags.items())).
 _BATCH_SERIES = BoundedCache("encode: batch point series bytes", SERIES_CACHE_SIZE, SERIES_CACHE_BYTES)
+_series_get, _batch_series_get = _SERIES.data.get, _BATCH_SERIES.data.get
 
 
 def _series_cost(data: bytes) -> int:
@@ -224,7 +228,7 @@ def point_frame_body(p: Point) -> Optional[bytes]:
         return None
     key = (p.name, p.database, p.retention_policy, p.group, by_name, tuple(tag_names), tuple(tags.items()))
     try:
-        series = _SERIES.get(key)
+        series = _series_get(key)
     except TypeError:  # something unhashable where a str belongs
         return None
     if series is None:
@@ -243,7 +247,7 @@ def batch_point_body(bp: BatchPoint, group: str) -> Optional[bytes]:
         return None
     key = (group, tuple(tags.items()))
     try:
-        series = _BATCH_SERIES.get(key)
+        series = _batch_series_get(key)
     except TypeError:
         return None
     if series is None:
@@ -264,7 +268,7 @@ def batch_point_body(bp: BatchPoint, group: str) -> Optional[bytes]:
 def _with_time_and_fields(series: bytes, t: int, fields: Dict[Any, Any]) -> Optional[bytes]:
     """A point's body: its series bytes, then its time and fields by hand; None if they need the general path."""
     keys = tuple(fields)
-    writer = _WRITERS.get(keys, _UNKNOWN)
+    writer = _writers_get(keys, _UNKNOWN)
     if writer is _UNKNOWN:
         writer = _writer_for(keys, fields)
     if writer is not None:
@@ -289,6 +293,7 @@ WRITER_CACHE_SIZE = 1024
 WRITER_CACHE_BYTES = 4 << 20
 WRITER_MAX_BYTES = 16 << 10
 _WRITERS = BoundedCache("encode: compiled writers", WRITER_CACHE_SIZE, WRITER_CACHE_BYTES, WRITER_MAX_BYTES)
+_writers_get = _WRITERS.data.get
 _UNKNOWN = object()
 
 

@@ -317,7 +317,7 @@ def _layout_of(tail: bytes) -> Optional[_Layout]:
         shape.fmt.append(f"{len(tail) - shape.done}x")
     mask, expected = int.from_bytes(shape.mask, "little"), int.from_bytes(shape.expected, "little")
     known = (len(tail), mask, expected)
-    layout: Optional[_Layout] = _COMPILED.get(known)
+    layout: Optional[_Layout] = _COMPILED.data.get(known)
     if layout is None:
         source = _builder_source(fields, shape.time, shape.by_name)
         layout = _Layout(mask, expected, "".join(shape.fmt), source, len(tail))
@@ -342,14 +342,15 @@ class HandDecoder:
     it is shared but the compiled builders of :data:`_COMPILED`.
     """
 
-    __slots__ = ("_heads", "_series", "_span_lengths", "_layouts", "_layout_count", "_layout_bytes",
-                 "_learn_after", "_fast", "_seen", "_tried", "_missed")
+    __slots__ = ("_heads", "_series", "_heads_get", "_series_get", "_span_lengths", "_layouts", "_layout_count",
+                 "_layout_bytes", "_learn_after", "_fast", "_seen", "_tried", "_missed")
 
     def __init__(self, learn_after: int = LEARN_AFTER) -> None:
         #: Frame heads (the first :data:`_HEAD_KEY` bytes) -> (where the body starts, whether it starts with a time).
         self._heads = BoundedCache("decode: frame heads", HEAD_CACHE_SIZE, HEAD_CACHE_SIZE * 200, shared=False)
         #: Series span bytes -> the series they encode.
         self._series = BoundedCache("decode: series spans", SERIES_CACHE_SIZE, SERIES_CACHE_BYTES, shared=False)
+        self._heads_get, self._series_get = self._heads.data.get, self._series.data.get  # the hot path's lookups
         self._span_lengths: List[int] = []
         #: Tail length -> the layouts of that length this stream met, most recent first.
         self._layouts: Dict[int, List[_Layout]] = {}
@@ -366,7 +367,7 @@ class HandDecoder:
         None means: take protobuf's path (then :meth:`learn`). The hot path of
         every point read.
         """
-        head = self._heads.get(frame[:_HEAD_KEY])
+        head = self._heads_get(frame[:_HEAD_KEY])
         if head is None:
             return None
         at, leading = head
@@ -376,7 +377,7 @@ class HandDecoder:
             start = at + 10
         else:
             start = at
-        get = self._series.get
+        get = self._series_get
         for length in self._span_lengths:  # a span may be a prefix of another (fewer tags): try each known length
             series = get(frame[start : start + length])
             if series is None:

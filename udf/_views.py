@@ -373,7 +373,7 @@ class Parser:
         if not raw:
             return {}
         key = tuple(raw[:])  # a slice is a C-level copy, much faster than iterating the container
-        tags = self._tag_sets.get(key)
+        tags = self._tag_sets.data.get(key)
         if tags is None:
             # The entries as a real map, parsed and checked (UTF-8, structure) by protobuf.
             data = b"".join([_TAG_FIELD + encode_uvarint(len(entry)) + entry for entry in key])
