@@ -26,15 +26,16 @@ def test_mutation_loop_finds_no_unexpected_exception() -> None:
 
 
 @pytest.mark.parametrize(
-    "script, seed, said",
+    "script, iterations, seed, said",
     [
-        ("fuzz_responses.py", "3", "fuzz: 2000 inputs, no unexpected exception"),
-        ("fuzz_codec.py", "5", "fuzz codec: 2000 points and 2000 agent outputs, both paths agree"),
+        ("fuzz_responses.py", "2000", "3", "fuzz: 2000 inputs, no unexpected exception"),
+        ("fuzz_codec.py", "500", "5", "fuzz codec: 500 points and 500 agent outputs, both paths agree"),
     ],
 )
-def test_entry_point_runs_from_the_command_line(script: str, seed: str, said: str) -> None:
+def test_entry_point_runs_from_the_command_line(script: str, iterations: str, seed: str, said: str) -> None:
+    """The command line runs (the loops themselves run below, in this process)."""
     out = subprocess.run(
-        [sys.executable, str(ROOT / "fuzz" / script), "--loop", "--iterations", "2000", "--seed", seed],
+        [sys.executable, str(ROOT / "fuzz" / script), "--loop", "--iterations", iterations, "--seed", seed],
         capture_output=True,
         text=True,
         timeout=120,
