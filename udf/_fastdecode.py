@@ -19,8 +19,8 @@ values change. So a point is decoded with three lookups and one unpack:
    point from them.
 
 Anything else (a field elsewhere, a key twice, a long entry, a negative
-varint, a malformed frame) makes :func:`decode_point_frame` return ``None``:
-the caller takes protobuf's own parse and then calls :func:`learn`, which
+varint, a malformed frame) makes :meth:`HandDecoder.decode` return ``None``:
+the caller takes protobuf's own parse and then calls :meth:`HandDecoder.learn`, which
 walks that frame and records its head, series span and tail layout.
 
 Correctness does not depend on a hit: a span is recorded only as a run of
