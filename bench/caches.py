@@ -3,6 +3,7 @@
     python bench/caches.py             # the rates and the cache sizes (a minute or two)
     python bench/caches.py --quick     # a smoke run
     python bench/caches.py --big-tags  # max RSS: 4,000 series with 128 KiB tags through a real agent
+    python bench/caches.py --generator # does the code generator pay? (instructions, valgrind: minutes)
 
 1. The codec ceiling (``ceiling.ceiling_roundtrip``: encode and decode in one
    thread) on the realistic workload (``workload.make_series_points``: 2,000
@@ -13,7 +14,12 @@
    filling it: Telegraf-sized series, then the worst case (entries just under
    the size over which nothing is cached, until the byte budget empties the
    cache), for the encoder's shared caches and one stream's decoder.
-3. ``--big-tags``: the issue's worst case through ``examples/mirror.py`` (a
+3. ``--generator``: instructions a point (``ceiling.py --instructions``'s
+   method) with the generated code (the encoder's writer per field-key set,
+   the decoder's builder per layout) and without it (the encoder writing
+   field by field, ``_fastcodec._append_fields``; the decoder with one generic
+   builder that walks the layout's fields), both patched in here.
+4. ``--big-tags``: the issue's worst case through ``examples/mirror.py`` (a
    real agent, ``udf.Process``): 4,000 points, each its own series with a
    128 KiB tag, put while the echoes are taken; the process's max RSS, and its
    RSS once every point was dropped. Only public API: run it with
@@ -214,7 +220,97 @@ def cache_sizes(quick: bool) -> None:
     print(f"encode: {len(_fastcodec._WRITERS):,} compiled writers (and the caches they fill): {mb:.2f} MB")
 
 
-# --- 3. the worst case through a real agent -------------------------------------------------
+# --- 3. the code generator ---------------------------------------------------------------
+
+
+def _without_generated_code() -> None:
+    """Patch the codec to run without generated code: writers never compiled, one generic builder for every layout."""
+    import re
+
+    from udf import _fastcodec, _fastdecode
+
+    _fastcodec._writer_for = lambda keys, fields: _fastcodec._WRITERS.keep(keys, None, 100)
+    source_of = _fastdecode._builder_source
+    init = _fastdecode._Layout.__init__
+    specs: Dict[str, Any] = {}
+    kinds = [(re.compile(p), k) for p, k in ((r"^v\[(\d+)\]$", 0), (r"^nine_byte_varint\(v\[(\d+)\], v\[\d+\]\)$", 1),
+                                              (r"^\(v\[(\d+)\] & 0x7F \| v\[\d+\] >> 8 << 7\)$", 2),
+                                              (r"^varint_value\(v\[(\d+)\]\)$", 3), (r"^v\[(\d+)\]\.decode\(\)$", 4))]
+
+    def kind_of(expr: str) -> Tuple[int, int]:
+        for pattern, kind in kinds:
+            match = pattern.match(expr)
+            if match:
+                return kind, int(match.group(1))
+        raise ValueError(expr)
+
+    def recording(fields: Any, time_expr: Any, by_name: Any) -> str:
+        source = source_of(fields, time_expr, by_name)
+        specs[source] = (tuple((key,) + kind_of(expr) for key, expr in sorted(fields)),
+                         kind_of(time_expr) if time_expr else None, kind_of(by_name)[1] if by_name else None)
+        return source
+
+    nine, unpack_nine, varint = _fastdecode.nine_byte_varint, _fastdecode._NINE.unpack_from, _fastdecode.varint_value
+    Dimensions, BatchPoint = udf.Dimensions, udf.BatchPoint
+
+    def generic(spec: Any, time_spec: Any, by_name_at: Any) -> Any:
+        def build(v: Any, series: Any, frame: bytes, body: int, leading: bool, batch: bool) -> Any:
+            name, database, rp, group, by_name, dims, tags = series
+            fields = {}
+            for key, kind, i in spec:  # the layout's fields, interpreted
+                x = v[i]
+                if kind == 0:
+                    fields[key] = x
+                elif kind == 1:
+                    fields[key] = nine(x, v[i + 1])
+                elif kind == 2:
+                    fields[key] = x & 0x7F | x >> 8 << 7
+                elif kind == 3:
+                    fields[key] = varint(x)
+                else:
+                    fields[key] = x.decode()
+            if time_spec is None:
+                t = nine(*unpack_nine(frame, body + 1)) if leading else 0
+            else:
+                kind, i = time_spec
+                t = v[i] if kind == 0 else nine(v[i], v[i + 1]) if kind == 1 else varint(v[i])
+            if batch:
+                return BatchPoint(t, fields, tags.copy())
+            if by_name_at is not None:
+                by_name = v[by_name_at]
+            return Point(name, database, rp, group, Dimensions(by_name, list(dims)), tags.copy(), fields, t)
+
+        return build
+
+    def generic_init(self: Any, mask: int, expected: int, fmt: str, source: str, size: int) -> None:
+        init(self, mask, expected, fmt, source, size)
+        self.build = generic(*specs[source])
+
+    _fastdecode._builder_source = recording
+    _fastdecode._Layout.__init__ = generic_init  # type: ignore[method-assign]
+
+
+def generator() -> None:
+    """Instructions a point to encode and to decode, with the generated code and without it (valgrind)."""
+    import re
+
+    def count(variant: str, part: str, workload_name: str, cycles: int) -> int:
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
+             "--generator-run", variant, part, workload_name, str(cycles)],
+            env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True, check=True,
+        )
+        return int(re.search(r"Collected : (\d+)", out.stderr).group(1))  # type: ignore[union-attr]
+
+    for workload_name in ("anchor", "series"):
+        for variant in ("generated", "without"):
+            base = count(variant, "encode", workload_name, 0)
+            per = [(count(variant, part, workload_name, 2) - base) / (2 * 4000) for part in ("encode", "decode")]
+            print(f"{workload_name:7} {variant:9} encode {per[0]:,.0f}  decode {per[1]:,.0f}  instructions per point",
+                  flush=True)
+
+
+# --- 4. the worst case through a real agent -------------------------------------------------
 
 
 def _rss_mb() -> float:
@@ -276,8 +372,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--big-tags", action="store_true", help="only the worst case through a real agent (max RSS)")
     ap.add_argument("--series", type=int, default=4000, help="--big-tags: points, each its own series")
     ap.add_argument("--tag-kib", type=int, default=128, help="--big-tags: the tag's size")
+    ap.add_argument("--generator", action="store_true", help="only: does the code generator pay (valgrind)")
     ap.add_argument("--rate-turn", type=int, metavar="CYCLES", help=argparse.SUPPRESS)
+    ap.add_argument("--generator-run", nargs=4, metavar=("VARIANT", "PART", "WORKLOAD", "CYCLES"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.generator_run is not None:
+        import ceiling
+
+        variant, part, workload_name, cycles = args.generator_run
+        if variant == "without":
+            _without_generated_code()
+        ceiling.run_part(part, workload_name, int(cycles))
+        return 0
+    if args.generator:
+        generator()
+        return 0
     if args.rate_turn is not None:
         print(f"{codec_rate(args.rate_turn):.1f}")
         return 0

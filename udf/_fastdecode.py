@@ -39,7 +39,7 @@ point, so the hand path is tried per window of :data:`WINDOW` frames only
 while it hits (:meth:`HandDecoder.use`); one stream's irregular traffic puts
 only that stream on protobuf's path. The compiled builders are shared
 between streams (:data:`_COMPILED`, keyed by the layout itself): compiling
-one costs about as much as decoding fifty points, and a new stream (a
+one costs about as much as decoding forty points, and a new stream (a
 restarted agent, a decoder made per call) meets the layouts others met.
 
 Every cache is a :class:`udf._cache.BoundedCache`, bounded in entries and in
