@@ -13,6 +13,10 @@ With atheris installed (``pip install atheris``), run coverage-guided::
 Without it, a seeded mutation loop runs (this is what CI runs, briefly)::
 
     python fuzz/fuzz_responses.py --iterations 20000 --seed 1
+
+Now and then the loop's stream starts with a valid frame of 16 KiB to 2 MiB
+(``_big.big_frame``: its length prefix mostly reads as text): that one must
+come through clean, never called text, and then mutated in its first bytes.
 """
 
 from __future__ import annotations
@@ -25,22 +29,27 @@ from typing import List
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 try:
+    from ._big import big_frame
     from ._entry import fuzz_main
 except ImportError:  # run as a script: fuzz/ is sys.path[0]
+    from _big import big_frame  # type: ignore[no-redef]
     from _entry import fuzz_main  # type: ignore[no-redef]
 
 import agent_pb2  # noqa: E402
+from udf import _fastdecode  # noqa: E402
 from udf.convert import ResponseDecoder  # noqa: E402
 from udf.errors import AgentError, ProtocolError  # noqa: E402
 from udf.wire import FrameDecoder, encode_frame  # noqa: E402
 
-MAX_FRAME = 1 << 20
+MAX_FRAME = 4 << 20
 
 
 def _run(data: bytes, cut: int, whole_frames: bool) -> tuple[list, str]:
     """One pass over the agent-output path; returns (events, outcome)."""
     decoder = FrameDecoder(MAX_FRAME)
     responses = ResponseDecoder()
+    if whole_frames and responses._hand is not None:  # the hand path from the first frame (not after LEARN_AFTER)
+        responses._hand = _fastdecode.HandDecoder(learn_after=0)
     events: list = []
     try:
         for chunk in (data[:cut], data[cut:]):
@@ -108,11 +117,22 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(buf)
 
 
+def check_big_first_frame(rng: random.Random, corpus: List[bytes]) -> None:
+    """A stream that starts with a valid frame of 16 KiB to 2 MiB comes through clean; then its start is mutated."""
+    data = big_frame(rng) + corpus[0]  # the corpus's whole stream ends with an ErrorResponse
+    events, outcome = _run(data, rng.randrange(len(data) + 1), whole_frames=True)
+    if outcome != "AgentError" or len(events) < 2:  # the big frame's event and the corpus's before its ErrorResponse
+        raise AssertionError(f"a stream that starts with a frame of {len(data)} bytes came out {outcome} after {len(events)} events")
+    target(mutate(rng, data[:32]) + data[32:])
+
+
 def run_loop(iterations: int, seed: int) -> int:
-    """The fallback fuzzer: seeded mutations of valid streams plus pure random bytes."""
+    """The fallback fuzzer: seeded mutations of valid streams plus pure random bytes; a few big first frames."""
     rng = random.Random(seed)
     corpus = seed_corpus()
     for _ in range(iterations):
+        if rng.random() < 0.0005:
+            check_big_first_frame(rng, corpus)
         if rng.random() < 0.1:
             data = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 64)))
         else:

@@ -45,7 +45,7 @@ if [ "${UDF_SKIP_BEAM:-}" != "1" ]; then
     for backend in upb python; do
         PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=$backend .venv-beam/bin/python -m pytest -q -p no:cacheprovider \
             -W ignore::DeprecationWarning tests/test_fast_decode.py tests/test_fast_paths.py tests/test_convert.py \
-            tests/test_wire.py tests/test_fuzz.py
+            tests/test_wire.py tests/test_fuzz.py tests/test_codec_cases.py
     done
 fi
 

@@ -184,12 +184,22 @@ def test_quick_benchmark_runs(tmp_path: Path) -> None:
 
 @benchmark_run_timeout
 def test_cache_benchmark_runs() -> None:
-    """``bench/caches.py --quick``: both decoders agree on the workload, and every cache fills to its bound."""
+    """``bench/caches.py --quick``: the codec with its own paths on and off (UDF_PUREPROTOBUF=1), every cache filled."""
     result = subprocess.run(
         [sys.executable, str(BENCH / "caches.py"), "--quick"], capture_output=True, text=True, timeout=QUICK_RUN_LIMIT
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "codec ceiling, 2,000 series: hand decoder off" in result.stdout
-    assert "decode: 4,096 series spans" in result.stdout
-    assert "decode: 1,024 layouts" in result.stdout
-    assert "encode: 1,024 compiled writers" in result.stdout
+    assert "codec ceiling, 2,000 series: hand-written paths off (UDF_PUREPROTOBUF=1)" in result.stdout
+    assert "decode: 256 series spans (one stream, worst case" in result.stdout
+    assert "decode: 128 layouts" in result.stdout
+    assert "encode: 128 compiled writers" in result.stdout
+
+
+def test_cache_benchmark_big_tags_runs() -> None:
+    """``bench/caches.py --big-tags`` through examples/mirror.py, small: every point comes back, RSS reported."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "caches.py"), "--big-tags", "--series", "50", "--tag-kib", "8"],
+        capture_output=True, text=True, timeout=QUICK_RUN_LIMIT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "50 series with 8 KiB tags through mirror.py: max RSS" in result.stdout

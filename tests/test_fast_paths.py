@@ -213,7 +213,11 @@ def test_caches_are_bounded() -> None:
     for i in range(_fastcodec.SERIES_CACHE_SIZE + 10):
         encode_point(Point(name="m", tags={"host": f"h{i}"}, fields={f"f{i}": 1.0}, time=i))
     assert len(_fastcodec._SERIES) <= _fastcodec.SERIES_CACHE_SIZE
+    assert _fastcodec._SERIES.used <= _fastcodec.SERIES_CACHE_BYTES
     assert len(_fastcodec._DOUBLE_HEADS) <= _fastcodec.FIELD_CACHE_SIZE
+    assert _fastcodec._DOUBLE_HEADS.used <= _fastcodec.FIELD_CACHE_BYTES
+    assert len(_fastcodec._WRITERS) <= _fastcodec.WRITER_CACHE_SIZE
+    assert _fastcodec._WRITERS.used <= _fastcodec.WRITER_CACHE_BYTES
 
 
 def test_decoded_tags_are_fresh_dicts_and_fields_may_come_in_any_order_or_twice() -> None:

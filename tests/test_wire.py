@@ -549,6 +549,44 @@ def test_decoder_takes_real_frames_for_frames_however_chunked(message: Dict[str,
         assert got == [frame[len(frame) - len(got[0]) :]]
 
 
+def test_decoder_says_text_as_soon_as_its_bytes_cannot_be_a_frame() -> None:
+    """'S' is a length, 't' a tag of wire type 4 (an end-group outside a group): no frame starts so."""
+    decoder = FrameDecoder()
+    assert decoder.feed(b"S") == [] and decoder.feed(b"t") == []
+    with pytest.raises(ProtocolError, match="^the agent wrote text to its stdout \\(a print\\?\\): 'Sta'$"):
+        decoder.feed(b"a")
+
+
+def test_decoder_holds_a_first_frame_that_reads_as_text_until_it_tells() -> None:
+    """A valid frame of two members whose bytes are all printable: held byte by byte, then returned whole."""
+    payload = (
+        agent_pb2.Response(error=agent_pb2.ErrorResponse(error="a printable error of just size")).SerializeToString()
+        + agent_pb2.Response(snapshot=agent_pb2.SnapshotResponse(snapshot=b"zz")).SerializeToString()
+    )
+    frame = encode_frame(payload)
+    assert all(0x20 <= b < 0x7F for b in frame[:3]) and frame[2] != frame[0] - 2  # the old check called it text
+    decoder = FrameDecoder()
+    got = []
+    for i in range(len(frame)):
+        got += decoder.feed(frame[i : i + 1])
+        assert decoder.buffered == (0 if got else i + 1)
+    assert got == [payload]
+    decoder.eof()
+    assert agent_pb2.Response.FromString(payload).snapshot.snapshot == b"zz"
+
+
+def test_decoder_says_what_it_suspects_while_a_printed_line_may_still_begin_a_frame() -> None:
+    """'ok' then an info frame may still be a frame of 111 bytes: held, suspected, said at EOF."""
+    decoder = FrameDecoder()
+    assert decoder.suspected_text is None
+    assert decoder.feed(b"ok\n" + encode_frame(agent_pb2.Response(info=agent_pb2.InfoResponse()).SerializeToString())) == []
+    assert decoder.suspected_text == "the agent wrote text to its stdout (a print?): 'ok'"
+    with pytest.raises(ProtocolError, match="^the agent wrote text to its stdout \\(a print\\?\\): 'ok'$"):
+        decoder.eof()
+    frames = FrameDecoder()
+    assert frames.feed(encode_frame(b"\x0a\x00")) == [b"\x0a\x00"] and frames.suspected_text is None
+
+
 def test_decoder_text_check_can_be_turned_off() -> None:
     decoder = FrameDecoder(text_hint=None)
     assert decoder.feed(encode_frame(b"text payload")) == [b"text payload"]

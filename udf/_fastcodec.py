@@ -11,8 +11,10 @@ caller takes protobuf's general path, which raises the usual errors.
 
 The per-series caches are keyed on an immutable snapshot of the content (a
 tuple of the strings, never the mutable dicts and lists themselves), so a point
-changed after an earlier put can never get stale bytes. Every cache here is
-bounded: when one reaches its size it is emptied and refilled.
+changed after an earlier put can never get stale bytes. Every cache here is a
+:class:`udf._cache.BoundedCache`: bounded in entries and in bytes, an entry over
+a few KiB never kept. A miss costs time, never a different result: whether a
+series or field name is cached or not, the same point gives the same bytes.
 
 ``tests/test_fast_paths.py`` and ``fuzz/fuzz_codec.py`` check these paths
 against protobuf's own parse and serialize, on both protobuf backends.
@@ -25,13 +27,18 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import agent_pb2
 
+from ._cache import BoundedCache
 from .models import BatchPoint, Dimensions, Point
 from .wire import encode_uvarint
 
 #: Series kept by each per-series cache (stream points, batch points) before it is emptied.
 SERIES_CACHE_SIZE = 4096
+#: Estimated bytes each per-series cache holds before it is emptied.
+SERIES_CACHE_BYTES = 8 << 20
 #: Field names kept by each per-name cache (one per value type) before it is emptied.
 FIELD_CACHE_SIZE = 4096
+#: Estimated bytes each per-name cache holds before it is emptied.
+FIELD_CACHE_BYTES = 1 << 20
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -42,22 +49,8 @@ _MAX_KEY_BYTES = 0x3000
 _PbPoint = agent_pb2.Point
 _pack_double = struct.Struct("<d").pack
 
-# Varints below 2**14 are table lookups (one or two bytes); _CONT2[n] is the
-# 14 bits of n as two bytes, both with the continuation bit set.
+# Varints below 2**14 (one or two bytes) indexed straight from encode_uvarint's table.
 _SMALL = [encode_uvarint(n) for n in range(0x4000)]
-_CONT2 = [bytes([(n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80]) for n in range(0x4000)]
-
-
-def uvarint64(value: int) -> bytes:
-    """The varint of ``0 <= value < 2**64`` (14 bits per step)."""
-    if value < 0x4000:
-        return _SMALL[value]
-    parts = []
-    while value >= 0x4000:
-        parts.append(_CONT2[value & 0x3FFF])
-        value >>= 14
-    parts.append(_SMALL[value])
-    return b"".join(parts)
 
 
 _pack_time = struct.Struct("<BQB").pack
@@ -79,7 +72,7 @@ def time_field(t: int) -> Optional[bytes]:
     if t == 0:
         return b""
     if _INT64_MIN <= t <= _INT64_MAX:
-        return b"\x08" + uvarint64(t & _M64)
+        return b"\x08" + encode_uvarint(t & _M64)
     return None
 
 
@@ -89,10 +82,13 @@ def time_field(t: int) -> Optional[bytes]:
 # (map tag, entry length, key, value tag), their entries having a fixed size;
 # for ints and strings the key part (key and value tag), their length varying.
 
-_DOUBLE_HEADS: Dict[str, bytes] = {}
-_BOOL_HEADS: Dict[str, bytes] = {}
-_INT_KEYS: Dict[str, bytes] = {}
-_STR_KEYS: Dict[str, bytes] = {}
+_DOUBLE_HEADS = BoundedCache("encode: double entry heads", FIELD_CACHE_SIZE, FIELD_CACHE_BYTES)
+_BOOL_HEADS = BoundedCache("encode: bool entry heads", FIELD_CACHE_SIZE, FIELD_CACHE_BYTES)
+_INT_KEYS = BoundedCache("encode: int entry keys", FIELD_CACHE_SIZE, FIELD_CACHE_BYTES)
+_STR_KEYS = BoundedCache("encode: string entry keys", FIELD_CACHE_SIZE, FIELD_CACHE_BYTES)
+# The hot path's lookups: the caches' dicts' own get.
+_double_heads_get, _bool_heads_get = _DOUBLE_HEADS.data.get, _BOOL_HEADS.data.get
+_int_keys_get, _str_keys_get = _INT_KEYS.data.get, _STR_KEYS.data.get
 
 
 def _key_part(key: Any, value_tag: bytes) -> Optional[bytes]:
@@ -108,11 +104,8 @@ def _key_part(key: Any, value_tag: bytes) -> Optional[bytes]:
     return b"\x0a" + _SMALL[len(kb)] + kb + value_tag
 
 
-def _remember(cache: Dict[str, bytes], key: str, value: bytes) -> bytes:
-    if len(cache) >= FIELD_CACHE_SIZE:
-        cache.clear()
-    cache[key] = value
-    return value
+def _remember(cache: BoundedCache, key: str, value: bytes) -> bytes:
+    return cache.keep(key, value, 2 * len(value) + 160)  # the key's str and the entry's bytes
 
 
 def _double_head(key: Any) -> Optional[bytes]:
@@ -146,7 +139,7 @@ def _append_fields(parts: List[bytes], fields: Dict[Any, Any]) -> bool:
     for key, value in fields.items():
         kind = type(value)
         if kind is float:
-            head = _DOUBLE_HEADS.get(key) or _double_head(key)
+            head = _double_heads_get(key) or _double_head(key)
             if head is None:
                 return False
             append(head)
@@ -154,22 +147,22 @@ def _append_fields(parts: List[bytes], fields: Dict[Any, Any]) -> bool:
         elif kind is int:
             if not _INT64_MIN <= value <= _INT64_MAX:
                 return False
-            part = _INT_KEYS.get(key) or _int_key(key)
+            part = _int_keys_get(key) or _int_key(key)
             if part is None:
                 return False
-            vb = small[value] if 0 <= value < 0x4000 else uvarint64(value & _M64)
+            vb = small[value] if 0 <= value < 0x4000 else encode_uvarint(value & _M64)
             append(b"\x4a")  # fieldsInt = 9
             append(small[len(part) + len(vb)])
             append(part)
             append(vb)
         elif kind is str:
-            part = _STR_KEYS.get(key) or _str_key(key)
+            part = _str_keys_get(key) or _str_key(key)
             entry = None if part is None else _string_entry(part, value)
             if entry is None:
                 return False
             append(entry)
         elif kind is bool:
-            head = _BOOL_HEADS.get(key) or _bool_head(key)
+            head = _bool_heads_get(key) or _bool_head(key)
             if head is None:
                 return False
             append(head)
@@ -184,9 +177,15 @@ def _append_fields(parts: List[bytes], fields: Dict[Any, Any]) -> bool:
 #: Serialized name, database, retentionPolicy, group, dimensions, byName and tags
 #: of a stream point, by (name, database, retention_policy, group, by_name,
 #: tuple(tag_names), tuple(tags.items())).
-_SERIES: Dict[Tuple[Any, ...], bytes] = {}
+_SERIES = BoundedCache("encode: stream series bytes", SERIES_CACHE_SIZE, SERIES_CACHE_BYTES)
 #: Serialized group and tags of a batch point, by (group, tuple(tags.items())).
-_BATCH_SERIES: Dict[Tuple[Any, ...], bytes] = {}
+_BATCH_SERIES = BoundedCache("encode: batch point series bytes", SERIES_CACHE_SIZE, SERIES_CACHE_BYTES)
+_series_get, _batch_series_get = _SERIES.data.get, _BATCH_SERIES.data.get
+
+
+def _series_cost(data: bytes) -> int:
+    """The estimated bytes of a series entry: its key's strings (about as long as their encoding) and its bytes."""
+    return 2 * len(data) + 1200
 
 
 def _plain_tags(tags: Dict[Any, Any]) -> bool:
@@ -212,10 +211,7 @@ def _series_bytes(key: Tuple[Any, ...]) -> Optional[bytes]:
         data: bytes = msg.SerializeToString()
     except ValueError:  # strings that do not encode (lone surrogates): protobuf's path reports it
         return None
-    if len(_SERIES) >= SERIES_CACHE_SIZE:
-        _SERIES.clear()
-    _SERIES[key] = data
-    return data
+    return _SERIES.keep(key, data, _series_cost(data))
 
 
 def point_frame_body(p: Point) -> Optional[bytes]:
@@ -232,7 +228,7 @@ def point_frame_body(p: Point) -> Optional[bytes]:
         return None
     key = (p.name, p.database, p.retention_policy, p.group, by_name, tuple(tag_names), tuple(tags.items()))
     try:
-        series = _SERIES.get(key)
+        series = _series_get(key)
     except TypeError:  # something unhashable where a str belongs
         return None
     if series is None:
@@ -251,7 +247,7 @@ def batch_point_body(bp: BatchPoint, group: str) -> Optional[bytes]:
         return None
     key = (group, tuple(tags.items()))
     try:
-        series = _BATCH_SERIES.get(key)
+        series = _batch_series_get(key)
     except TypeError:
         return None
     if series is None:
@@ -265,16 +261,14 @@ def batch_point_body(bp: BatchPoint, group: str) -> Optional[bytes]:
             series = msg.SerializeToString()
         except ValueError:
             return None
-        if len(_BATCH_SERIES) >= SERIES_CACHE_SIZE:
-            _BATCH_SERIES.clear()
-        _BATCH_SERIES[key] = series
+        _BATCH_SERIES.keep(key, series, _series_cost(series))
     return _with_time_and_fields(series, t, fields)
 
 
 def _with_time_and_fields(series: bytes, t: int, fields: Dict[Any, Any]) -> Optional[bytes]:
     """A point's body: its series bytes, then its time and fields by hand; None if they need the general path."""
     keys = tuple(fields)
-    writer = _WRITERS.get(keys, _UNKNOWN)
+    writer = _writers_get(keys, _UNKNOWN)
     if writer is _UNKNOWN:
         writer = _writer_for(keys, fields)
     if writer is not None:
@@ -293,9 +287,13 @@ def _with_time_and_fields(series: bytes, t: int, fields: Dict[Any, Any]) -> Opti
 # --- writers compiled per field set -------------------------------------------------
 
 #: Compiled writers of a point's time and fields by the tuple of its field keys
-#: (None: that key set takes :func:`_append_fields`). Emptied at WRITER_CACHE_SIZE.
-_WRITERS: Dict[Tuple[Any, ...], Any] = {}
+#: (None: that key set takes :func:`_append_fields`). A writer is code: its
+#: entries may be larger than other caches' (``WRITER_MAX_BYTES``).
 WRITER_CACHE_SIZE = 1024
+WRITER_CACHE_BYTES = 4 << 20
+WRITER_MAX_BYTES = 16 << 10
+_WRITERS = BoundedCache("encode: compiled writers", WRITER_CACHE_SIZE, WRITER_CACHE_BYTES, WRITER_MAX_BYTES)
+_writers_get = _WRITERS.data.get
 _UNKNOWN = object()
 
 
@@ -306,8 +304,8 @@ def _string_entry(part: bytes, value: str) -> Optional[bytes]:
     except UnicodeEncodeError:
         return None
     n = len(vb)
-    vlen = _SMALL[n] if n < 0x4000 else uvarint64(n)
-    return b"".join((b"\x52", uvarint64(len(part) + len(vlen) + n), part, vlen, vb))
+    vlen = _SMALL[n] if n < 0x4000 else encode_uvarint(n)
+    return b"".join((b"\x52", encode_uvarint(len(part) + len(vlen) + n), part, vlen, vb))
 
 
 def _writer_for(keys: Tuple[Any, ...], fields: Dict[Any, Any]) -> Any:
@@ -319,9 +317,14 @@ def _writer_for(keys: Tuple[Any, ...], fields: Dict[Any, Any]) -> Any:
     and strings' entries. Map entries may come in any order (protobuf merges
     them), so doubles and bools come first.
     """
+    if any(type(key) is not str for key in keys):
+        return None  # not cached: only a point's plain twin's keys are (encode_point makes it)
+    cost = 2500 + 3 * sum(len(key) for key in keys)  # code, names, key tuple
+    if cost > WRITER_MAX_BYTES:
+        return None  # never cached: such points' fields are written one at a time
     writer = None
     names: Dict[str, Any] = {
-        "SMALL": _SMALL, "uvarint64": uvarint64, "time_field": time_field, "string_entry": _string_entry,
+        "SMALL": _SMALL, "uvarint": encode_uvarint, "time_field": time_field, "string_entry": _string_entry,
     }
     checks: List[str] = []
     packed: List[str] = []
@@ -350,7 +353,7 @@ def _writer_for(keys: Tuple[Any, ...], fields: Dict[Any, Any]) -> Any:
                 f"    if 0 <= v{i} < 0x4000:",
                 f"        b{i} = SMALL[v{i}]",
                 f"    elif -0x8000000000000000 <= v{i} <= 0x7FFFFFFFFFFFFFFF:",
-                f"        b{i} = uvarint64(v{i} & 0xFFFFFFFFFFFFFFFF)",
+                f"        b{i} = uvarint(v{i} & 0xFFFFFFFFFFFFFFFF)",
                 "    else:",
                 "        return None",
             ]
@@ -372,7 +375,4 @@ def _writer_for(keys: Tuple[Any, ...], fields: Dict[Any, Any]) -> Any:
         lines.append(f"    return b\"\".join((series, time, {', '.join(parts)}))" if parts else "    return series + time")
         exec(compile("\n".join(lines) + "\n", "<udf._fastcodec writer>", "exec"), names)
         writer = names["write"]
-    if len(_WRITERS) >= WRITER_CACHE_SIZE:
-        _WRITERS.clear()
-    _WRITERS[keys] = writer
-    return writer
+    return _WRITERS.keep(keys, writer, cost)

@@ -1,23 +1,32 @@
 """Conversions between :mod:`udf.models` and ``agent_pb2`` messages, and batch assembly.
 
 Pure functions (no threads, no I/O). The per-point functions are the hot path:
-they build protobuf messages with scalar keyword arguments, fill maps one key
-at a time, write the ``Request`` envelope by hand and skip empty maps on decode.
-Validation errors name the offending field and are raised before anything is
-written.
+a point is encoded by the hand-written writers of :mod:`udf._fastcodec` when
+its values are plain ``str``, ``int``, ``float`` and ``bool``, and by protobuf
+otherwise; a Response is decoded by :mod:`udf._fastdecode` where it matches
+what that stream sent before, and by protobuf (:mod:`udf._views`) otherwise.
+Either way a value gives the same bytes, and a frame the same values, every
+time. Validation errors name the offending field and are raised before
+anything is written.
+
+``UDF_PUREPROTOBUF=1`` in the environment when :mod:`udf` is imported turns
+the hand-written paths off: every point is then encoded and decoded by
+protobuf's generated classes alone (:data:`PURE_PROTOBUF`).
 """
 
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import agent_pb2
 
-from . import _fastcodec, _fastdecode
+from . import _fastcodec, _fastdecode, _views
+from ._views import batch_point_from_message, fields_from_message, point_from_message, tags_from_map
 from .errors import AgentError, ProtocolError, UDFError
 from .models import INT64_MAX, INT64_MIN, Batch, BatchPoint, Dimensions, Fields, Point, Tags
-from .wire import decode_uvarint, encode_frame, encode_uvarint
+from .wire import encode_frame, encode_uvarint
 
 __all__ = [
     "Info",
@@ -36,7 +45,12 @@ __all__ = [
     "parse_responses",
     "POINTS",
     "BATCH",
+    "PURE_PROTOBUF",
 ]
+
+#: Whether the codec's hand-written paths are off (``UDF_PUREPROTOBUF`` set to
+#: anything but ``0`` when :mod:`udf` was imported): protobuf alone encodes and decodes.
+PURE_PROTOBUF = os.environ.get("UDF_PUREPROTOBUF", "") not in ("", "0")
 
 
 # Request oneof tags, wire type 2 (length-delimited): field_number << 3 | 2.
@@ -122,19 +136,48 @@ def fields_to_message(msg: Any, fields: Fields) -> None:
         else:
             value, target = _coerce_field(msg, key, value)
         if type(key) is not str:
-            raise TypeError(f"field names must be str, got {type(key).__name__} {key!r}")
+            if not isinstance(key, str):
+                raise TypeError(f"field names must be str, got {type(key).__name__} {key!r}")
+            key = str.__str__(key)
         target[key] = value
+
+
+def _plain_value(value: Any) -> Any:
+    """The plain ``str``, ``int``, ``float`` or ``bool`` protobuf encodes of ``value``, else ``value`` itself.
+
+    A str subclass (``numpy.str_``, a ``(str, Enum)`` member) is its string
+    (what protobuf writes; not its ``str()``, which for an Enum is its name);
+    an int or float subclass (``IntEnum``, ``numpy.float64``) is its number; a
+    numpy scalar (``numpy.bool_``, ``numpy.int64``) is what ``.item()`` gives,
+    whichever protobuf release is installed.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):  # not bool: bool cannot be subclassed
+        return int.__index__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if kind.__module__ == "numpy" and hasattr(value, "item"):
+        item = value.item()
+        if type(item) in (str, int, float, bool):
+            return item
+    return value
 
 
 def _coerce_field(msg: Any, key: object, value: Any) -> tuple[Any, Any]:
     """The slow path of :func:`fields_to_message`: subclasses and numeric types."""
-    if isinstance(value, bool):
-        return bool(value), msg.fieldsBool
-    if isinstance(value, str):
-        return str(value), msg.fieldsString
-    if isinstance(value, float):
-        return float(value), msg.fieldsDouble
-    if isinstance(value, numbers.Integral):
+    value = _plain_value(value)
+    kind = type(value)
+    if kind is bool:
+        return value, msg.fieldsBool
+    if kind is str:
+        return value, msg.fieldsString
+    if kind is float:
+        return value, msg.fieldsDouble
+    if kind is int or isinstance(value, numbers.Integral):
         value = int(value)
         if not INT64_MIN <= value <= INT64_MAX:
             raise ValueError(f"field {key!r}: integer {value} does not fit in int64")
@@ -144,46 +187,47 @@ def _coerce_field(msg: Any, key: object, value: Any) -> tuple[Any, Any]:
     raise _bad_field(key, value, "unsupported field value type, expected float, int, str or bool")
 
 
-def fields_from_message(msg: Any) -> Fields:
-    """Merge the typed field maps of an ``agent_pb2.Point`` into one dict.
-
-    A key present in several maps resolves as Go does: string, then int, then
-    double, then bool; the later one wins.
-    """
-    # upb maps have no C-level items(): iterating the keys and indexing is
-    # about twice as fast as update(m.items()), and empty maps are skipped.
-    fields: Fields = {}
-    m = msg.fieldsString
-    if m:
-        for key in m:
-            fields[key] = m[key]
-    m = msg.fieldsInt
-    if m:
-        for key in m:
-            fields[key] = m[key]
-    m = msg.fieldsDouble
-    if m:
-        for key in m:
-            fields[key] = m[key]
-    m = msg.fieldsBool
-    if m:
-        for key in m:
-            fields[key] = m[key]
-    return fields
-
-
-def _tags_from_map(tags: Any) -> Tags:
-    """A ``map<string,string>`` as a dict (keys and indexing: no slow items())."""
-    return {key: tags[key] for key in tags} if tags else {}
-
-
 def _tags_to_message(target: Any, tags: Tags) -> None:
     for key, value in tags.items():
         if type(key) is not str or type(value) is not str:
-            raise TypeError(
-                f"tag {key!r}: tag names and values must be str, got {type(key).__name__}: {type(value).__name__}"
-            )
+            if not (isinstance(key, str) and isinstance(value, str)):
+                raise TypeError(
+                    f"tag {key!r}: tag names and values must be str, got {type(key).__name__}: {type(value).__name__}"
+                )
+            key, value = str.__str__(key), str.__str__(value)
         target[key] = value
+
+
+def _plain_point(p: Point) -> Optional[Point]:
+    """``p`` with its values made plain (:func:`_plain_value`), or None if its containers are not the usual ones."""
+    dims = p.dimensions
+    if type(dims) is not Dimensions or not isinstance(dims.tag_names, list):
+        return None
+    tags, fields = p.tags, p.fields
+    if not (isinstance(tags, dict) and isinstance(fields, dict)):
+        return None
+    return Point(
+        _plain_value(p.name),
+        _plain_value(p.database),
+        _plain_value(p.retention_policy),
+        _plain_value(p.group),
+        Dimensions(_plain_value(dims.by_name), [_plain_value(name) for name in dims.tag_names]),
+        {_plain_value(k): _plain_value(v) for k, v in tags.items()},
+        {_plain_value(k): _plain_value(v) for k, v in fields.items()},
+        _plain_value(p.time),
+    )
+
+
+def _plain_batch_point(bp: BatchPoint) -> Optional[BatchPoint]:
+    """:func:`_plain_point` for a batch point."""
+    tags, fields = bp.tags, bp.fields
+    if not (isinstance(tags, dict) and isinstance(fields, dict)):
+        return None
+    return BatchPoint(
+        _plain_value(bp.time),
+        {_plain_value(k): _plain_value(v) for k, v in fields.items()},
+        {_plain_value(k): _plain_value(v) for k, v in tags.items()},
+    )
 
 
 # --- points -----------------------------------------------------------------
@@ -242,27 +286,6 @@ def point_to_message(p: Point) -> Any:
     return msg
 
 
-def point_from_message(msg: Any) -> Point:
-    """Convert an ``agent_pb2.Point`` to a stream :class:`Point`."""
-    # An inline loop, not a comprehension: Python 3.11 calls a function for those.
-    tags: Tags = {}
-    m = msg.tags
-    if m:
-        for key in m:
-            tags[key] = m[key]
-    dims = msg.dimensions
-    return Point(
-        msg.name,
-        msg.database,
-        msg.retentionPolicy,
-        msg.group,
-        Dimensions(msg.byName, list(dims) if dims else []),
-        tags,
-        fields_from_message(msg),
-        msg.time,
-    )
-
-
 def batch_point_to_message(bp: BatchPoint, group: str) -> Any:
     """Convert a :class:`BatchPoint` of a batch with ``group`` to an ``agent_pb2.Point``."""
     msg = _PbPoint()
@@ -279,16 +302,6 @@ def batch_point_to_message(bp: BatchPoint, group: str) -> Any:
     if bp.fields:
         fields_to_message(msg, bp.fields)
     return msg
-
-
-def batch_point_from_message(msg: Any) -> BatchPoint:
-    """Convert an ``agent_pb2.Point`` received inside a batch to a :class:`BatchPoint`."""
-    tags: Tags = {}
-    m = msg.tags
-    if m:
-        for key in m:
-            tags[key] = m[key]
-    return BatchPoint(msg.time, fields_from_message(msg), tags)
 
 
 # --- request frames ----------------------------------------------------------
@@ -325,13 +338,32 @@ def _point_frame(body: bytes) -> bytes:
     return head + body
 
 
+def _never(*args: Any) -> None:
+    """The hand-written encoder when PURE_PROTOBUF turns it off."""
+    return None
+
+
+_point_body = _never if PURE_PROTOBUF else _fastcodec.point_frame_body
+_batch_point_body = _never if PURE_PROTOBUF else _fastcodec.batch_point_body
+
+
 def encode_point(p: Point) -> bytes:
-    """A stream point as one ``Request{point}`` frame; validates first."""
+    """A stream point as one ``Request{point}`` frame; validates first.
+
+    Plain values take the hand-written writers; a point holding str, int or
+    float subclasses or numpy scalars is made plain first (:func:`_plain_value`),
+    so that it gives the bytes its plain twin gives, whatever is cached; what
+    they cannot write takes protobuf's general path, which names any error.
+    """
     if type(p) is not Point and not isinstance(p, Point):
         raise TypeError(f"expected udf.Point, got {type(p).__name__}")
-    body = _fastcodec.point_frame_body(p)  # the common case: cached series bytes, hand-written fields
+    body = _point_body(p)  # the common case: cached series bytes, hand-written fields
     if body is None:
-        body = point_body_general(p)
+        plain = _plain_point(p)
+        if plain is None:
+            body = point_body_general(p)
+        else:
+            body = _point_body(plain) or point_body_general(plain)
     return _point_frame(body)
 
 
@@ -385,11 +417,16 @@ def encode_batch(b: Batch) -> bytes:
     parts = [_envelope(_TAG_BEGIN, begin.SerializeToString())]
     append = parts.append
     group = b.group
-    fast_body = _fastcodec.batch_point_body
+    fast_body = _batch_point_body
     for i, bp in enumerate(b.points):
         if not isinstance(bp, BatchPoint):
             raise TypeError(f"batch.points[{i}]: expected udf.BatchPoint, got {type(bp).__name__}")
         body = fast_body(bp, group)
+        if body is None:
+            plain = _plain_batch_point(bp)
+            if plain is not None:
+                bp = plain
+                body = fast_body(bp, _plain_value(group))
         if body is not None:
             append(_point_frame(body))
             continue
@@ -449,7 +486,7 @@ class BatchAssembler:
         if points is None:
             raise ProtocolError("EndBatch received without a BeginBatch")
         self._points = None
-        return Batch(msg.name, msg.tmax, msg.group, self._by_name, _tags_from_map(msg.tags), points)
+        return Batch(msg.name, msg.tmax, msg.group, self._by_name, tags_from_map(msg.tags), points)
 
     def eof(self) -> None:
         """The stream ended: raise ProtocolError if a batch was left open (its points would be lost)."""
@@ -462,244 +499,18 @@ class BatchAssembler:
 # --- many responses in one parse ------------------------------------------------------
 
 
-def _message_class(pool: Any, name: str) -> Any:
-    from google.protobuf import message_factory
-
-    descriptor = pool.FindMessageTypeByName(name)
-    get_class = getattr(message_factory, "GetMessageClass", None)  # protobuf >= 4.22
-    if get_class is not None:
-        return get_class(descriptor)
-    return message_factory.MessageFactory(pool).GetPrototype(descriptor)  # pragma: no cover
-
-
-def _private_classes(views: bool = True) -> Tuple[Any, Any, Any]:
-    """The private wrappers ``Responses``, ``ResponseViews`` and ``PointView`` (package ``udf_internal``).
-
-    ``Responses { repeated agent.Response r = 1; }``: a run of frames
-    ``varint(len) payload varint(len) payload ...`` becomes a valid
-    serialization of it once each frame is preceded by the tag byte 0x0a
-    (field 1, length-delimited), so one C-level parse decodes every frame of a
-    read into ordinary ``agent_pb2.Response``s.
-
-    ``ResponseViews`` is the same over ``ResponseView``, a copy of
-    ``agent.Response`` whose ``point`` is a ``PointView``: a copy of
-    ``agent.Point`` that sees its ``tags`` map entries (field 7) as
-    ``repeated bytes``, wire-compatible with the map. The raw entries of a tag
-    set are a key under which the decoded dict is cached (:func:`_tags_of`):
-    a tag set repeats from point to point, so it is decoded once. Everything
-    else is protobuf's own parse. They live in the default pool under a file and
-    package name of their own.
-    """
-    from google.protobuf import descriptor_pb2, descriptor_pool
-
-    pool = descriptor_pool.Default()
-    if not views:
-        try:
-            pool.FindMessageTypeByName("udf_internal.Responses")
-        except KeyError:
-            field = descriptor_pb2.FieldDescriptorProto
-            file = descriptor_pb2.FileDescriptorProto(
-                name="udf_internal/responses.proto", package="udf_internal", syntax="proto3",
-                dependency=[agent_pb2.DESCRIPTOR.name],
-            )
-            file.message_type.add(name="Responses").field.add(
-                name="r", number=1, label=field.LABEL_REPEATED, type=field.TYPE_MESSAGE, type_name=".agent.Response"
-            )
-            pool.AddSerializedFile(file.SerializeToString())
-        responses = _message_class(pool, "udf_internal.Responses")
-        return responses, responses, _PbResponse
-    try:
-        pool.FindMessageTypeByName("udf_internal.ResponseViews")
-    except KeyError:
-        field = descriptor_pb2.FieldDescriptorProto
-        # One file per message: protobuf 4.22's upb crashes (segfault) on a
-        # message field whose type was declared in the same dynamic file.
-        point_file = descriptor_pb2.FileDescriptorProto(
-            name="udf_internal/point_view.proto",
-            package="udf_internal",
-            syntax="proto3",
-            dependency=[agent_pb2.DESCRIPTOR.name],
-        )
-        point = point_file.message_type.add()
-        agent_pb2.Point.DESCRIPTOR.CopyToProto(point)
-        point.name = "PointView"
-        for f in point.field:
-            if f.name == "tags":
-                f.type = field.TYPE_BYTES
-                f.ClearField("type_name")
-            elif f.type_name.startswith(".agent.Point."):  # the other maps' entry types, nested
-                f.type_name = ".udf_internal.PointView." + f.type_name[len(".agent.Point.") :]
-        entries = [n for n in point.nested_type if n.name != "TagsEntry"]
-        del point.nested_type[:]
-        point.nested_type.extend(entries)
-        pool.AddSerializedFile(point_file.SerializeToString())
-        response_file = descriptor_pb2.FileDescriptorProto(
-            name="udf_internal/response_view.proto",
-            package="udf_internal",
-            syntax="proto3",
-            dependency=[agent_pb2.DESCRIPTOR.name, point_file.name],
-        )
-        response = response_file.message_type.add()
-        agent_pb2.Response.DESCRIPTOR.CopyToProto(response)
-        response.name = "ResponseView"
-        for f in response.field:
-            if f.name == "point":
-                f.type_name = ".udf_internal.PointView"
-        pool.AddSerializedFile(response_file.SerializeToString())
-        for name, element, dependency in (
-            ("Responses", ".agent.Response", agent_pb2.DESCRIPTOR.name),
-            ("ResponseViews", ".udf_internal.ResponseView", response_file.name),
-        ):
-            file = descriptor_pb2.FileDescriptorProto(
-                name=f"udf_internal/{name.lower()}.proto", package="udf_internal", syntax="proto3", dependency=[dependency]
-            )
-            file.message_type.add(name=name).field.add(
-                name="r", number=1, label=field.LABEL_REPEATED, type=field.TYPE_MESSAGE, type_name=element
-            )
-            pool.AddSerializedFile(file.SerializeToString())
-    _message_class(pool, "udf_internal.PointView")  # before its users: see the crash note above
-    return (
-        _message_class(pool, "udf_internal.Responses"),
-        _message_class(pool, "udf_internal.ResponseViews"),
-        _message_class(pool, "udf_internal.ResponseView"),
-    )
-
-
-def _views_are_safe() -> bool:
-    """Whether this protobuf runs the view schema: the pure-Python backend, or upb from 6.0.
-
-    protobuf 4.22's upb crashes (a segfault, not an exception) reading a
-    PointView inside a ResponseView; 6.x (in the Beam test environment) and
-    7.x are tested; the releases between keep the plain path (maps decoded key
-    by key), which every version runs.
-    """
-    from google.protobuf import __version__ as version
-    from google.protobuf.internal import api_implementation
-
-    if api_implementation.Type() == "python":
-        return True
-    try:
-        return int(version.split(".")[0]) >= 6
-    except ValueError:
-        return False
-
-
-VIEWS = _views_are_safe()
-if VIEWS:
-    _Responses, _ResponseViews, _ResponseView = _private_classes()
-else:
-    _Responses, _ResponseViews, _ResponseView = _private_classes(views=False)
-_RESPONSES_TAG = b"\n"  # field 1 of udf_internal.Responses and ResponseViews, wire type 2
-
-#: Tag sets decoded so far: the tuple of a PointView's raw ``tags`` entries ->
-#: the dict (copied for each point). Emptied when it holds TAGS_CACHE_SIZE sets.
-_TAG_SETS: Dict[Tuple[bytes, ...], Tags] = {}
-TAGS_CACHE_SIZE = 4096
-_TAG_FIELD = b"\x3a"  # field 7 of agent.Point, wire type 2
-
-
-def _tags_of(raw: Any) -> Tags:
-    """The tags dict of a PointView's raw ``tags`` entries (a fresh dict: points are mutable)."""
-    if not raw:
-        return {}
-    key = tuple(raw[:])  # a slice is a C-level copy, much faster than iterating the container
-    tags = _TAG_SETS.get(key)
-    if tags is None:
-        # The entries as a real map, parsed and checked (UTF-8, structure) by protobuf.
-        data = b"".join([_TAG_FIELD + encode_uvarint(len(entry)) + entry for entry in key])
-        try:
-            msg = _PbPoint.FromString(data)
-            tags = _tags_from_map(msg.tags)
-        except Exception as exc:  # protobuf's DecodeError, or ValueError for invalid UTF-8
-            raise ProtocolError(f"malformed Response: undecodable point tags: {exc}") from None
-        if len(_TAG_SETS) >= TAGS_CACHE_SIZE:
-            _TAG_SETS.clear()
-        _TAG_SETS[key] = tags
-    return tags.copy()
-
-
-def _point_from_view(msg: Any) -> Point:
-    """:func:`point_from_message` for a ``PointView``."""
-    if not VIEWS:
-        return point_from_message(msg)
-    dims = msg.dimensions
-    return Point(
-        msg.name,
-        msg.database,
-        msg.retentionPolicy,
-        msg.group,
-        Dimensions(msg.byName, dims[:] if dims else []),
-        _tags_of(msg.tags),
-        fields_from_message(msg),
-        msg.time,
-    )
-
-
-def _batch_point_from_view(msg: Any) -> BatchPoint:
-    """:func:`batch_point_from_message` for a ``PointView``."""
-    if not VIEWS:
-        return batch_point_from_message(msg)
-    return BatchPoint(msg.time, fields_from_message(msg), _tags_of(msg.tags))
-
-
-def _response_of(view: Any) -> Any:
-    """A ``ResponseView`` that is not a point as the ``agent_pb2.Response`` it is (answers are rare)."""
-    if not VIEWS:
-        return view
-    return _PbResponse.FromString(view.SerializeToString())
-
-
 def parse_responses(frames: List[bytes]) -> Tuple[Sequence[Any], Optional[ProtocolError]]:
     """Parse whole frames (length prefix included) as ``agent_pb2.Response`` messages.
 
     Returns ``(responses, None)``, or, when a frame does not decode, the
     responses before it and the :class:`ProtocolError` naming it. The run is
-    parsed in one call; only if that fails is it parsed frame by frame to find
-    the culprit.
+    parsed in one call (``udf_internal.Responses``, see :mod:`udf._views`);
+    only if that fails is it parsed frame by frame to find the culprit.
     """
-    if not frames:
-        return [], None
-    try:
-        return _Responses.FromString(_RESPONSES_TAG + _RESPONSES_TAG.join(frames)).r, None
-    except Exception:  # protobuf's DecodeError: some frame is bad; find which
-        pass
-    return _parse_payloads([_payload(frame) for frame in frames])
+    return _views.parse_run(_PLAIN_RUN, _PbResponse, frames)
 
 
-def _parse_payloads(payloads: List[bytes], parse: Any = _PbResponse.FromString) -> Tuple[List[Any], Optional[ProtocolError]]:
-    """Parse frame payloads one by one; stop at the first that does not decode."""
-    responses = []
-    for payload in payloads:
-        try:
-            responses.append(parse(payload))
-        except Exception as exc:  # protobuf's DecodeError
-            return responses, ProtocolError(f"undecodable Response ({len(payload)} bytes): {exc}")
-    return responses, None
-
-
-def _parse_views(frames: List[bytes]) -> Tuple[Sequence[Any], Optional[ProtocolError]]:
-    """:func:`parse_responses` into ``ResponseView`` messages (the reader's path)."""
-    if not frames:
-        return [], None
-    try:
-        return _ResponseViews.FromString(_RESPONSES_TAG + _RESPONSES_TAG.join(frames)).r, None
-    except Exception:  # protobuf's DecodeError: some frame is bad; find which
-        pass
-    return _parse_payloads([_payload(frame) for frame in frames], _ResponseView.FromString)
-
-
-def _parse_frame(frame: bytes) -> Any:
-    """One whole frame as a ``ResponseView``; ProtocolError if it does not decode."""
-    responses, error = _parse_payloads([_payload(frame)], _ResponseView.FromString)
-    if error is not None:
-        raise error
-    return responses[0]
-
-
-def _payload(frame: bytes) -> bytes:
-    decoded = decode_uvarint(frame)
-    assert decoded is not None  # FrameDecoder only returns complete frames
-    return frame[decoded[1] :]
+_PLAIN_RUN = _views._PLAIN_CLASSES[0]
 
 
 #: Event kinds produced by :class:`ResponseDecoder`, besides the request kinds
@@ -717,16 +528,26 @@ class ResponseDecoder:
     request; ``error`` is the :class:`ProtocolError` or :class:`AgentError` that
     ended the run, or ``None``. Events before an error are still returned, so what
     the agent sent before a fault is delivered.
+
+    One decoder reads one stream: it owns that stream's hand-written decoder
+    (:class:`udf._fastdecode.HandDecoder`: what it learned and its hit rate) and
+    its protobuf path (:class:`udf._views.Parser`: decoded tag sets), so one
+    stream's traffic never slows another's. A frame decodes to the same values
+    (NaN payloads and the sign of zero kept) with its tags and fields in key
+    order, whichever path took it.
     """
 
-    __slots__ = ("_assembler",)
+    __slots__ = ("_assembler", "_parser", "_hand")
 
     def __init__(self) -> None:
         self._assembler = BatchAssembler()
+        self._parser = _views.Parser(views=not PURE_PROTOBUF)
+        self._hand = None if PURE_PROTOBUF else _fastdecode.HandDecoder()
 
     def decode(self, payloads: List[bytes]) -> Tuple[List[Tuple[str, Any]], Optional[UDFError]]:
         """Decode frame payloads (as :meth:`udf.wire.FrameDecoder.feed` returns them)."""
-        return self._events(*_parse_payloads(payloads, _ResponseView.FromString))
+        responses, error = self._parser.payloads(payloads)
+        return self._events(responses, error, payloads, False)
 
     def decode_frames(self, frames: List[bytes]) -> Tuple[List[Tuple[str, Any]], Optional[UDFError]]:
         """Decode whole frames (:meth:`udf.wire.FrameDecoder.feed_frames`), the reader's path.
@@ -736,9 +557,12 @@ class ResponseDecoder:
         hand path learns from. Where most points miss the hand path, the read
         is parsed by protobuf in one call instead.
         """
-        if not _fastdecode.fast_read(len(frames)):
-            return self._events(*_parse_views(frames))
-        fast = _fastdecode.decode_point_frame
+        hand = self._hand
+        if hand is None or not hand.use(len(frames)):
+            responses, error = self._parser.run(frames)
+            return self._events(responses, error, frames, True)
+        fast = hand.decode
+        parser = self._parser
         batch = self._assembler.pending
         events: List[Tuple[str, Any]] = []
         points: Optional[List[Any]] = None
@@ -748,14 +572,14 @@ class ResponseDecoder:
                 item = fast(frame, batch is not None)
                 if item is None:
                     misses += 1
-                    response = _parse_frame(frame)
+                    response = parser.frame(frame)
                     if not response.HasField("point"):
                         if not response.HasField("keepalive"):  # for the round-trip time: does not split a run
                             points = None
-                        batch = self._answer(response, events)
+                        batch = self._answer(response, _views.payload_of(frame), events)
                         continue
-                    item = _point_from_view(response.point) if batch is None else _batch_point_from_view(response.point)
-                    _fastdecode.learn(frame, item)
+                    item = parser.point(response.point) if batch is None else parser.batch_point(response.point)
+                    hand.learn(frame, item)
                 if batch is not None:
                     batch.append(item)
                     continue
@@ -768,24 +592,28 @@ class ResponseDecoder:
         except ValueError as exc:  # e.g. invalid UTF-8 in a string, found only on access by some protobuf versions
             return events, ProtocolError(f"malformed Response: {exc}")
         finally:
-            _fastdecode.missed(misses)
+            hand.missed(misses)
         return events, None
 
-    def _events(self, responses: Sequence[Any], error: Optional[UDFError]) -> Tuple[List[Tuple[str, Any]], Optional[UDFError]]:
+    def _events(
+        self, responses: Sequence[Any], error: Optional[UDFError], raw: List[bytes], whole: bool
+    ) -> Tuple[List[Tuple[str, Any]], Optional[UDFError]]:
+        """Events of parsed ``responses``; ``raw`` are their frames (``whole``) or payloads, in the same order."""
+        parser = self._parser
         batch = self._assembler.pending
         events: List[Tuple[str, Any]] = []
         points: Optional[List[Point]] = None
         try:
-            for response in responses:
+            for i, response in enumerate(responses):
                 if not response.HasField("point"):
                     if not response.HasField("keepalive"):
                         points = None
-                    batch = self._answer(response, events)
+                    batch = self._answer(response, _views.payload_of(raw[i]) if whole else raw[i], events)
                     continue
                 if batch is not None:
-                    batch.append(_batch_point_from_view(response.point))
+                    batch.append(parser.batch_point(response.point))
                     continue
-                point = _point_from_view(response.point)  # before the event: it may raise
+                point = parser.point(response.point)  # before the event: it may raise
                 if points is None:
                     points = []
                     events.append((POINTS, points))
@@ -796,8 +624,9 @@ class ResponseDecoder:
             return events, ProtocolError(f"malformed Response: {exc}")
         return events, error
 
-    def _answer(self, response: Any, events: List[Tuple[str, Any]]) -> Optional[List[BatchPoint]]:
+    def _answer(self, response: Any, payload: bytes, events: List[Tuple[str, Any]]) -> Optional[List[BatchPoint]]:
         """Handle a Response that is not a point: append its event; return the open batch's list, if any."""
+        response = self._parser.answer(response, payload)
         kind = response.WhichOneof("message")
         assembler = self._assembler
         if kind == "begin":
@@ -811,7 +640,7 @@ class ResponseDecoder:
                 f"Response with no known message set ({response.ByteSize()} bytes): empty or from a newer protocol"
             )
         else:
-            events.append((kind, _response_of(response)))
+            events.append((kind, response))
         return assembler.pending
 
     def eof(self) -> None:

@@ -8,7 +8,7 @@ byte length of a message followed by the serialized message (Go:
 
 from __future__ import annotations
 
-from typing import IO, Any, Callable, List, Optional, TypeVar
+from typing import IO, Any, Callable, List, Optional, Tuple, TypeVar
 
 from .errors import ProtocolError
 
@@ -35,24 +35,27 @@ _UINT64_LIMIT = 1 << 64
 
 M = TypeVar("M")
 
-# One- and two-byte prefixes cover frames up to 16 KiB: precompute them.
+# Varints below 2**14 (one or two bytes: every frame prefix up to 16 KiB, most
+# lengths and counts) are table lookups; _CONT2[n] is the 14 bits of n as two
+# bytes with the continuation bit set, so a larger value takes one step per 14 bits.
 _SMALL_UVARINTS = [bytes([n]) for n in range(0x80)] + [
     bytes([(n & 0x7F) | 0x80, n >> 7]) for n in range(0x80, 0x4000)
 ]
+_CONT2 = [bytes([(n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80]) for n in range(0x4000)]
 
 
 def encode_uvarint(value: int) -> bytes:
-    """Encode a non-negative integer below 2**64 as a protobuf varint."""
+    """Encode a non-negative integer below 2**64 as a protobuf varint (the codec's only varint encoder)."""
     if 0 <= value < 0x4000:
         return _SMALL_UVARINTS[value]
     if value < 0 or value >= _UINT64_LIMIT:
         raise ValueError(f"uvarint out of range: {value}")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    parts = []
+    while value >= 0x4000:
+        parts.append(_CONT2[value & 0x3FFF])
+        value >>= 14
+    parts.append(_SMALL_UVARINTS[value])
+    return b"".join(parts)
 
 
 def decode_uvarint(data: bytes, pos: int = 0) -> Optional[tuple[int, int]]:
@@ -114,26 +117,22 @@ def _decode_prefix(head: bytes) -> str:
 #: The bytes a text line is made of: printable ASCII, tab, CR, LF.
 _TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
 
-#: Bytes of the stream's start examined to tell text from a frame.
+#: Bytes of the stream's start whose first line must read as text for the stream to be suspected of being text.
 _SNIFF_BYTES = 3
+
+#: Fields of a suspect first frame walked before it is taken for a frame (text breaks the rules within a few).
+_SNIFF_FIELDS = 64
 
 TEXT_HINT = "the agent wrote text to its stdout (a print?)"
 
+# What the start of a stream is (_stream_start); a positive number instead is the stream length needed to tell.
+_FRAMES = 0
+_TEXT = -1
+
 
 def _looks_like_text(start: bytes) -> bool:
-    """Whether a stream's first bytes are a line of text rather than a frame.
-
-    A UDF frame holds a ``Request`` or ``Response``: a message with exactly one
-    field set, a nested message. Its first bytes are the length L, the field's
-    tag (wire type 2) and the nested length L - 2. Bytes that can be read that
-    way are a frame (an ErrorResponse of printable length can be all printable
-    bytes); otherwise a first line of at least two printable characters is text.
-    """
-    if len(start) < 2:
-        return False
-    if start[1] & 0x07 == 0x02 and (len(start) < 3 or start[2] == start[0] - 2):
-        return False
-    line = _first_line(start)
+    """Whether a stream's first bytes read as a line of text: at least two printable characters."""
+    line = _first_line(start[:_SNIFF_BYTES])
     if len(line) < 2:
         return False
     if all(b in _TEXT_BYTES for b in line):
@@ -142,6 +141,93 @@ def _looks_like_text(start: bytes) -> bool:
         return _decode_prefix(line).replace("\t", " ").isprintable()
     except UnicodeDecodeError:
         return False
+
+
+def _stream_start(start: bytes, limit: int) -> int:
+    """Whether a stream that starts with ``start`` is frames or text: _FRAMES, _TEXT, or the length needed to tell.
+
+    Text only if its first line reads as text *and* the bytes cannot begin a
+    frame: a stream that starts with a frame protobuf parses is never text.
+    """
+    if len(start) < _SNIFF_BYTES:
+        return _FRAMES if start[0] < 2 else _SNIFF_BYTES  # a frame of 0 or 1 bytes: no more bytes may come
+    if not _looks_like_text(start):
+        return _FRAMES
+    return _first_frame(start, limit)
+
+
+def _first_frame(data: bytes, limit: int) -> int:
+    """Whether ``data`` can begin a frame that protobuf parses: _FRAMES, _TEXT (it cannot), or the length needed to tell.
+
+    The frame's payload is walked field by field (length-delimited values are
+    skipped, not read). It cannot be a frame when it breaks a rule that every
+    protobuf backend enforces on every message (upb and pure Python, 4.22 to
+    7.x; ``tests/test_codec_cases.py`` checks each against protobuf): a length
+    prefix that is not a varint or exceeds ``limit``; field number 0; wire
+    type 6 or 7; an end-group tag outside a group, or a group still open at
+    the frame's end; a field that runs past the frame's end; a varint longer
+    than ten bytes. After :data:`_SNIFF_FIELDS` fields that break none of them
+    it is taken for a frame.
+    """
+    try:
+        prefix = decode_uvarint(data, 0)
+    except ProtocolError:
+        return _TEXT
+    if prefix is None:
+        return len(data) + 1
+    size, pos = prefix
+    if size > limit:
+        return _TEXT
+    end = pos + size
+    have = len(data)
+    groups = 0  # open groups; protobuf 4.22's pure-Python backend lets an end-group tag close any of them
+    for _ in range(_SNIFF_FIELDS):
+        if pos == end:
+            return _TEXT if groups else _FRAMES
+        tag, pos = _frame_varint(data, pos, end)
+        if pos == _TEXT or pos > have:
+            return pos
+        wire = tag & 7
+        if tag >> 3 == 0 or wire > 5:
+            return _TEXT
+        if wire == 0:
+            _, pos = _frame_varint(data, pos, end)
+            if pos == _TEXT or pos > have:
+                return pos
+        elif wire == 1 or wire == 5:
+            pos += 8 if wire == 1 else 4
+        elif wire == 2:
+            length, pos = _frame_varint(data, pos, end)
+            if pos == _TEXT or pos > have:
+                return pos
+            pos += length
+        elif wire == 3:
+            groups += 1
+        elif groups:
+            groups -= 1
+        else:
+            return _TEXT
+        if pos > end:
+            return _TEXT
+    return _FRAMES
+
+
+def _frame_varint(data: bytes, pos: int, end: int) -> Tuple[int, int]:
+    """The varint at ``pos`` of a frame that ends at ``end``: ``(value, where it ends)``.
+
+    Where it ends is _TEXT if it runs past the frame's end or ten bytes, and
+    a position past the end of ``data`` (the length needed) if ``data`` ends inside it.
+    """
+    value = shift = 0
+    for i in range(pos, min(end, pos + _MAX_VARINT_BYTES)):
+        if i >= len(data):
+            return 0, i + 1
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i + 1
+        shift += 7
+    return 0, _TEXT
 
 
 def _first_line(data: bytes) -> bytes:
@@ -164,13 +250,19 @@ class FrameDecoder:
     the stream was chunked: feeding one byte at a time yields the same frames as
     feeding it whole. ``eof()`` checks the stream ended at a frame boundary.
 
-    A stream whose first three bytes are printable text that cannot start a
-    Request or Response frame is refused with a ProtocolError quoting its first
-    line: a UDF that prints to its stdout fails at once, saying so, instead of
-    after a keepalive timeout with a corrupt frame.
+    A stream whose first line reads as text, and whose bytes cannot begin a
+    frame that protobuf would parse, is refused with a ProtocolError quoting
+    that line: a UDF that prints to its stdout fails as soon as its output
+    shows it, saying so, instead of after a keepalive timeout with a corrupt
+    frame. Until the first frame's bytes tell (a few bytes for text, at most
+    the first frame), they are held; a stream that starts with a valid frame
+    is never called text.
     """
 
-    __slots__ = ("max_frame_size", "text_hint", "_buf", "_parts", "_have", "_need", "_error", "_sniffing")
+    __slots__ = (
+        "max_frame_size", "text_hint", "_buf", "_parts", "_have", "_need", "_error",
+        "_sniffing", "_held", "_held_size", "_held_need",
+    )
 
     def __init__(
         self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *, text_hint: Optional[str] = TEXT_HINT
@@ -182,8 +274,12 @@ class FrameDecoder:
         #: (a stray print in a UDF): ``f"{text_hint}: 'hello'"``. ``None`` turns
         #: the check off (for streams of frames that are not UDF messages).
         self.text_hint = text_hint
-        # Until the stream's first bytes are known not to be text.
-        self._sniffing = True
+        # Until the stream's first bytes are known to be frames, they are held here
+        # (chunks, their total, the total needed before they are looked at again).
+        self._sniffing = text_hint is not None
+        self._held: List[bytes] = []
+        self._held_size = 0
+        self._held_need = 1
         self._buf = b""  # unconsumed bytes: at most one partial frame
         # A large partial frame is collected as a list of chunks, joined once
         # it is complete, so that a big frame in many small reads is not quadratic.
@@ -195,7 +291,21 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a frame."""
-        return len(self._buf) + self._have
+        return len(self._buf) + self._have + self._held_size
+
+    @property
+    def suspected_text(self) -> Optional[str]:
+        """The text error :meth:`eof` would raise now, while the stream's first bytes read as text but may still begin a frame.
+
+        ``None`` once they are known to be frames (or are refused as text). A
+        reader whose wait for the agent's first answer times out can say so
+        (a UDF that printed a line and went quiet is held here, not refused,
+        because a frame may start the same way).
+        """
+        if not self._sniffing or not self._held_size or self.text_hint is None:
+            return None
+        held = b"".join(self._held)
+        return str(_text_error(held, self.text_hint)) if _looks_like_text(held) else None
 
     def feed(self, data: bytes) -> List[bytes]:
         """Add ``data`` to the stream and return the payloads it completed.
@@ -216,6 +326,10 @@ class FrameDecoder:
     def _feed(self, data: bytes, whole: bool) -> List[bytes]:
         if self._error is not None:
             raise self._error
+        if self._sniffing:
+            data = self._sniff(data)
+            if not data:
+                return []
         if self._parts:
             self._parts.append(data)
             self._have += len(data)
@@ -228,11 +342,6 @@ class FrameDecoder:
             buf = self._buf + data
         else:
             buf = data
-        if self._sniffing:
-            if len(buf) >= _SNIFF_BYTES:
-                self._sniff(buf)
-            elif buf and buf[0] < 2:  # a frame of 0 or 1 bytes: not text
-                self._sniffing = False
         frames: List[bytes] = []
         append = frames.append
         limit = self.max_frame_size
@@ -275,13 +384,29 @@ class FrameDecoder:
         self._buf = buf[pos:] if pos else buf
         return frames
 
-    def _sniff(self, start: bytes) -> None:
-        """Refuse a stream that begins with text: say so at once, quoting it."""
+    def _sniff(self, data: bytes) -> bytes:
+        """Hold the stream's first bytes until they tell frames from text; then return them all.
+
+        Returns b"" while they are held; raises the text error if they are text.
+        """
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size < self._held_need:
+            return b""
+        start = b"".join(self._held)
+        verdict = _stream_start(start, self.max_frame_size)
+        if verdict > 0:
+            self._held = [start]
+            self._held_need = verdict
+            return b""
         self._sniffing = False
-        if self.text_hint is not None and _looks_like_text(start[:_SNIFF_BYTES]):
-            self._buf = b""
+        self._held = []
+        self._held_size = 0
+        if verdict == _TEXT:
+            assert self.text_hint is not None  # sniffing only with a hint
             self._error = _text_error(start, self.text_hint)
             raise self._error
+        return start
 
     def check(self) -> None:
         """Raise the ProtocolError found after the frames the last ``feed`` returned, if any."""
@@ -291,6 +416,16 @@ class FrameDecoder:
     def eof(self) -> None:
         """Declare the end of the stream: raise ProtocolError inside a frame."""
         self.check()
+        if self._sniffing and self._held_size:  # the first frame never completed: text, or a cut frame
+            held = b"".join(self._held)
+            self._sniffing = False
+            self._held = []
+            self._held_size = 0
+            if _looks_like_text(held):
+                assert self.text_hint is not None
+                self._error = _text_error(held, self.text_hint)
+                raise self._error
+            self._buf = held
         if self._parts:
             got = self._have
             missing = self._need - got
@@ -301,9 +436,6 @@ class FrameDecoder:
         if not buf:
             return
         self._buf = b""
-        if self._sniffing and self.text_hint is not None and _looks_like_text(buf[:_SNIFF_BYTES]):
-            self._sniffing = False
-            raise _text_error(buf, self.text_hint)
         decoded = decode_uvarint(buf, 0)
         if decoded is None:
             raise ProtocolError(f"unexpected EOF inside a length prefix after {len(buf)} bytes")
