@@ -262,7 +262,7 @@ while time.monotonic() < deadline and still < 20:  # until RSS stops growing for
     now = rss()
     still = still + 1 if now == last else 0
     last = now
-print(base, rss(), u.point_out.qsize(), flush=True)
+print(base, rss(), u.point_out.qsize(), type(u.error).__name__ if u.error else "-", flush=True)
 u.kill()
 """
 
@@ -311,9 +311,13 @@ def flood(conn: socket.socket, what: str, count: int, size: int) -> None:
 
 
 def run_host(args: argparse.Namespace) -> None:
-    header = ("hostile agent sends", "items", "host RSS before MiB", "after MiB", "queued in point_out")
+    header = ("hostile agent sends", "items", "host RSS before MiB", "after MiB", "queued in point_out", "host's error")
     rows: List[Tuple[Any, ...]] = []
-    cases = [("big points, no consumer", 4000, 256 * 1024), ("open batch, never ended", 1_000_000, 8)]
+    cases = [
+        ("big points, no consumer", 4000, 256 * 1024),
+        ("open batch, never ended", 1_000_000, 8),  # 20 MB of frames: under max_batch_bytes
+        ("open batch, never ended", 4_000_000, 8),  # 80 MB of frames: past max_batch_bytes (64 MiB)
+    ]
     for what, count, size in cases:
         listener = socket.create_server(("127.0.0.1", 0))
         port = listener.getsockname()[1]
@@ -326,9 +330,10 @@ def run_host(args: argparse.Namespace) -> None:
         listener.close()
         if out.returncode != 0:
             raise SystemExit(out.stderr)
-        base, after, queued = (int(v) for v in out.stdout.split())
+        fields = out.stdout.split()
+        base, after, queued = (int(v) for v in fields[:3])
         item = f"{count} x {size // 1024} KiB points" if size >= 1024 else f"BeginBatch + {count} points"
-        rows.append((what, item, base / MiB, after / MiB, queued))
+        rows.append((what, item, base / MiB, after / MiB, queued, fields[3]))
     print_table(header, rows)
 
 

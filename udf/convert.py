@@ -643,6 +643,11 @@ class ResponseDecoder:
             events.append((kind, response))
         return assembler.pending
 
+    @property
+    def in_batch(self) -> bool:
+        """True between a BeginBatch and its EndBatch (a batch is being assembled)."""
+        return self._assembler.in_batch
+
     def eof(self) -> None:
         """The stream ended: raise ProtocolError if a batch was left open."""
         self._assembler.eof()

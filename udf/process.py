@@ -38,7 +38,7 @@ from .closing import Stall
 from .errors import ProcessExitedError, UDFError
 from .server import OUT_CHANNEL_SIZE, OUTBOX_SIZE, Server
 from .transport import ServerBacked
-from .wire import DEFAULT_MAX_FRAME_SIZE
+from .wire import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FRAME_SIZE
 
 __all__ = ["Process", "describe_exit_status", "STDERR_TAIL", "STDERR_LINE_LIMIT"]
 
@@ -129,6 +129,7 @@ class Process(ServerBacked):
         *,
         kill_grace: float = DEFAULT_KILL_GRACE,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         in_queue_size: int = OUTBOX_SIZE,
         out_queue_size: int = OUT_CHANNEL_SIZE,
     ) -> None:
@@ -140,7 +141,9 @@ class Process(ServerBacked):
         self._env: Optional[Dict[str, str]] = dict(env) if env is not None else None
         self._kill_grace = float(kill_grace)
 
-        super().__init__(logger, timeout, abort_callback, max_frame_size, in_queue_size, out_queue_size)
+        super().__init__(
+            logger, timeout, abort_callback, max_frame_size, in_queue_size, out_queue_size, max_batch_bytes
+        )
         self._proc: Optional["subprocess.Popen[bytes]"] = None
         self._threads: List[threading.Thread] = []
 

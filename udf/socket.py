@@ -27,7 +27,7 @@ from .streams import HalfCloseWriter
 from .streams import describe_error as _describe
 from .tls import TLSConnection
 from .transport import ServerBacked
-from .wire import DEFAULT_MAX_FRAME_SIZE
+from .wire import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FRAME_SIZE
 
 __all__ = ["Socket", "HalfCloseWriter", "backoff_delays"]
 
@@ -99,6 +99,7 @@ class Socket(ServerBacked):
         on_retry: Optional[RetryHook] = None,
         close_grace: float = DEFAULT_CLOSE_GRACE,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         in_queue_size: int = OUTBOX_SIZE,
         out_queue_size: int = OUT_CHANNEL_SIZE,
         ssl_context: Optional[ssl.SSLContext] = None,
@@ -120,7 +121,9 @@ class Socket(ServerBacked):
         self._on_retry = on_retry
         self._close_grace = float(close_grace)
 
-        super().__init__(logger, timeout, abort_callback, max_frame_size, in_queue_size, out_queue_size)
+        super().__init__(
+            logger, timeout, abort_callback, max_frame_size, in_queue_size, out_queue_size, max_batch_bytes
+        )
         self._sock: Optional[socket.socket] = None
         self._reader: Any = None
 

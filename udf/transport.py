@@ -159,11 +159,13 @@ class ServerBacked(ServerCalls):
         max_frame_size: int,
         in_queue_size: int,
         out_queue_size: int,
+        max_batch_bytes: int,
     ) -> None:
         self._logger = logger if logger is not None else logging.getLogger("udf")
         self._timeout = timeout
         self._abort_callback = abort_callback
         self._max_frame_size = max_frame_size
+        self._max_batch_bytes = max_batch_bytes
         self._queue_sizes = (in_queue_size, out_queue_size)
         self._lock = threading.Lock()
         self._life = Lifecycle(TRANSPORT_TABLE, _NEW)
@@ -352,6 +354,7 @@ class ServerBacked(ServerCalls):
             self._abort_callback,
             self._kill,
             max_frame_size=self._max_frame_size,
+            max_batch_bytes=self._max_batch_bytes,
             in_queue_size=self._queue_sizes[0],
             out_queue_size=self._queue_sizes[1],
             **kwargs,

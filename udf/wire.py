@@ -13,6 +13,7 @@ from typing import IO, Any, Callable, List, Optional, Tuple, TypeVar
 from .errors import ProtocolError
 
 __all__ = [
+    "DEFAULT_MAX_BATCH_BYTES",
     "DEFAULT_MAX_FRAME_SIZE",
     "encode_uvarint",
     "decode_uvarint",
@@ -28,6 +29,8 @@ __all__ = [
 #: Largest frame accepted by default (64 MiB): an absurd length prefix becomes a
 #: ProtocolError instead of an allocation.
 DEFAULT_MAX_FRAME_SIZE = 64 * 2**20
+#: Default bound on the bytes of one batch the host assembles (BeginBatch to EndBatch).
+DEFAULT_MAX_BATCH_BYTES = 64 * 2**20
 
 _MAX_VARINT_BYTES = 10
 _UINT64_LIMIT = 1 << 64

@@ -30,7 +30,7 @@ from ..errors import ServerStoppedError, UDFError
 from ..lifecycle import Lifecycle
 from ..models import Batch, Point
 from ..stats import Stats
-from ..wire import DEFAULT_MAX_FRAME_SIZE
+from ..wire import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_FRAME_SIZE
 from .callbacks import AbortCallbacks, AbortListener
 from .ending import Ending
 from .keepalive import Keepalive
@@ -67,7 +67,10 @@ class Server(RequestCalls):
     once when the server aborts; ``kill_callback`` runs if the I/O has not ended
     ``2 * timeout`` after a keepalive abort began. The server closes ``writer``
     when its writer thread ends. ``in_queue_size`` and ``out_queue_size`` bound
-    the items queued for the writer and for each output channel.
+    the items queued for the writer and for each output channel;
+    ``max_frame_size`` bounds one incoming frame and ``max_batch_bytes`` the
+    bytes of one batch the agent sends (BeginBatch to EndBatch): past either the
+    server aborts with a ``ProtocolError`` naming the limit (Go has neither).
 
     ``cause_grace``: an owner that will say why its agent ended
     (:meth:`explain_end`) passes how long the end of the agent's output, or a
@@ -84,12 +87,15 @@ class Server(RequestCalls):
         kill_callback: Optional[Callable[[], Any]] = None,
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         cause_grace: float = 0.0,
         in_queue_size: int = OUTBOX_SIZE,
         out_queue_size: int = OUT_CHANNEL_SIZE,
     ) -> None:
         if max_frame_size <= 0:
             raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
+        if max_batch_bytes <= 0:
+            raise ValueError(f"max_batch_bytes must be positive, got {max_batch_bytes}")
         if in_queue_size <= 0 or out_queue_size <= 0:
             raise ValueError(f"queue sizes must be positive, got {in_queue_size} and {out_queue_size}")
         if cause_grace < 0:
@@ -117,7 +123,7 @@ class Server(RequestCalls):
         )  # fmt: skip
         self._writer = Writer(writer, outbox, progress, self._ending.writer_ended)
         self._reader = Reader(
-            reader, max_frame_size, self._life, progress, outputs, self._answer, self._abort_inside,
+            reader, max_frame_size, max_batch_bytes, self._life, progress, outputs, self._answer, self._abort_inside,
             self._reader_ended, self._logger,
         )  # fmt: skip
         self._keepalive = Keepalive(

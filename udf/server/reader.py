@@ -16,7 +16,7 @@ from typing import Any, Callable, List, Optional
 
 from ..channel import Channel
 from ..convert import BATCH, POINTS, ResponseDecoder
-from ..errors import AgentError, ChannelClosed, ReadError, UDFError
+from ..errors import AgentError, ChannelClosed, ProtocolError, ReadError, UDFError
 from ..lifecycle import Lifecycle
 from ..streams import describe_error
 from ..wire import FrameDecoder
@@ -42,6 +42,7 @@ class Reader:
         self,
         stream: Any,
         max_frame_size: int,
+        max_batch_bytes: int,
         life: Lifecycle[Any, Any],
         progress: Progress,
         outputs: "tuple[Channel[Any], Channel[Any]]",
@@ -52,6 +53,7 @@ class Reader:
     ) -> None:
         self._stream = stream
         self._max_frame_size = max_frame_size
+        self._max_batch_bytes = max_batch_bytes
         self._life = life  # read without the lock: only to switch to discarding after an abort
         self._progress = progress
         self._point_out, self._batch_out = outputs
@@ -63,6 +65,7 @@ class Reader:
         self.bytes_in = 0
         self.points_out = 0
         self.batches_out = 0
+        self.batch_ends = 0  # EndBatches decoded (delivered or dropped): where a batch's byte count restarts
         self.dropped = 0
         self.keepalive_rtt: Optional[float] = None
         #: The owner asked for no output (discard_output()): a closed channel is no news.
@@ -95,6 +98,10 @@ class Reader:
         progress = self._progress
         life = self._life
         monotonic = time.monotonic
+        # The bytes read while one batch is open, counted per read (not per point):
+        # an agent that never ends its batch must not make the host buffer forever.
+        batch_bytes = 0
+        ends_seen = 0
         while True:
             data = read(READ_CHUNK)
             if not data:
@@ -107,6 +114,15 @@ class Reader:
             if frames:
                 self._dispatch(frames, responses)
                 decoder.check()
+            if responses.in_batch:
+                if self.batch_ends != ends_seen:  # this read ended a batch: the open one began in it
+                    ends_seen = self.batch_ends
+                    batch_bytes = 0
+                batch_bytes += len(data)
+                if batch_bytes > self._max_batch_bytes:
+                    raise ProtocolError(self._batch_too_big(batch_bytes))
+            elif batch_bytes:
+                batch_bytes = 0
         if life.state is _ABORTED:
             return None
         try:
@@ -115,6 +131,12 @@ class Reader:
         except UDFError as exc:
             return exc
         return None
+
+    def _batch_too_big(self, size: int) -> str:
+        return (
+            f"the agent's batch passed max_batch_bytes ({self._max_batch_bytes} bytes) without an EndBatch "
+            f"({size} bytes read since it began)"
+        )
 
     def _discard_rest(self, read: Callable[[int], bytes]) -> None:
         progress = self._progress
@@ -132,6 +154,7 @@ class Reader:
                 if self._deliver(self._point_out, item):
                     self.points_out += len(item)
             elif kind is BATCH:
+                self.batch_ends += 1
                 if self._deliver(self._batch_out, [item]):
                     self.batches_out += 1
             elif kind == "keepalive":
