@@ -16,7 +16,7 @@ git worktree add -q "$tmp/B" "$b"
 for i in $(seq "$turns"); do
     for t in A B; do
         (cd "$tmp/$t" && PYTHONPATH="$tmp/$t" "$py" bench/run.py --only "$rows" --rounds 1 --points "$points") |
-            awk -v t="$t" '/^(stream|batch|series|supervised) /{gsub(",", "", $2); print t, $1, $2}'
+            awk -v t="$t" '/^(stream|batch|series|supervised) +[0-9]/{gsub(",", "", $2); print t, $1, $2}'
     done
 done | tee "$tmp/turns"
 "$py" - "$tmp/turns" <<'PY'
