@@ -184,6 +184,9 @@ def cache_sizes(quick: bool) -> None:
               f" (estimated {used / 1e6:.2f} MB)")
     for case, pad in (("Telegraf-sized", 0), ("worst case", pads["tags"])):
         one = _tag_sets(iter([_telegraf_point(0, pad)]))._tag_sets
+        if not one.used:  # no views on this protobuf (udf._views.VIEWS): the path keeps no tag sets
+            print(f"decode: no tag sets kept (one stream's protobuf path, {case}): this protobuf has no views")
+            continue
         fit = min(n, one.entries, one.budget // one.used)  # as many as it holds before it is emptied
         mb, parser = _traced(lambda: _tag_sets(_telegraf_point(s, pad) for s in range(fit)))
         tag_sets = parser._tag_sets
