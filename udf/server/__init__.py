@@ -59,6 +59,18 @@ def _seconds(timeout: Union[float, datetime.timedelta]) -> float:
     return float(timeout)
 
 
+def _check_limits(max_frame_size: int, max_batch_bytes: int, in_size: int, out_size: int, grace: float) -> None:
+    """ValueError naming the first of Server's limits that is out of range."""
+    if max_frame_size <= 0:
+        raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
+    if max_batch_bytes <= 0:
+        raise ValueError(f"max_batch_bytes must be positive, got {max_batch_bytes}")
+    if in_size <= 0 or out_size <= 0:
+        raise ValueError(f"queue sizes must be positive, got {in_size} and {out_size}")
+    if grace < 0:
+        raise ValueError(f"cause_grace must not be negative, got {grace}")
+
+
 class Server(RequestCalls):
     """Talk to one UDF agent over ``reader`` (its output) and ``writer`` (its input).
 
@@ -92,14 +104,7 @@ class Server(RequestCalls):
         in_queue_size: int = OUTBOX_SIZE,
         out_queue_size: int = OUT_CHANNEL_SIZE,
     ) -> None:
-        if max_frame_size <= 0:
-            raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
-        if max_batch_bytes <= 0:
-            raise ValueError(f"max_batch_bytes must be positive, got {max_batch_bytes}")
-        if in_queue_size <= 0 or out_queue_size <= 0:
-            raise ValueError(f"queue sizes must be positive, got {in_queue_size} and {out_queue_size}")
-        if cause_grace < 0:
-            raise ValueError(f"cause_grace must not be negative, got {cause_grace}")
+        _check_limits(max_frame_size, max_batch_bytes, in_queue_size, out_queue_size, cause_grace)
         self._logger = logger if logger is not None else logging.getLogger("udf")
         self._timeout = _seconds(timeout)
 
