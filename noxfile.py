@@ -3,7 +3,7 @@
     nox -l                 # the sessions
     nox -s tests           # the suite on this Python and the newest protobuf, in parallel (pytest-xdist)
     nox -s protobuf beam flink pythons stress lint   # the rest of the matrix (CI: .ci/run)
-    nox -s tests -- -x tests/test_cli.py             # arguments after -- go to pytest
+    nox -s tests -- -x tests/cli/test_commands.py             # arguments after -- go to pytest
 
 Each session installs the project into its own virtual environment under
 ``.nox/`` (kept between runs: pip only adds what changed). Interpreters are
@@ -25,15 +25,15 @@ ROOT = Path(__file__).resolve().parent
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 #: The floor of setup.cfg's protobuf range (see the comment there).
 PROTOBUF_LOWEST = "4.22.0"
-#: Beam's tests (tests/test_beam.py needs Beam; test_beam_extra.py runs everywhere, so pytest never collects nothing).
-BEAM_TESTS = ["tests/test_beam.py", "tests/test_beam_extra.py"]
+#: Beam's tests (tests/adapters/test_beam.py needs Beam; test_beam_extra.py runs everywhere, so pytest never collects nothing).
+BEAM_TESTS = ["tests/adapters/test_beam.py", "tests/adapters/test_beam_extra.py"]
 #: The codec's tests, run again on the protobuf Beam pins (the middle of the supported range).
 CODEC_TESTS = [
-    "tests/test_fast_decode.py",
-    "tests/test_fast_paths.py",
-    "tests/test_convert.py",
-    "tests/test_wire.py",
-    "tests/test_fuzz.py",
+    "tests/codec/test_fast_decode.py",
+    "tests/codec/test_fast_paths.py",
+    "tests/codec/test_convert.py",
+    "tests/codec/test_wire.py",
+    "tests/codec/test_fuzz.py",
 ]
 PYTEST = ["pytest", "-q", "-p", "no:cacheprovider"]
 
@@ -98,7 +98,7 @@ def protobuf(session: nox.Session, version: str) -> None:
 def beam(session: nox.Session) -> None:
     """udf.beam on Apache Beam's in-process runner, then the codec's tests on the protobuf Beam pins (both backends)."""
     session.install("--disable-pip-version-check", "-e", ".[beam,test]")
-    session.run("python", "-c", "import udf.beam")  # otherwise tests/test_beam.py would only skip
+    session.run("python", "-c", "import udf.beam")  # otherwise tests/adapters/test_beam.py would only skip
     session.run(*PYTEST, *BEAM_TESTS, *session.posargs)
     session.log(f"== the codec on Beam's protobuf {_protobuf(session)}, upb and pure-Python backends")
     for backend in ("upb", "python"):

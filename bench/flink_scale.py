@@ -31,7 +31,7 @@ from typing import Any, Dict, List
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.flink_cluster import FlinkCluster  # noqa: E402
+from tests.adapters.flink_cluster import FlinkCluster  # noqa: E402
 
 EXAMPLE = os.path.join(ROOT, "examples", "flink_moving_avg.py")
 START_NS = 1495152000 * 10**9

@@ -3,7 +3,7 @@
 Deterministic (a fixed seed): 120 hosts in 4 regions, 10 points each, every 10 s
 from 2017-05-19T00:00:00Z, ``usage_user`` around 10 with a spike or a dip on
 every third host (which ``examples/outliers.py`` finds). Rerun after changing
-anything here; ``tests/test_beam_extra.py`` checks the file matches.
+anything here; ``tests/adapters/test_beam_extra.py`` checks the file matches.
 
     python3 scripts/gen_sample_hosts.py
 """

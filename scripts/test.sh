@@ -35,17 +35,17 @@ if [ "${UDF_SKIP_BEAM:-}" != "1" ]; then
     echo "== udf.beam on Apache Beam's in-process runner (.venv-beam)"
     python3 -m venv .venv-beam
     pip_install .venv-beam -e '.[beam,test]'
-    # Beam must import here: otherwise tests/test_beam.py would only skip.
+    # Beam must import here: otherwise tests/adapters/test_beam.py would only skip.
     .venv-beam/bin/python -c 'import udf.beam'
     # Skips are per test and test_beam_extra.py always runs, so pytest never
     # ends with status 5 ("no tests collected") here, nor in step 1.
-    .venv-beam/bin/python -m pytest -q -p no:cacheprovider tests/test_beam.py tests/test_beam_extra.py
+    .venv-beam/bin/python -m pytest -q -p no:cacheprovider tests/adapters/test_beam.py tests/adapters/test_beam_extra.py
     # Beam pins protobuf 6.x: the middle of the supported range, for the codec.
     echo "== the codec on Beam's protobuf $(.venv-beam/bin/python -c 'import google.protobuf as p; print(p.__version__)'), upb and pure-Python backends"
     for backend in upb python; do
         PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=$backend .venv-beam/bin/python -m pytest -q -p no:cacheprovider \
-            -W ignore::DeprecationWarning tests/test_fast_decode.py tests/test_fast_paths.py tests/test_convert.py \
-            tests/test_wire.py tests/test_fuzz.py tests/test_codec_cases.py
+            -W ignore::DeprecationWarning tests/codec/test_fast_decode.py tests/codec/test_fast_paths.py tests/codec/test_convert.py \
+            tests/codec/test_wire.py tests/codec/test_fuzz.py tests/codec/test_protobuf_agreement.py
     done
 fi
 

@@ -16,7 +16,7 @@ changed after an earlier put can never get stale bytes. Every cache here is a
 a few KiB never kept. A miss costs time, never a different result: whether a
 series or field name is cached or not, the same point gives the same bytes.
 
-``tests/test_fast_paths.py`` and ``fuzz/fuzz_codec.py`` check these paths
+``tests/codec/test_fast_paths.py`` and ``fuzz/fuzz_codec.py`` check these paths
 against protobuf's own parse and serialize, on both protobuf backends.
 """
 

@@ -28,7 +28,7 @@ whole series fields (so the bytes after it start a field), a tail must equal a
 layout byte for byte outside its values, and the values a layout accepts (any
 eight bytes of a double, varints of the recorded length with their
 continuation bits, strings that decode as UTF-8) are exactly those protobuf
-accepts there. ``tests/test_fast_decode.py`` and ``fuzz/fuzz_codec.py``
+accepts there. ``tests/codec/test_fast_decode.py`` and ``fuzz/fuzz_codec.py``
 compare this path with protobuf's parse on both backends.
 
 What a stream learned lives in that stream's :class:`HandDecoder` (one per

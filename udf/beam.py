@@ -39,7 +39,7 @@ try:
     from apache_beam.metrics import Metrics
     from apache_beam.options.pipeline_options import StandardOptions
     from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-except ImportError as exc:  # pragma: no cover - exercised by tests/test_beam_extra.py
+except ImportError as exc:  # pragma: no cover - exercised by tests/adapters/test_beam_extra.py
     raise ImportError(f"udf.beam needs Apache Beam: pip install 'kapacitor-udf[beam]' ({exc})") from exc
 
 from .convert import BATCH, ResponseDecoder, encode_batch, point_from_message, point_to_message

@@ -35,7 +35,7 @@ try:
     from pyflink.common import Types
     from pyflink.datastream import DataStream, KeyedProcessFunction, RuntimeContext, TimeDomain
     from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
-except ImportError as exc:  # pragma: no cover - exercised by tests/test_flink_extra.py
+except ImportError as exc:  # pragma: no cover - exercised by tests/adapters/test_flink_extra.py
     raise ImportError(f"udf.flink needs PyFlink: pip install 'kapacitor-udf[flink]' (and Java 11+) ({exc})") from exc
 
 from .options import Options

@@ -165,7 +165,7 @@ def _first_frame(data: bytes, limit: int) -> int:
     The frame's payload is walked field by field (length-delimited values are
     skipped, not read). It cannot be a frame when it breaks a rule that every
     protobuf backend enforces on every message (upb and pure Python, 4.22 to
-    7.x; ``tests/test_codec_cases.py`` checks each against protobuf): a length
+    7.x; ``tests/codec/test_protobuf_agreement.py`` checks each against protobuf): a length
     prefix that is not a varint or exceeds ``limit``; field number 0; wire
     type 6 or 7; an end-group tag outside a group, or a group still open at
     the frame's end; a field that runs past the frame's end; a varint longer
