@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 from typing import IO, Any, List, Optional, Tuple
 
+import pytest
+
 import agent_pb2
 from udf.agent import Agent, AgentServer, Handler
 from udf.wire import read_message, write_message
@@ -97,6 +99,7 @@ def check_outcomes(outcomes: List[Tuple[int, str]]) -> None:
     assert not bad, f"{len(bad)} of {len(outcomes)} runs: {bad[0]}"
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_a_stdio_agent_exits_130_without_a_fatal_error() -> None:
     procs: List["subprocess.Popen[bytes]"] = []
     try:
@@ -109,6 +112,7 @@ def test_ctrl_c_on_a_stdio_agent_exits_130_without_a_fatal_error() -> None:
     check_outcomes(outcomes)
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_a_socket_agent_exits_130_and_ends_its_connections(tmp_path: Path) -> None:
     procs: List["subprocess.Popen[bytes]"] = []
     conns: List[socket.socket] = []

@@ -723,6 +723,7 @@ def test_e2e_snapshot_then_restore_equals_one_run(tmp_path: Path) -> None:
     assert part1.stdout + part2.stdout == whole.stdout
 
 
+@pytest.mark.slow
 def test_e2e_errors_and_exit_codes(probe: Path) -> None:
     avg = ["--", PY, str(EXAMPLES / "moving_avg.py")]
     bad_option = cli("run", "-o", "field=usage_user", "-o", "size=ten", str(CPU_LP), *avg)
@@ -777,6 +778,7 @@ def on_a_terminal(*args: str, stdin: Any = subprocess.DEVNULL, feed: bytes = b""
     return code, b"".join(chunks).decode()
 
 
+@pytest.mark.slow
 def test_e2e_progress_on_a_terminal_reading_files() -> None:
     """Progress (lines read, rate, sent, written) appears on a terminal; not with -q, a pipe, or piped input."""
     avg = ["-o", "field=usage_user", "-o", "size=10"]

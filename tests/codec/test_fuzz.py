@@ -20,6 +20,7 @@ def test_seed_corpus_is_valid_and_produces_events() -> None:
         target(frame)
 
 
+@pytest.mark.slow
 def test_mutation_loop_finds_no_unexpected_exception() -> None:
     assert run_loop(50_000, seed=7) == 50_000
 
@@ -44,6 +45,7 @@ def test_entry_point_runs_from_the_command_line(script: str, iterations: str, se
     assert agent_pb2.Response  # the module under test imports the same generated code
 
 
+@pytest.mark.slow
 def test_codec_fuzz_loop_agrees_with_protobuf() -> None:
     """The hand-written encoder and decoder agree with protobuf's own paths."""
     from fuzz.fuzz_codec import run_loop as codec_loop

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, List
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -80,6 +81,7 @@ def chunked(data: bytes, cuts: List[int]) -> List[bytes]:
     return [data[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.lists(responses, max_size=20), st.lists(st.integers(min_value=0), max_size=30))
 def test_any_message_sequence_survives_framing_and_any_chunking(messages: List[Any], cuts: List[int]) -> None:

@@ -638,6 +638,7 @@ def test_the_off_switch_turns_the_hand_written_paths_off_and_changes_no_result()
 # --- both backends -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(bool(os.environ.get("UDF_CASES_OTHER_BACKEND")), reason="this is the other backend's run")
 def test_every_case_holds_on_the_other_protobuf_backend() -> None:
     other = "upb" if BACKEND == "python" else "python"

@@ -28,6 +28,7 @@ def _rss_kib() -> int:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
+@pytest.mark.slow
 def test_a_batch_that_never_ends_is_refused_at_the_limit_naming_it() -> None:
     """BeginBatch, then points forever: the host aborts at 4 MiB with one cause everywhere, and RSS stays bounded."""
     before = _rss_kib()
@@ -48,6 +49,7 @@ def test_a_batch_that_never_ends_is_refused_at_the_limit_naming_it() -> None:
     assert _rss_kib() - before < 200 * 1024
 
 
+@pytest.mark.slow
 def test_batches_under_the_limit_pass_whatever_their_total() -> None:
     """60 batches of 0.66 MiB each (40 MiB in all) through a 1 MiB limit: every batch arrives whole.
 

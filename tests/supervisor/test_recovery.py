@@ -467,6 +467,7 @@ def _check_equivalence(prog: str, args: Sequence[str]) -> None:
     assert unique == plain, "after removing repeats, the outputs are the uninterrupted run's"
 
 
+@pytest.mark.slow
 def test_recovery_equivalence_python_moving_avg() -> None:
     _check_equivalence(sys.executable, ["-u", str(MOVING_AVG)])
 

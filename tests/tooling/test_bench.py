@@ -163,6 +163,7 @@ def test_echo_agent_echoes_batches(workload: ModuleType) -> None:
         _finish(proc, server)
 
 
+@pytest.mark.slow
 @benchmark_run_timeout
 def test_quick_benchmark_runs(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
@@ -181,6 +182,7 @@ def test_quick_benchmark_runs(tmp_path: Path) -> None:
         assert "no Go rows and no Go figures" in result.stdout and "go-stream" not in result.stdout
 
 
+@pytest.mark.slow
 @benchmark_run_timeout
 def test_cache_benchmark_runs() -> None:
     """``bench/caches.py --quick``: the codec with its own paths on and off (UDF_PUREPROTOBUF=1), every cache filled."""

@@ -6,12 +6,15 @@ import logging
 import sys
 import threading
 
+import pytest
+
 import udf
 from udf import Point
 
 from ..helpers import AGENTS, TIMEOUT, WaitForLog
 
 
+@pytest.mark.slow
 def test_slow_keepalive_answers_within_the_timeout_do_not_abort() -> None:
     # Pings every 1 s, each answered 0.6 s late: never 2 s of silence.
     waiter = WaitForLog("keepalive 3 answered")
