@@ -19,7 +19,7 @@ import os
 import re
 import subprocess
 import sys
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROWS = ("stream", "batch", "series", "supervised")
@@ -70,14 +70,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.run:
         _run_row(args.run[0], int(args.run[1]))
         return 0
-    trees: List[Tuple[str, str]] = [tuple(t.split("=", 1)) for t in args.tree] or [("this", os.path.dirname(HERE))]  # type: ignore[misc]
+    trees: list[tuple[str, str]] = [tuple(t.split("=", 1)) for t in args.tree] or [("this", os.path.dirname(HERE))]  # type: ignore[misc]
     rows = args.rows.split(",")
-    per_point: Dict[Tuple[str, str], float] = {}
+    per_point: dict[tuple[str, str], float] = {}
     for row in rows:
         for name, tree in trees:
             small, large = count(tree, row, args.small), count(tree, row, args.large)
             per_point[(name, row)] = (large - small) / (args.large - args.small)
-            print(f"# {name} {row}: {small:,} / {large:,} instructions -> {per_point[(name, row)]:,.0f} per point", flush=True)
+            print(
+                f"# {name} {row}: {small:,} / {large:,} instructions -> {per_point[(name, row)]:,.0f} per point",
+                flush=True,
+            )
     print()
     print("| row | " + " | ".join(f"{name} instructions/point" for name, _ in trees)
           + (" | B/A" if len(trees) == 2 else "") + " |")  # fmt: skip

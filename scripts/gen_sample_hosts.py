@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import sys
-from typing import List
 
 HOSTS = 120
 POINTS = 10
@@ -23,7 +22,7 @@ REGIONS = ("us-east", "us-west", "eu-west", "ap-south")
 PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "data", "hosts.lp")
 
 
-def lines() -> List[str]:
+def lines() -> list[str]:
     """The file's lines, host by host (each host's points in time order)."""
     rng = random.Random(20170519)
     out = []

@@ -5,7 +5,7 @@ Helpers the tests import are in tests/helpers/.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

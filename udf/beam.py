@@ -29,7 +29,7 @@ See ``docs/beam.md``. Importing this module registers the coder for
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Sequence, Tuple, Union
 
 import agent_pb2
 
@@ -146,7 +146,7 @@ class _RunUDFFn(beam.DoFn):  # type: ignore[misc]
         self._options = options  # serialized agent_pb2.Option: pickles anywhere
         self._edge = edge
         self._timeout = timeout
-        self._agents: Optional[ShardAgents] = None
+        self._agents: ShardAgents | None = None
 
     def setup(self) -> None:
         counters = {name: Metrics.counter(METRICS_NAMESPACE, name) for name in COUNTERS}
@@ -210,7 +210,7 @@ class RunUDF(beam.PTransform):  # type: ignore[misc]
         options: OptionsArg = None,
         *,
         edge: str = "stream",
-        key: Optional[Callable[[Any], str]] = None,
+        key: Callable[[Any], str] | None = None,
         shards: int = 64,
         batch_size: int = 500,
         timeout: float = 10.0,
@@ -237,4 +237,3 @@ class RunUDF(beam.PTransform):  # type: ignore[misc]
                 item_type
             )
         )
-

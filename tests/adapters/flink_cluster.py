@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from ..helpers import ROOT
 
@@ -41,7 +41,7 @@ MARKER = "UDF_FLINK_CLUSTER"
 _ENVIRON_AT_START = dict(os.environ)
 
 
-def clean_environ() -> Dict[str, str]:
+def clean_environ() -> dict[str, str]:
     """This process's environment as it was before PyFlink changed it.
 
     A local job runs its Python workers in the client process ("loopback"
@@ -52,7 +52,11 @@ def clean_environ() -> Dict[str, str]:
     the wrong configuration. So commands get the environment this module saw
     when first imported (before any job), without PyFlink's own variables.
     """
-    return {k: v for k, v in _ENVIRON_AT_START.items() if not k.startswith(("FLINK_", "PYFLINK_", "_PYFLINK_", "PYTHON_LOOPBACK"))}
+    return {
+        k: v
+        for k, v in _ENVIRON_AT_START.items()
+        if not k.startswith(("FLINK_", "PYFLINK_", "_PYFLINK_", "PYTHON_LOOPBACK"))
+    }
 
 
 def flink_home() -> Path:
@@ -109,7 +113,7 @@ python.fn-execution.bundle.size: 1000
 """
 
 
-def marked_pids(value: str) -> List[int]:
+def marked_pids(value: str) -> list[int]:
     """Processes of this user whose environment holds ``UDF_FLINK_CLUSTER=<value>``."""
     entry = f"{MARKER}={value}".encode()
     found = []
@@ -143,7 +147,7 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def ancestors(pid: int) -> List[int]:
+def ancestors(pid: int) -> list[int]:
     """The parent of ``pid``, its parent, ... up to init."""
     chain = []
     while pid > 1:
@@ -152,9 +156,9 @@ def ancestors(pid: int) -> List[int]:
     return chain
 
 
-def end_marked(value: str, timeout: float = STARTUP_TIMEOUT) -> List[int]:
+def end_marked(value: str, timeout: float = STARTUP_TIMEOUT) -> list[int]:
     """SIGKILL every process marked ``value`` until none is left; return the pids ended."""
-    ended: List[int] = []
+    ended: list[int] = []
     deadline = time.monotonic() + timeout
     while True:
         pids = marked_pids(value)
@@ -174,7 +178,7 @@ def end_marked(value: str, timeout: float = STARTUP_TIMEOUT) -> List[int]:
 class FlinkCluster:
     """A JobManager and ``taskmanagers`` TaskManagers of ``slots`` slots, configured in ``workdir``."""
 
-    def __init__(self, workdir: Path, taskmanagers: int = 2, slots: int = 2, python: Optional[str] = None) -> None:
+    def __init__(self, workdir: Path, taskmanagers: int = 2, slots: int = 2, python: str | None = None) -> None:
         self.workdir = Path(workdir).resolve()
         self.taskmanagers = taskmanagers
         self.slots = slots
@@ -203,7 +207,7 @@ class FlinkCluster:
         text = config_yaml(str(self.workdir), self.python, self.slots, self.rest_port, free_port())
         (self.conf_dir / "config.yaml").write_text(java_options_line() + "\n" + text)
 
-    def bin(self, script: str, *args: str, timeout: float = STARTUP_TIMEOUT) -> "subprocess.CompletedProcess[str]":
+    def bin(self, script: str, *args: str, timeout: float = STARTUP_TIMEOUT) -> subprocess.CompletedProcess[str]:
         """Run ``$FLINK_HOME/bin/<script> args`` with the cluster's environment; raise if it fails."""
         done = subprocess.run(
             [str(self.home / "bin" / script), *args],
@@ -215,7 +219,9 @@ class FlinkCluster:
             stdin=subprocess.DEVNULL,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"bin/{script} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+            raise RuntimeError(
+                f"bin/{script} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+            )
         return done
 
     def start(self) -> None:
@@ -244,15 +250,15 @@ class FlinkCluster:
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Flink cluster at {self.url}: {what} not within {timeout:.0f} s (logs: {self.log_dir})")
+                raise TimeoutError(
+                    f"Flink cluster at {self.url}: {what} not within {timeout:.0f} s (logs: {self.log_dir})"
+                )
             time.sleep(poll)  # polling a REST API: nothing to wait on
 
     def wait_for_slots(self, slots: int) -> None:
-        self.wait_for(
-            f"{slots} free task slots", lambda: self.rest("/overview")["slots-available"] >= slots
-        )
+        self.wait_for(f"{slots} free task slots", lambda: self.rest("/overview")["slots-available"] >= slots)
 
-    def taskmanager_pids(self) -> List[int]:
+    def taskmanager_pids(self) -> list[int]:
         """The TaskManager JVMs started by taskmanager.sh still running (from its pid file, in start order)."""
         pids = []
         for pid_file in self.workdir.glob("flink-*-taskexecutor.pid"):
@@ -269,18 +275,18 @@ class FlinkCluster:
                 return int(pid_file.read_text().split()[index])
         raise LookupError(f"no TaskManager log names {resource_id} in {self.log_dir}")
 
-    def flink(self, *args: str, timeout: float = STARTUP_TIMEOUT) -> "subprocess.CompletedProcess[str]":
+    def flink(self, *args: str, timeout: float = STARTUP_TIMEOUT) -> subprocess.CompletedProcess[str]:
         """``bin/flink args`` (e.g. ``run -py job.py``); raise if it fails."""
         return self.bin("flink", *args, timeout=timeout)
 
-    def job_ids(self) -> List[str]:
+    def job_ids(self) -> list[str]:
         return [job["jid"] for job in self.rest("/jobs/overview")["jobs"]]
 
-    def job(self, job_id: str) -> Dict[str, Any]:
-        details: Dict[str, Any] = self.rest(f"/jobs/{job_id}")
+    def job(self, job_id: str) -> dict[str, Any]:
+        details: dict[str, Any] = self.rest(f"/jobs/{job_id}")
         return details
 
-    def stop(self) -> List[int]:
+    def stop(self) -> list[int]:
         """Stop the daemons, then end whatever they left; return the pids that had to be killed."""
         for script, arg in (("taskmanager.sh", "stop-all"), ("jobmanager.sh", "stop")):
             try:

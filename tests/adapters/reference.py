@@ -10,7 +10,9 @@ import collections
 import os
 import sys
 import threading
-from typing import Any, Counter, Dict, Hashable, List, Sequence
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import udf
 from udf.cli import Batcher, to_stream_point
@@ -31,17 +33,17 @@ OUTLIERS_OPTIONS = {"field": "usage_user", "scale": 1.5}
 # --- data and the reference run -------------------------------------------------------
 
 
-def sample_series() -> Dict[str, List[udf.Point]]:
+def sample_series() -> dict[str, list[udf.Point]]:
     """examples/data/hosts.lp as stream points grouped by host, series by series, in time order."""
     with open(HOSTS_LP, encoding="utf-8") as f:
         points = [to_stream_point(parsed, ["host"]) for _, parsed in read_lines(f, HOSTS_LP)]
-    series: Dict[str, List[udf.Point]] = collections.defaultdict(list)
+    series: dict[str, list[udf.Point]] = collections.defaultdict(list)
     for point in points:
         series[point.group].append(point)
     return dict(series)
 
 
-def sample_batches() -> List[udf.Batch]:
+def sample_batches() -> list[udf.Batch]:
     """examples/data/hosts.lp as one batch per host."""
     batcher = Batcher(group_by=["host"])
     with open(HOSTS_LP, encoding="utf-8") as f:
@@ -66,21 +68,21 @@ def normalize(item: Any) -> Hashable:
             item.time,
         )
     assert isinstance(item, udf.Batch), item
-    points = tuple(
-        (bp.time, tuple(sorted(bp.tags.items())), tuple(sorted(bp.fields.items()))) for bp in item.points
-    )
+    points = tuple((bp.time, tuple(sorted(bp.tags.items())), tuple(sorted(bp.fields.items()))) for bp in item.points)
     return ("batch", item.name, item.tmax, item.group, item.by_name, tuple(sorted(item.tags.items())), points)
 
 
-def reference_run(command: Sequence[str], options: Any, series: Sequence[Sequence[Any]], edge: str) -> Counter[Hashable]:
+def reference_run(
+    command: Sequence[str], options: Any, series: Sequence[Sequence[Any]], edge: str
+) -> Counter[Hashable]:
     """A plain udf.Process fed each series in turn (in time order): the multiset of its outputs."""
     process = udf.Process(command[0], command[1:], timeout=TIMEOUT)
-    outputs: List[Any] = []
+    outputs: list[Any] = []
     with process:
         process.init(build_options(options))
         inlet = process.point_in if edge == "stream" else process.batch_in
         out = process.point_out if edge == "stream" else process.batch_out
-        failure: List[BaseException] = []
+        failure: list[BaseException] = []
 
         def feed() -> None:
             try:
@@ -102,7 +104,7 @@ def reference_run(command: Sequence[str], options: Any, series: Sequence[Sequenc
     return collections.Counter(normalize(item) for item in outputs)
 
 
-def interleaved(series: Dict[str, List[Any]]) -> List[Any]:
+def interleaved(series: dict[str, list[Any]]) -> list[Any]:
     """Every item, series interleaved round-robin (Beam promises no order anyway)."""
     lists = list(series.values())
     return [s[i] for i in range(max(map(len, lists))) for s in lists if i < len(s)]

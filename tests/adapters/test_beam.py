@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Any, Counter, Dict, Hashable, List
+from collections import Counter
+from collections.abc import Hashable
+from typing import Any
 
 import pytest
 
@@ -64,7 +66,7 @@ class _MultisetEqual:
     def __init__(self, expected: Counter[Hashable]) -> None:
         self.expected = expected
 
-    def __call__(self, actual: List[Hashable]) -> None:
+    def __call__(self, actual: list[Hashable]) -> None:
         got = collections.Counter(actual)
         if got != self.expected:
             missing, extra = self.expected - got, got - self.expected
@@ -74,7 +76,7 @@ class _MultisetEqual:
             )
 
 
-def run_pipeline(items: List[Any], transform: Any, expected: Counter[Hashable]) -> Dict[str, int]:
+def run_pipeline(items: list[Any], transform: Any, expected: Counter[Hashable]) -> dict[str, int]:
     """Run ``items | transform`` on the in-process runner, assert its output; return RunUDF's counters."""
     pipeline = beam.Pipeline(runner=FnApiRunner())
     outputs = pipeline | beam.Create(items) | transform | beam.Map(normalize)
@@ -142,8 +144,8 @@ def test_keys_and_shards_are_stable() -> None:
         ({"options": ["field=x"]}, TypeError, "options must be agent_pb2.Option, got str"),
     ],
 )
-def test_bad_arguments_are_refused_naming_what(kwargs: Dict[str, Any], error: type, message: str) -> None:
-    arguments: Dict[str, Any] = {"command": MOVING_AVG, **kwargs}
+def test_bad_arguments_are_refused_naming_what(kwargs: dict[str, Any], error: type, message: str) -> None:
+    arguments: dict[str, Any] = {"command": MOVING_AVG, **kwargs}
     command = arguments.pop("command")
     with pytest.raises(error, match=message):
         RunUDF(command, **arguments)
@@ -157,9 +159,7 @@ def test_stream_moving_avg_equals_a_plain_process_run() -> None:
     assert len(series) >= 100
     expected = reference_run(MOVING_AVG, AVG_OPTIONS, list(series.values()), "stream")
     assert sum(expected.values()) == len(series) * (10 - 4 + 1)
-    counters = run_pipeline(
-        interleaved(series), RunUDF(MOVING_AVG, AVG_OPTIONS, shards=4, batch_size=64), expected
-    )
+    counters = run_pipeline(interleaved(series), RunUDF(MOVING_AVG, AVG_OPTIONS, shards=4, batch_size=64), expected)
     assert counters["agents_started"] == 4
     assert counters.get("agent_failures", 0) == 0
 

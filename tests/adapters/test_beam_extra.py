@@ -32,7 +32,9 @@ def test_udf_beam_without_beam_says_which_extra_to_install() -> None:
 
 
 def test_bundled_hosts_sample_is_what_its_generator_writes() -> None:
-    spec = importlib.util.spec_from_file_location("gen_sample_hosts", os.path.join(ROOT, "scripts", "gen_sample_hosts.py"))
+    spec = importlib.util.spec_from_file_location(
+        "gen_sample_hosts", os.path.join(ROOT, "scripts", "gen_sample_hosts.py")
+    )
     assert spec is not None and spec.loader is not None
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)

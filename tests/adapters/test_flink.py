@@ -20,8 +20,10 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Counter, Dict, Hashable, Iterator, List
+from typing import Any
 
 import pytest
 
@@ -59,7 +61,8 @@ GATEWAY = "org.apache.flink.client.python.PythonGatewayServer"
 
 pytestmark = [
     pytest.mark.skipif(
-        udf_flink is None, reason="PyFlink is not installed (extra 'flink'; scripts/test-flink.sh runs this in .venv-flink)"
+        udf_flink is None,
+        reason="PyFlink is not installed (extra 'flink'; scripts/test-flink.sh runs this in .venv-flink)",
     ),
     # A local job starts a mini cluster and Python workers: 10-30 s on a loaded 2-core machine.
     pytest.mark.timeout(300),
@@ -82,7 +85,7 @@ def marker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.environ[MARKER] = old
 
 
-def job_processes(marker: str) -> List[int]:
+def job_processes(marker: str) -> list[int]:
     """The marked processes but PyFlink's gateway JVM (the mini cluster, kept for the next test).
 
     Locally, PyFlink runs the Python workers in this process ("loopback"):
@@ -128,7 +131,7 @@ def point_parser_fn() -> Callable[[str], udf.Point]:
     return parse
 
 
-def lookup_fn(items: List[Any]) -> Callable[[int], Any]:
+def lookup_fn(items: list[Any]) -> Callable[[int], Any]:
     """``index -> items[index]``: the items travel inside the function."""
 
     def lookup(index: int) -> Any:
@@ -137,7 +140,7 @@ def lookup_fn(items: List[Any]) -> Callable[[int], Any]:
     return lookup
 
 
-def points_stream(env: Any, series: Dict[str, List[udf.Point]]) -> Any:
+def points_stream(env: Any, series: dict[str, list[udf.Point]]) -> Any:
     """The series' points as line protocol, interleaved, parsed back into points inside the job."""
     lines = [format_line(p.name, p.tags, p.fields, p.time) for p in interleaved(series)]
     return env.from_collection(lines, type_info=Types.STRING()).map(
@@ -248,8 +251,8 @@ def test_pending_items_are_handed_over_every_flush_interval(env: Any, tmp_path: 
         ({"stream": [udf.Point()]}, TypeError, "stream must be a pyflink DataStream, got list"),
     ],
 )
-def test_bad_arguments_are_refused_naming_what(env: Any, kwargs: Dict[str, Any], error: type, message: str) -> None:
-    arguments: Dict[str, Any] = {"command": MOVING_AVG, **kwargs}
+def test_bad_arguments_are_refused_naming_what(env: Any, kwargs: dict[str, Any], error: type, message: str) -> None:
+    arguments: dict[str, Any] = {"command": MOVING_AVG, **kwargs}
     stream = arguments.pop("stream", None)
     if stream is None:
         stream = env.from_collection(["x"], type_info=Types.STRING())
@@ -270,7 +273,9 @@ def test_import_udf_flink_does_not_start_java() -> None:
 # --- the docs -------------------------------------------------------------------------------------------
 
 
-def test_docs_usage_example_runs(marker: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docs_usage_example_runs(
+    marker: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import re
 
     with open(os.path.join(ROOT, "docs", "flink.md"), encoding="utf-8") as f:

@@ -23,8 +23,9 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Counter, Iterator, List, Sequence
 
 import pytest
 
@@ -41,7 +42,8 @@ from .reference import EXAMPLES, MOVING_AVG, ROOT, reference_run, sample_series
 
 pytestmark = [
     pytest.mark.skipif(
-        pyflink is None, reason="PyFlink is not installed (extra 'flink'; scripts/test-flink.sh runs this in .venv-flink)"
+        pyflink is None,
+        reason="PyFlink is not installed (extra 'flink'; scripts/test-flink.sh runs this in .venv-flink)",
     ),
     pytest.mark.skipif(shutil.which("java") is None, reason="no java on PATH (Flink needs Java 11+)"),
     pytest.mark.timeout(600),  # a cluster starts in 20-60 s and a job runs for a minute on this loaded machine
@@ -88,9 +90,9 @@ def expected_lines(series: Sequence[Sequence[udf.Point]], size: int) -> Counter[
     return collections.Counter(format_line(p[1], dict(p[7]), dict(p[8]), p[9]) for p in expected.elements())
 
 
-def committed_lines(folder: Path) -> List[str]:
+def committed_lines(folder: Path) -> list[str]:
     """The lines of the FileSink's committed files (in-progress and pending files are hidden: '.part-...')."""
-    lines: List[str] = []
+    lines: list[str] = []
     for path in sorted(folder.rglob("part-*")):
         if path.is_file() and not path.name.startswith("."):
             lines += path.read_text().splitlines()
@@ -103,9 +105,9 @@ def submitted_job_id(output: str) -> str:
     return found.group(1)
 
 
-def write_points(path: Path, series: int, points: int) -> List[List[udf.Point]]:
+def write_points(path: Path, series: int, points: int) -> list[list[udf.Point]]:
     """``series`` hosts x ``points`` points, in time order across hosts, as line protocol; return them by host."""
-    by_host: List[List[udf.Point]] = [[] for _ in range(series)]
+    by_host: list[list[udf.Point]] = [[] for _ in range(series)]
     with open(path, "w", encoding="utf-8") as f:
         for i in range(points):
             for h in range(series):

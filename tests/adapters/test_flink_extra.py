@@ -62,5 +62,5 @@ def test_the_docs_cluster_commands_are_the_tests_own() -> None:
         "taskmanager.sh start",
         'flink run -py examples/flink_moving_avg.py --output "$FLINK_WORK/avg"',
     ]
-    stop = "trap '\"$FLINK_HOME\"/bin/taskmanager.sh stop-all; \"$FLINK_HOME\"/bin/jobmanager.sh stop' EXIT"
+    stop = 'trap \'"$FLINK_HOME"/bin/taskmanager.sh stop-all; "$FLINK_HOME"/bin/jobmanager.sh stop\' EXIT'
     assert stop in lines

@@ -11,8 +11,10 @@ import collections
 import logging
 import os
 import sys
+from collections import Counter
+from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any, Counter, Hashable, List, Sequence
+from typing import Any
 
 import pytest
 
@@ -53,7 +55,7 @@ def agents_for(command: Sequence[str], counts: Counts, options: Any = AVG_OPTION
     )
 
 
-def frames_of(points: Sequence[udf.Point]) -> List[bytes]:
+def frames_of(points: Sequence[udf.Point]) -> list[bytes]:
     return pending_frames([pending_entry(p, agent_pb2.STREAM) for p in points])
 
 
@@ -62,7 +64,7 @@ def as_counter(items: Sequence[Any]) -> Counter[Hashable]:
 
 
 @pytest.fixture
-def series() -> List[udf.Point]:
+def series() -> list[udf.Point]:
     """Twelve hosts' points in time order: one shard's worth."""
     return [p for points in zip(*list(sample_series().values())[:12]) for p in points]
 
@@ -102,7 +104,7 @@ def test_a_wrong_item_is_refused_when_it_arrives_naming_it() -> None:
 # --- hand-overs and generations ----------------------------------------------------------------------
 
 
-def test_hand_overs_of_the_current_generation_reuse_the_live_agent(series: List[udf.Point]) -> None:
+def test_hand_overs_of_the_current_generation_reuse_the_live_agent(series: list[udf.Point]) -> None:
     expected = reference_run(MOVING_AVG, AVG_OPTIONS, [series], "stream")
     counts = Counts()
     agents = agents_for(MOVING_AVG, counts)
@@ -118,7 +120,7 @@ def test_hand_overs_of_the_current_generation_reuse_the_live_agent(series: List[
     assert b'"windows"' in state2.snapshot  # moving_avg's own snapshot
 
 
-def test_a_state_the_live_agent_does_not_hold_gets_a_restored_agent(series: List[udf.Point]) -> None:
+def test_a_state_the_live_agent_does_not_hold_gets_a_restored_agent(series: list[udf.Point]) -> None:
     """A restored checkpoint hands over from an older state: the live agent, ahead of it, is replaced."""
     counts = Counts()
     agents = agents_for(MOVING_AVG, counts)
@@ -135,12 +137,12 @@ def test_a_state_the_live_agent_does_not_hold_gets_a_restored_agent(series: List
     assert counts.seen == {"agents_started": 2, "restores": 1}
 
 
-def test_at_most_max_agents_live_and_an_evicted_shard_is_restored(series: List[udf.Point]) -> None:
+def test_at_most_max_agents_live_and_an_evicted_shard_is_restored(series: list[udf.Point]) -> None:
     expected = reference_run(MOVING_AVG, AVG_OPTIONS, [series], "stream")
     counts = Counts()
     agents = agents_for(MOVING_AVG, counts, max_agents=1)
     states = {0: EMPTY, 1: EMPTY}
-    outputs: List[Any] = []
+    outputs: list[Any] = []
     try:
         for i in range(0, len(series), 20):  # the first 6 hosts on shard 0, the others on shard 1
             for shard in (0, 1):
@@ -158,7 +160,7 @@ def test_at_most_max_agents_live_and_an_evicted_shard_is_restored(series: List[u
 
 
 def test_an_agent_killed_mid_hand_over_is_replaced_and_its_items_replayed(
-    series: List[udf.Point], tmp_path: Path
+    series: list[udf.Point], tmp_path: Path
 ) -> None:
     expected = reference_run(MOVING_AVG, AVG_OPTIONS, [series], "stream")
     marker = tmp_path / "killed"
@@ -176,11 +178,13 @@ def test_an_agent_killed_mid_hand_over_is_replaced_and_its_items_replayed(
     assert counts.seen == {"agents_started": 2, "agent_failures": 1, "restores": 1}
 
 
-def test_a_hand_over_failing_max_attempts_times_raises_naming_the_shard(series: List[udf.Point]) -> None:
+def test_a_hand_over_failing_max_attempts_times_raises_naming_the_shard(series: list[udf.Point]) -> None:
     counts = Counts()
     agents = agents_for([sys.executable, "-u", CRASH, "2", "3"], counts, options={"field": "x"})
     try:
-        with pytest.raises(udf.UDFError, match=f"shard 5: agent failed {MAX_ATTEMPTS} times on one hand-over: .*exit status 3"):
+        with pytest.raises(
+            udf.UDFError, match=f"shard 5: agent failed {MAX_ATTEMPTS} times on one hand-over: .*exit status 3"
+        ):
             agents.hand_over(5, frames_of(series[:5]), EMPTY)
     finally:
         agents.close()
@@ -209,7 +213,7 @@ def test_an_agent_of_the_other_edge_type_is_refused() -> None:
         agents.close()
 
 
-def test_close_ends_every_agent(series: List[udf.Point]) -> None:
+def test_close_ends_every_agent(series: list[udf.Point]) -> None:
     agents = agents_for(MOVING_AVG, Counts())
     for shard in range(3):
         agents.hand_over(shard, frames_of(series[:4]), EMPTY)

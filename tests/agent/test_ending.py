@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any, List, Optional, Tuple
+from typing import IO, Any
 
 import pytest
 
@@ -38,7 +38,7 @@ def ask_info(writer: IO[bytes], reader: IO[bytes]) -> Any:
     return response
 
 
-def interrupt(proc: "subprocess.Popen[bytes]") -> Tuple[int, str]:
+def interrupt(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
     """SIGINT the child; its exit status and the rest of its stderr."""
     proc.send_signal(signal.SIGINT)
     try:
@@ -59,9 +59,12 @@ def sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start_stdio_agent() -> "subprocess.Popen[bytes]":
+def start_stdio_agent() -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, str(MIRROR)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, str(MIRROR)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         preexec_fn=sigint_default,
     )
     assert proc.stdin is not None and proc.stdout is not None
@@ -69,9 +72,11 @@ def start_stdio_agent() -> "subprocess.Popen[bytes]":
     return proc
 
 
-def start_socket_agent(path: Path) -> Tuple["subprocess.Popen[bytes]", socket.socket]:
+def start_socket_agent(path: Path) -> tuple[subprocess.Popen[bytes], socket.socket]:
     proc = subprocess.Popen(
-        [sys.executable, str(MIRROR), "--socket", str(path)], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, str(MIRROR), "--socket", str(path)],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         preexec_fn=sigint_default,
     )
     assert proc.stderr is not None
@@ -85,7 +90,7 @@ def start_socket_agent(path: Path) -> Tuple["subprocess.Popen[bytes]", socket.so
     return proc, conn
 
 
-def close_all(procs: List["subprocess.Popen[bytes]"]) -> None:
+def close_all(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         proc.kill()
         proc.wait(TIMEOUT)
@@ -94,14 +99,14 @@ def close_all(procs: List["subprocess.Popen[bytes]"]) -> None:
                 stream.close()
 
 
-def check_outcomes(outcomes: List[Tuple[int, str]]) -> None:
+def check_outcomes(outcomes: list[tuple[int, str]]) -> None:
     bad = [(code, err) for code, err in outcomes if code != 130 or "Fatal Python error" in err or "Traceback" in err]
     assert not bad, f"{len(bad)} of {len(outcomes)} runs: {bad[0]}"
 
 
 @pytest.mark.slow
 def test_ctrl_c_on_a_stdio_agent_exits_130_without_a_fatal_error() -> None:
-    procs: List["subprocess.Popen[bytes]"] = []
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         # Started together (fast); each is interrupted only once it answered info,
         # i.e. while its reader thread is blocked reading stdin.
@@ -114,8 +119,8 @@ def test_ctrl_c_on_a_stdio_agent_exits_130_without_a_fatal_error() -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_on_a_socket_agent_exits_130_and_ends_its_connections(tmp_path: Path) -> None:
-    procs: List["subprocess.Popen[bytes]"] = []
-    conns: List[socket.socket] = []
+    procs: list[subprocess.Popen[bytes]] = []
+    conns: list[socket.socket] = []
     try:
         for i in range(RUNS):
             proc, conn = start_socket_agent(tmp_path / f"mirror{i}.sock")
@@ -138,8 +143,8 @@ def test_ctrl_c_on_a_socket_agent_exits_130_and_ends_its_connections(tmp_path: P
 class StoppingHandler(Handler):
     """init() with an option named "stop" calls server.stop() and records that it returned."""
 
-    server: Optional[AgentServer] = None
-    agents: List[Agent] = []
+    server: AgentServer | None = None
+    agents: list[Agent] = []
     stop_returned = threading.Event()
 
     def __init__(self, agent: Agent) -> None:
@@ -163,7 +168,7 @@ def test_agent_server_stop_from_a_handler_returns_and_stops_the_others(tmp_path:
     StoppingHandler.stop_returned = threading.Event()
     server = AgentServer(str(path), StoppingHandler)
     StoppingHandler.server = server
-    conns: List[socket.socket] = []
+    conns: list[socket.socket] = []
     try:
         server.start()
         for _ in range(2):

@@ -16,7 +16,8 @@ import sys
 import textwrap
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,7 @@ from ..helpers import TIMEOUT
 T0 = 1_495_152_000_123_456_789  # ns, with sub-microsecond digits
 
 #: Teardown steps registered by the test being run (run in reverse, even if it failed).
-_CLEANUP: List[Callable[[], Any]] = []
+_CLEANUP: list[Callable[[], Any]] = []
 
 
 @pytest.fixture(autouse=True)
@@ -71,13 +72,13 @@ def tracked(server: udf.Server) -> udf.Server:
 class EchoHandler(Handler):
     """Records what it is asked and echoes data; configurable through attributes."""
 
-    def __init__(self, agent: Optional[Agent] = None) -> None:
+    def __init__(self, agent: Agent | None = None) -> None:
         super().__init__(agent)
-        self.calls: List[str] = []
+        self.calls: list[str] = []
         self.state = b""
         self.stopped = threading.Event()
-        self.fail_on: Optional[str] = None
-        self.gate: Optional[threading.Event] = None  # point() blocks on it when set
+        self.fail_on: str | None = None
+        self.gate: threading.Event | None = None  # point() blocks on it when set
         self.entered = threading.Event()
 
     def _call(self, name: str) -> None:
@@ -146,8 +147,8 @@ class Pipes:
         self.agent = Agent(open(req_r, "rb"), open(resp_w, "wb"), handler, **kwargs)
         self.handler = handler
         self.decoder = FrameDecoder()
-        self.pending: List[Any] = []
-        self.servers: List[udf.Server] = []
+        self.pending: list[Any] = []
+        self.servers: list[udf.Server] = []
 
     def server(self, **kwargs: Any) -> udf.Server:
         server = udf.Server(self.host_reader, self.host_writer, **kwargs)
@@ -170,7 +171,7 @@ class Pipes:
             self.pending.extend(agent_pb2.Response.FromString(f) for f in self.decoder.feed(data))
         return self.pending.pop(0)
 
-    def read_to_eof(self) -> List[Any]:
+    def read_to_eof(self) -> list[Any]:
         """Every remaining Response until the agent closes its output."""
         out = list(self.pending)
         self.pending = []
@@ -194,9 +195,9 @@ class Pipes:
 
 @pytest.fixture
 def pipes_factory() -> Iterator[Callable[..., Pipes]]:
-    made: List[Pipes] = []
+    made: list[Pipes] = []
 
-    def make(handler: Optional[Handler] = None, **kwargs: Any) -> Pipes:
+    def make(handler: Handler | None = None, **kwargs: Any) -> Pipes:
         p = Pipes(handler if handler is not None else EchoHandler(), **kwargs)
         made.append(p)
         return p
@@ -273,8 +274,13 @@ def test_option_helpers() -> None:
     assert option_value(agent_pb2.OptionValue(type=agent_pb2.STRING)) == ""
     values, errors = parse_options(
         req,
-        {"field": agent_pb2.STRING, "size": agent_pb2.STRING, "every": agent_pb2.DURATION,
-         "scale": (agent_pb2.DOUBLE, agent_pb2.INT), "as": agent_pb2.STRING},
+        {
+            "field": agent_pb2.STRING,
+            "size": agent_pb2.STRING,
+            "every": agent_pb2.DURATION,
+            "scale": (agent_pb2.DOUBLE, agent_pb2.INT),
+            "as": agent_pb2.STRING,
+        },
         required=("field", "as"),
     )
     assert values == {"field": "v", "every": 10**9, "scale": 0.0}
@@ -375,8 +381,13 @@ def test_emit_helpers_accept_models_and_messages(pipes_factory) -> None:
             self.agent.emit_point(model, flush=False)  # a udf.Point
             self.agent.emit_point(point)  # an agent_pb2.Point
             self.agent.emit_batch(
-                Batch(name=model.name, tmax=model.time, group=model.group, tags=dict(model.tags),
-                      points=[BatchPoint(time=model.time, fields=dict(model.fields), tags=dict(model.tags))])
+                Batch(
+                    name=model.name,
+                    tmax=model.time,
+                    group=model.group,
+                    tags=dict(model.tags),
+                    points=[BatchPoint(time=model.time, fields=dict(model.fields), tags=dict(model.tags))],
+                )
             )
 
     p = pipes_factory(Emitter())
@@ -388,8 +399,13 @@ def test_emit_helpers_accept_models_and_messages(pipes_factory) -> None:
     assert s.point_out.get(timeout=TIMEOUT) == pt
     assert s.point_out.get(timeout=TIMEOUT) == pt
     batch = s.batch_out.get(timeout=TIMEOUT)
-    assert batch == Batch(name="cpu", tmax=T0, group="host=a", tags={"host": "a"},
-                          points=[BatchPoint(time=T0, fields=pt.fields, tags=pt.tags)])
+    assert batch == Batch(
+        name="cpu",
+        tmax=T0,
+        group="host=a",
+        tags={"host": "a"},
+        points=[BatchPoint(time=T0, fields=pt.fields, tags=pt.tags)],
+    )
     s.stop()
     assert p.agent.wait(TIMEOUT) and p.agent.error is None
 
@@ -761,7 +777,7 @@ CHILD = textwrap.dedent(
 
 @pytest.fixture
 def child() -> Iterator[Callable[[], subprocess.Popen]]:
-    procs: List[subprocess.Popen] = []
+    procs: list[subprocess.Popen] = []
 
     def spawn() -> subprocess.Popen:
         # No -u: the agent must flush on its own.
@@ -799,8 +815,13 @@ def test_child_process_conversation(child) -> None:
     for pt in pts:
         s.point_in.put(pt)
     assert [s.point_out.get(timeout=TIMEOUT) for _ in pts] == pts
-    b = Batch(name="cpu", tmax=T0, group="g", tags={"t": "v"},
-              points=[BatchPoint(time=T0, fields={"v": 1, "ok": False}, tags={"t": "v"})])
+    b = Batch(
+        name="cpu",
+        tmax=T0,
+        group="g",
+        tags={"t": "v"},
+        points=[BatchPoint(time=T0, fields={"v": 1, "ok": False}, tags={"t": "v"})],
+    )
     s.batch_in.put(b)
     assert s.batch_out.get(timeout=TIMEOUT) == b
     assert s.snapshot() == b"abcde"
@@ -837,7 +858,7 @@ def test_child_process_eof_stops_cleanly(child) -> None:
 
 def connect(address: str) -> socket.socket:
     if address.startswith("tcp://"):
-        host, _, port = address[len("tcp://"):].rpartition(":")
+        host, _, port = address[len("tcp://") :].rpartition(":")
         return socket.create_connection((host, int(port)), timeout=TIMEOUT)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(TIMEOUT)
@@ -860,7 +881,7 @@ def short_tmp() -> Iterator[str]:
 
 @pytest.mark.parametrize("kind", ["unix", "tcp"])
 def test_agent_server_serves_each_connection(kind: str, short_tmp: str) -> None:
-    handlers: List[EchoHandler] = []
+    handlers: list[EchoHandler] = []
 
     def factory(agent: Agent) -> Handler:
         h = EchoHandler(agent)
@@ -895,7 +916,7 @@ def test_agent_server_serves_each_connection(kind: str, short_tmp: str) -> None:
 
 
 def test_agent_server_stop_ends_open_connections(short_tmp: str) -> None:
-    handlers: List[EchoHandler] = []
+    handlers: list[EchoHandler] = []
 
     def factory(agent: Agent) -> Handler:
         handlers.append(EchoHandler(agent))

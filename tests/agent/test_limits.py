@@ -15,8 +15,8 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, List
 
 import pytest
 
@@ -36,8 +36,8 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="
 
 @pytest.fixture
 def agent_process() -> Iterator[Callable[..., AgentProcess]]:
-    started: List[AgentProcess] = []
-    sockets: List[socket.socket] = []
+    started: list[AgentProcess] = []
+    sockets: list[socket.socket] = []
 
     def start(*flags: str) -> AgentProcess:
         agent = AgentProcess(*flags)
@@ -53,7 +53,7 @@ def agent_process() -> Iterator[Callable[..., AgentProcess]]:
             agent.stop()
 
 
-def peer(agent: AgentProcess, opened: List[socket.socket]) -> socket.socket:
+def peer(agent: AgentProcess, opened: list[socket.socket]) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", agent.port), timeout=TIMEOUT)
     opened.append(sock)
     return sock
@@ -88,11 +88,11 @@ def still_open(sock: socket.socket) -> bool:
         sock.settimeout(TIMEOUT)
 
 
-def errors_in(data: bytes) -> List[str]:
+def errors_in(data: bytes) -> list[str]:
     return [agent_pb2.Response.FromString(f).error.error for f in FrameDecoder().feed(data)]
 
 
-def averages(address: str, values: List[float]) -> List[float]:
+def averages(address: str, values: list[float]) -> list[float]:
     """A good host (udf.Socket): info, init(size=2), the points; the moving averages it gets back."""
     with udf.Socket(address, connect_timeout=TIMEOUT, timeout=TIMEOUT) as host:
         assert host.info().wants == agent_pb2.STREAM
@@ -118,8 +118,10 @@ def test_connections_beyond_the_cap_are_closed_at_once_and_named(agent_process) 
         assert errors_in(read_to_end(sock)) == ["agent busy: it serves 4 connections already (max_connections)"]
     refused = agent.wait_for(r"W! udf.agent: refused connection", 12)
     ports = {str(sock.getsockname()[1]) for sock in extra}
-    named = {re.search(r"from 127\.0\.0\.1:(\d+): 4 connections open already \(max_connections\)", line).group(1)
-             for line in refused}
+    named = {
+        re.search(r"from 127\.0\.0\.1:(\d+): 4 connections open already \(max_connections\)", line).group(1)
+        for line in refused
+    }
     assert named == ports
     # Measured, not assumed: each served connection holds a reader and a handler thread and one descriptor.
     agent.holding(4)
@@ -161,8 +163,11 @@ def test_a_connection_without_a_complete_first_request_is_closed_in_time(agent_p
     assert min(ends) >= timeout, ends  # not before the deadline
     [error] = errors_in(read_to_end(garbage))  # told at once; its input is cut at the deadline
     assert error.startswith("the input is text, not UDF frames"), error
-    closed = agent.wait_for(r"W! udf.agent: closed connection \d+ from 127\.0\.0\.1:\d+: "
-                            r"no complete first request within 1s \(first_request_timeout\)", 5)
+    closed = agent.wait_for(
+        r"W! udf.agent: closed connection \d+ from 127\.0\.0\.1:\d+: "
+        r"no complete first request within 1s \(first_request_timeout\)",
+        5,
+    )
     assert len(closed) == 5
     agent.wait_for(r"connection of udf-agent-\d+ finished", 5)
     agent.holding(1)  # only the served connection's pair of threads and its socket
@@ -218,8 +223,11 @@ def test_unfinished_frames_never_pass_the_buffer_budget(agent_process) -> None:
     senders = [threading.Thread(target=send, args=(sock,), name="fake-agent-sender") for sock in socks]
     for thread in senders:
         thread.start()
-    refused = agent.wait_for(r"W! udf.agent: closed connection \d+ from 127\.0\.0\.1:\d+: its unfinished frame "
-                             rf"\(\d+ bytes so far\) would pass max_buffered_bytes \({budget} bytes", peers - keep)
+    refused = agent.wait_for(
+        r"W! udf.agent: closed connection \d+ from 127\.0\.0\.1:\d+: its unfinished frame "
+        rf"\(\d+ bytes so far\) would pass max_buffered_bytes \({budget} bytes",
+        peers - keep,
+    )
     for thread in senders:
         thread.join(TIMEOUT)
         assert not thread.is_alive(), "a sender is stuck: a closed connection must reset the peer"

@@ -1,4 +1,5 @@
 """Probe UDF for the CLI tests: echoes every point with the init options it saw."""
+
 import json
 import os
 import sys
@@ -11,8 +12,13 @@ if BATCH:
     sys.argv.remove("--batch-mode")
 MODE = T.BATCH if BATCH else T.STREAM
 OPTIONS = {
-    "i": [T.INT], "d": [T.DOUBLE], "b": [T.BOOL], "s": [T.STRING], "dur": [T.DURATION],
-    "pair": [T.INT, T.STRING], "flag": [],
+    "i": [T.INT],
+    "d": [T.DOUBLE],
+    "b": [T.BOOL],
+    "s": [T.STRING],
+    "dur": [T.DURATION],
+    "pair": [T.INT, T.STRING],
+    "flag": [],
 }
 
 

@@ -62,6 +62,7 @@ EXAMPLES = ROOT / "examples"
 CPU_LP = EXAMPLES / "data" / "cpu.lp"
 PY = sys.executable
 
+
 @pytest.fixture(scope="module")
 def probe() -> Path:
     return AGENTS / "probe.py"

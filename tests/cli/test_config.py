@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 
@@ -27,7 +27,7 @@ from udf.config import (
 
 from ..helpers import AGENTS, ROOT, TIMEOUT
 
-SAMPLE = r'''
+SAMPLE = r"""
 # A trimmed kapacitor.conf: other sections are ignored.
 hostname = "localhost"
 data_dir = "/var/lib/kapacitor"
@@ -56,7 +56,7 @@ data_dir = "/var/lib/kapacitor"
     [udf.functions.sockAvg]
         socket = "/var/run/kapacitor/avg.sock"
         timeout = "500ms"
-'''
+"""
 
 
 def test_load_sample_with_several_functions(tmp_path: Path) -> None:
@@ -305,7 +305,7 @@ def test_environment_is_the_parent_environment_plus_env(monkeypatch: pytest.Monk
 class _Recorder:
     """Stands in for udf.Process / udf.Socket to see exactly what create() passes."""
 
-    calls: List[Dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _Recorder.calls.append({"args": args, "kwargs": kwargs})

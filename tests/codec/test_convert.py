@@ -12,7 +12,7 @@ import enum
 import fractions
 import itertools
 import math
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -53,7 +53,7 @@ def through_bytes(msg: Any) -> Any:
     return type(msg).FromString(msg.SerializeToString())
 
 
-def requests_of(data: bytes) -> List[Any]:
+def requests_of(data: bytes) -> list[Any]:
     """Decode a run of frames into ``agent_pb2.Request`` messages."""
     decoder = FrameDecoder()
     payloads = decoder.feed(data)
@@ -61,13 +61,13 @@ def requests_of(data: bytes) -> List[Any]:
     return [agent_pb2.Request.FromString(p) for p in payloads]
 
 
-def assert_same_typed(a: Dict[str, Any], b: Dict[str, Any]) -> None:
+def assert_same_typed(a: dict[str, Any], b: dict[str, Any]) -> None:
     """Equal dicts whose values also have identical types (1 == 1.0 == True otherwise)."""
     assert a == b
     assert {k: type(v) for k, v in a.items()} == {k: type(v) for k, v in b.items()}
 
 
-FIELDS: Dict[str, Any] = {
+FIELDS: dict[str, Any] = {
     "f": 1.5,
     "whole_float": 2.0,
     "zero_float": 0.0,
@@ -211,7 +211,7 @@ def test_batch_point_round_trip(time: int) -> None:
     ),
     time=st.integers(INT64_MIN, INT64_MAX),
 )
-def test_point_round_trip_property(fields: Dict[str, Any], time: int) -> None:
+def test_point_round_trip_property(fields: dict[str, Any], time: int) -> None:
     p = Point(name="m", fields=fields, time=time)
     back = point_from_message(through_bytes(point_to_message(p)))
     assert back == p
@@ -282,7 +282,7 @@ def test_empty_batch_frames() -> None:
     assert requests[1].end.tmax == 5
 
 
-def assemble(requests: List[Any]) -> List[Batch]:
+def assemble(requests: list[Any]) -> list[Batch]:
     """Feed BeginBatch/Point/EndBatch messages to a BatchAssembler; return the batches."""
     assembler = BatchAssembler()
     batches = []
@@ -431,7 +431,9 @@ def test_batch_assembler_takes_by_name_from_begin_and_the_rest_from_end() -> Non
     assert assembler.in_batch
     assembler.point(agent_pb2.Point(time=10, fieldsDouble={"v": 1.0}, tags={"p": "1"}))
     assembler.point(agent_pb2.Point(time=20, fieldsInt={"v": 2}))
-    batch = assembler.end(agent_pb2.EndBatch(name="end-name", group="end-group", tmax=20, tags={"e": "1"}, byName=False))
+    batch = assembler.end(
+        agent_pb2.EndBatch(name="end-name", group="end-group", tmax=20, tags={"e": "1"}, byName=False)
+    )
     assert not assembler.in_batch
     assert batch == Batch(
         name="end-name",
@@ -528,7 +530,7 @@ def test_batch_assembler_eof() -> None:
 # --- ResponseDecoder ---------------------------------------------------------------------
 
 
-def payloads(*responses: Any) -> List[bytes]:
+def payloads(*responses: Any) -> list[bytes]:
     """Serialized ``agent_pb2.Response`` messages, built from ``(kind, message)`` pairs or raw bytes."""
     out = []
     for r in responses:
@@ -590,7 +592,9 @@ def test_response_decoder_assembles_a_batch_across_calls() -> None:
     assert decoder.decode(payloads(("point", pb_point(1)), ("point", pb_point(2)))) == ([], None)
     events, error = decoder.decode(payloads(("end", agent_pb2.EndBatch(name="x", group="g", tags={"t": "v"}))))
     assert error is None
-    assert events == [(BATCH, Batch(name="x", group="g", tags={"t": "v"}, points=[BatchPoint(time=1), BatchPoint(time=2)]))]
+    assert events == [
+        (BATCH, Batch(name="x", group="g", tags={"t": "v"}, points=[BatchPoint(time=1), BatchPoint(time=2)]))
+    ]
     decoder.eof()  # the batch was closed
 
 

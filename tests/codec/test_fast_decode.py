@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 import struct
-from typing import Any, List
+from typing import Any
 
 import pytest
 
@@ -46,7 +46,7 @@ class Stream:
         # Learning from the first frame on (a new stream waits for LEARN_AFTER frames).
         self.hand_decoder = self.decoder._hand = _fastdecode.HandDecoder(learn_after=0)
 
-    def decode(self, frames: List[bytes]) -> List[Any]:
+    def decode(self, frames: list[bytes]) -> list[Any]:
         """The points ``decode_frames`` makes of ``frames`` (no error allowed)."""
         events, error = self.decoder.decode_frames(frames)
         if error is not None:
@@ -67,7 +67,7 @@ def response_frame(body: bytes) -> bytes:
     return encode_frame(b"\x8a\x01" + encode_uvarint(len(body)) + body)
 
 
-def decode(frames: List[bytes]) -> List[Any]:
+def decode(frames: list[bytes]) -> list[Any]:
     """The points a new stream's ``decode_frames`` makes of ``frames``."""
     return Stream().decode(frames)
 
@@ -79,8 +79,15 @@ def reference(body: bytes) -> Point:
 def canonical(i: int, **extra: Any) -> agent_pb2.Point:
     """A point as Go and the Python agents write it: protobuf's field order, the time first."""
     args: Any = dict(
-        time=T0 + i, name="cpu", database="telegraf", retentionPolicy="autogen", group="cpu\nhost=a",
-        dimensions=["host"], tags={"host": "a", "dc": "x"}, fieldsDouble={"usage": i / 7}, fieldsInt={"count": i * 1000},
+        time=T0 + i,
+        name="cpu",
+        database="telegraf",
+        retentionPolicy="autogen",
+        group="cpu\nhost=a",
+        dimensions=["host"],
+        tags={"host": "a", "dc": "x"},
+        fieldsDouble={"usage": i / 7},
+        fieldsInt={"count": i * 1000},
     )
     for key, value in extra.items():
         args[key] = {**args[key], **value} if isinstance(value, dict) and key in args else value
@@ -99,7 +106,16 @@ def test_canonical_points_are_learned_once_then_decoded_by_hand(stream: Stream) 
 
 def test_encode_point_frames_series_first_are_decoded_by_hand(stream: Stream) -> None:
     points = [
-        Point("cpu", "db", "rp", "g", Dimensions(True, ["host"]), {"host": "a"}, {"v": i * 0.5, "n": i, "b": i % 2 == 0}, T0 + i)
+        Point(
+            "cpu",
+            "db",
+            "rp",
+            "g",
+            Dimensions(True, ["host"]),
+            {"host": "a"},
+            {"v": i * 0.5, "n": i, "b": i % 2 == 0},
+            T0 + i,
+        )
         for i in range(300)
     ]
     frames = [encode_point(p) for p in points]  # Request.point and Response.point are both field 17
@@ -138,7 +154,13 @@ def test_every_value_kind_agrees_with_protobuf(extra: Any) -> None:
 
 def _normal(p: Point) -> Any:
     """NaN equal to NaN."""
-    return (p.name, p.tags, p.dimensions, p.time, {k: ("nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in p.fields.items()})
+    return (
+        p.name,
+        p.tags,
+        p.dimensions,
+        p.time,
+        {k: ("nan" if isinstance(v, float) and math.isnan(v) else v) for k, v in p.fields.items()},
+    )
 
 
 def test_a_field_after_the_series_or_twice_takes_protobufs_path() -> None:
@@ -190,7 +212,10 @@ def test_a_time_that_is_not_nine_bytes_is_decoded_by_protobuf() -> None:
 
 def test_batch_points_are_decoded_by_hand_inside_a_batch(stream: Stream) -> None:
     batch = Batch(
-        name="cpu", tmax=T0 + 9, group="g", tags={"host": "a"},
+        name="cpu",
+        tmax=T0 + 9,
+        group="g",
+        tags={"host": "a"},
         points=[BatchPoint(T0 + i, {"v": i / 3, "n": i}, {"host": "a", "dc": "x"}) for i in range(10)],
     )
     data = encode_batch(batch)  # Request frames read as Response frames: begin, point and end are 16, 17, 18 in both
@@ -209,15 +234,24 @@ def test_batch_points_are_decoded_by_hand_inside_a_batch(stream: Stream) -> None
 
 def test_caches_are_bounded_in_entries_and_bytes(stream: Stream) -> None:
     frames = [
-        response_frame(agent_pb2.Point(time=T0, name="m", tags={"host": f"h{i}"}, fieldsDouble={f"f{i % 2000}": 1.0}).SerializeToString())
+        response_frame(
+            agent_pb2.Point(
+                time=T0, name="m", tags={"host": f"h{i}"}, fieldsDouble={f"f{i % 2000}": 1.0}
+            ).SerializeToString()
+        )
         for i in range(_fastdecode.SERIES_CACHE_SIZE + 100)
     ]
     for frame in frames:  # learn everything
         [payload] = FrameDecoder().feed(frame)
         stream.hand_decoder.learn(frame, point_from_message(agent_pb2.Response.FromString(payload).point))
     sizes = stream.hand_decoder.sizes()
-    assert 0 < sizes["series"][0] <= _fastdecode.SERIES_CACHE_SIZE and sizes["series"][1] <= _fastdecode.SERIES_CACHE_BYTES
-    assert 0 < sizes["layouts"][0] <= _fastdecode.LAYOUT_CACHE_SIZE and sizes["layouts"][1] <= _fastdecode.LAYOUT_CACHE_BYTES
+    assert (
+        0 < sizes["series"][0] <= _fastdecode.SERIES_CACHE_SIZE and sizes["series"][1] <= _fastdecode.SERIES_CACHE_BYTES
+    )
+    assert (
+        0 < sizes["layouts"][0] <= _fastdecode.LAYOUT_CACHE_SIZE
+        and sizes["layouts"][1] <= _fastdecode.LAYOUT_CACHE_BYTES
+    )
     assert 0 < sizes["heads"][0] <= _fastdecode.HEAD_CACHE_SIZE
     assert sizes["span lengths"][0] <= _fastdecode.SPAN_LENGTHS
     assert len(_fastdecode._COMPILED) <= _fastdecode.COMPILED_CACHE_SIZE
@@ -234,7 +268,7 @@ def test_big_series_and_tails_are_decoded_but_never_learned(stream: Stream) -> N
     assert stream.hand_decoder.sizes()["series"] == (0, 0)
 
 
-def unique_frames(rng: random.Random, count: int) -> List[bytes]:
+def unique_frames(rng: random.Random, count: int) -> list[bytes]:
     """Frames of a new series each."""
     return [
         response_frame(agent_pb2.Point(time=T0, name=f"m{rng.random()}", fieldsDouble={"v": 1.0}).SerializeToString())
@@ -383,13 +417,15 @@ def test_readers_in_many_threads_share_the_compiled_layouts_safely() -> None:
     learning and emptying that shared cache at once never gives a wrong point."""
     import threading
 
-    errors: List[BaseException] = []
+    errors: list[BaseException] = []
     start = threading.Barrier(4)
 
     def reader(k: int) -> None:
         try:
             bodies = [
-                canonical(i, name=f"m{k}", tags={"host": f"h{i % (50 * (k + 1))}"}, fieldsInt={f"n{k}": i}).SerializeToString()
+                canonical(
+                    i, name=f"m{k}", tags={"host": f"h{i % (50 * (k + 1))}"}, fieldsInt={f"n{k}": i}
+                ).SerializeToString()
                 for i in range(600)
             ]
             frames = [response_frame(b) for b in bodies]

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, List
+from typing import Any
 
 import pytest
 
@@ -56,8 +56,8 @@ STREAM = b"".join(frame(r) for r in RESPONSES)
 @pytest.mark.parametrize("chunk", [1, 7, 128, 4096, len(STREAM)])
 def test_feed_frames_is_feed_with_prefixes(chunk: int) -> None:
     plain, whole = FrameDecoder(), FrameDecoder()
-    payloads: List[bytes] = []
-    frames: List[bytes] = []
+    payloads: list[bytes] = []
+    frames: list[bytes] = []
     for i in range(0, len(STREAM), chunk):
         payloads += plain.feed(STREAM[i : i + chunk])
         frames += whole.feed_frames(STREAM[i : i + chunk])
@@ -131,7 +131,7 @@ def test_decode_frames_equals_decode_up_to_an_error(tail: bytes, message: str) -
 # --- Channel: notify only counted waiters ------------------------------------------------
 
 
-def _threads(n: int, target: Any) -> List[threading.Thread]:
+def _threads(n: int, target: Any) -> list[threading.Thread]:
     threads = [threading.Thread(target=target, name=f"fake-agent-fast-{i}", daemon=True) for i in range(n)]
     for t in threads:
         t.start()
@@ -149,7 +149,7 @@ def _wait_until(predicate: Any) -> None:
 
 def test_every_blocked_getter_is_woken_by_puts() -> None:
     ch: Channel[int] = Channel(4)
-    got: List[int] = []
+    got: list[int] = []
     threads = _threads(3, lambda: got.append(ch.get(timeout=TIMEOUT)))
     _wait_until(lambda: ch._getters == 3)
     ch.put(1)
@@ -200,8 +200,14 @@ def _point_of(frame_bytes: bytes) -> Any:
 
 
 def test_series_cache_never_returns_stale_bytes_after_in_place_changes() -> None:
-    p = Point(name="cpu", group="g", dimensions=Dimensions(False, ["host"]), tags={"host": "a"},
-              fields={"v": 1.5, "n": -3, "s": "x", "b": True}, time=1_500_000_000_000_000_000)
+    p = Point(
+        name="cpu",
+        group="g",
+        dimensions=Dimensions(False, ["host"]),
+        tags={"host": "a"},
+        fields={"v": 1.5, "n": -3, "s": "x", "b": True},
+        time=1_500_000_000_000_000_000,
+    )
     first = _point_of(encode_point(p))
     assert first == agent_pb2.Point.FromString(point_body_general(p))
     p.tags["host"] = "b"
@@ -229,8 +235,7 @@ def test_decoded_tags_are_fresh_dicts_and_fields_may_come_in_any_order_or_twice(
     # time again at the end (the last wins), a tag entry repeated with a new value (the last wins)
     entry = agent_pb2.Point(tags={"host": "z"}).SerializeToString()
     odd = entry + body + agent_pb2.Point(time=9).SerializeToString() + entry
-    frames = [frame(agent_pb2.Response(point=point))] * 2 + [
-        encode_frame(b"\x8a\x01" + bytes([len(odd)]) + odd)]
+    frames = [frame(agent_pb2.Response(point=point))] * 2 + [encode_frame(b"\x8a\x01" + bytes([len(odd)]) + odd)]
     events, error = ResponseDecoder().decode_frames(FrameDecoder().feed_frames(b"".join(frames)))
     assert error is None
     [(kind, points)] = events

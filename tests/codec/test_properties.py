@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, List
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -76,7 +76,7 @@ responses = st.one_of(
 )
 
 
-def chunked(data: bytes, cuts: List[int]) -> List[bytes]:
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     bounds = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     return [data[a:b] for a, b in zip(bounds, bounds[1:])]
 
@@ -84,10 +84,10 @@ def chunked(data: bytes, cuts: List[int]) -> List[bytes]:
 @pytest.mark.slow
 @SETTINGS
 @given(st.lists(responses, max_size=20), st.lists(st.integers(min_value=0), max_size=30))
-def test_any_message_sequence_survives_framing_and_any_chunking(messages: List[Any], cuts: List[int]) -> None:
+def test_any_message_sequence_survives_framing_and_any_chunking(messages: list[Any], cuts: list[int]) -> None:
     stream = b"".join(encode_frame(m.SerializeToString()) for m in messages)
     decoder = FrameDecoder()
-    payloads: List[bytes] = []
+    payloads: list[bytes] = []
     for chunk in chunked(stream, cuts):
         payloads.extend(decoder.feed(chunk))
     decoder.eof()
@@ -121,7 +121,7 @@ def test_any_batch_survives_encoding_and_assembly(b: Batch) -> None:
 
 @SETTINGS
 @given(st.binary(max_size=400), st.lists(st.integers(min_value=0), max_size=10), st.integers(1, 512))
-def test_any_bytes_give_frames_or_protocol_error(data: bytes, cuts: List[int], limit: int) -> None:
+def test_any_bytes_give_frames_or_protocol_error(data: bytes, cuts: list[int], limit: int) -> None:
     decoder = FrameDecoder(max_frame_size=limit)
     try:
         for chunk in chunked(data, cuts):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import pytest
 from google.protobuf import descriptor_pb2
@@ -23,7 +23,7 @@ from ..helpers import ROOT
 
 PROTO_PATH = ROOT / "udf.proto"
 
-SCALARS: Dict[str, int] = {
+SCALARS: dict[str, int] = {
     "double": FieldDescriptor.TYPE_DOUBLE,
     "float": FieldDescriptor.TYPE_FLOAT,
     "int64": FieldDescriptor.TYPE_INT64,
@@ -50,7 +50,7 @@ class Type:
     """A field's (or map value's) type: a FieldDescriptor.TYPE_* and, for messages and enums, the full name."""
 
     kind: int
-    name: Optional[str] = None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,8 @@ class Field:
     number: int
     type: Type
     repeated: bool = False
-    oneof: Optional[str] = None
-    map_key: Optional[Type] = None  # set for map<k, v> fields; ``type`` is then v
+    oneof: str | None = None
+    map_key: Type | None = None  # set for map<k, v> fields; ``type`` is then v
 
 
 @dataclass
@@ -69,8 +69,8 @@ class Schema:
     """A .proto file reduced to what must match: package, messages' fields, enums' values."""
 
     package: str
-    messages: Dict[str, Dict[str, Field]] = field(default_factory=dict)  # full name -> fields
-    enums: Dict[str, Dict[str, int]] = field(default_factory=dict)  # full name -> values
+    messages: dict[str, dict[str, Field]] = field(default_factory=dict)  # full name -> fields
+    enums: dict[str, dict[str, int]] = field(default_factory=dict)  # full name -> values
 
 
 # --- a parser for the proto3 subset udf.proto uses -------------------------------------------
@@ -78,14 +78,14 @@ class Schema:
 _TOKEN = re.compile(r'\s+|//[^\n]*|/\*.*?\*/|(?P<tok>"[^"]*"|[A-Za-z_][\w.]*|-?\d+|[{}<>;=,])', re.S)
 
 
-def tokenize(text: str) -> List[str]:
+def tokenize(text: str) -> list[str]:
     """Split proto text into tokens, dropping whitespace and comments; refuse anything else."""
     tokens = []
     pos = 0
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None:
-            raise SyntaxError(f"unsupported proto syntax at {text[pos:pos + 30]!r}")
+            raise SyntaxError(f"unsupported proto syntax at {text[pos : pos + 30]!r}")
         if m.group("tok"):
             tokens.append(m.group("tok"))
         pos = m.end()
@@ -99,8 +99,8 @@ class _RawField:
     number: int
     type_name: str
     repeated: bool
-    oneof: Optional[str]
-    map_key: Optional[str]
+    oneof: str | None
+    map_key: str | None
 
 
 class ProtoParser:
@@ -109,16 +109,16 @@ class ProtoParser:
     def __init__(self, text: str) -> None:
         self.tokens = tokenize(text)
         self.pos = 0
-        self.syntax: Optional[str] = None
+        self.syntax: str | None = None
         self.package = ""
-        self.raw_fields: List[_RawField] = []
-        self.message_names: List[str] = []
-        self.enums: Dict[str, Dict[str, int]] = {}
+        self.raw_fields: list[_RawField] = []
+        self.message_names: list[str] = []
+        self.enums: dict[str, dict[str, int]] = {}
 
-    def peek(self) -> Optional[str]:
+    def peek(self) -> str | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
 
-    def take(self, expected: Optional[str] = None) -> str:
+    def take(self, expected: str | None = None) -> str:
         if self.pos >= len(self.tokens):
             raise SyntaxError(f"unexpected end of file, expected {expected or 'a token'}")
         token = self.tokens[self.pos]
@@ -178,7 +178,7 @@ class ProtoParser:
                 self.field(full, oneof=None)
         self.take("}")
 
-    def field(self, scope: str, oneof: Optional[str]) -> None:
+    def field(self, scope: str, oneof: str | None) -> None:
         repeated = False
         map_key = None
         if self.peek() == "repeated":
@@ -205,7 +205,7 @@ class ProtoParser:
 
     def enum(self, parent: str) -> None:
         full = f"{parent}.{self.take()}".lstrip(".")
-        values: Dict[str, int] = {}
+        values: dict[str, int] = {}
         self.take("{")
         while self.peek() != "}":
             name = self.take()
@@ -288,7 +288,7 @@ def describe(file_descriptor: Any) -> Schema:
         schema.enums[ed.full_name] = {v.name: v.number for v in ed.values}
 
     def add_message(md: Any) -> None:
-        fields: Dict[str, Field] = {}
+        fields: dict[str, Field] = {}
         for fd in md.fields:
             oneof = fd.containing_oneof.name if fd.containing_oneof is not None else None
             if _is_map(fd):
@@ -312,7 +312,7 @@ def describe(file_descriptor: Any) -> Schema:
     return schema
 
 
-def compare(expected: Schema, actual: Schema) -> List[str]:
+def compare(expected: Schema, actual: Schema) -> list[str]:
     """Every difference between two schemas, as readable lines; empty when they match."""
     problems = []
     if expected.package != actual.package:
@@ -367,14 +367,36 @@ def test_file_level_facts(proto_text: str) -> None:
 
 
 MUTATIONS = [
-    pytest.param("map<string, bool> fieldsBool = 12;", "map<string, bool> fieldsBool = 13;", "agent.Point.fieldsBool", id="renumbered"),
+    pytest.param(
+        "map<string, bool> fieldsBool = 12;",
+        "map<string, bool> fieldsBool = 13;",
+        "agent.Point.fieldsBool",
+        id="renumbered",
+    ),
     pytest.param("string taskID = 2;", "string taskID = 4;", "agent.InitRequest.taskID", id="renumbered-init"),
     pytest.param("int64 tmax = 3;", "int32 tmax = 3;", "agent.EndBatch.tmax", id="retyped"),
-    pytest.param("map<string, int64> fieldsInt = 9;", "map<string, int32> fieldsInt = 9;", "agent.Point.fieldsInt", id="map-value"),
-    pytest.param("repeated string dimensions = 6;", "string dimensions = 6;", "agent.Point.dimensions", id="not-repeated"),
-    pytest.param("    bool byName = 11;\n", "    bool byName = 11;\n    bool extra = 13;\n", "agent.Point.extra", id="extra-field"),
+    pytest.param(
+        "map<string, int64> fieldsInt = 9;",
+        "map<string, int32> fieldsInt = 9;",
+        "agent.Point.fieldsInt",
+        id="map-value",
+    ),
+    pytest.param(
+        "repeated string dimensions = 6;", "string dimensions = 6;", "agent.Point.dimensions", id="not-repeated"
+    ),
+    pytest.param(
+        "    bool byName = 11;\n",
+        "    bool byName = 11;\n    bool extra = 13;\n",
+        "agent.Point.extra",
+        id="extra-field",
+    ),
     pytest.param("    DURATION = 4;\n", "    DURATION = 5;\n", "agent.ValueType", id="enum-value"),
-    pytest.param("        EndBatch end = 18;\n    }\n}\n\nmessage Response", "    }\n    EndBatch end = 18;\n}\n\nmessage Response", "agent.Request.end", id="out-of-oneof"),
+    pytest.param(
+        "        EndBatch end = 18;\n    }\n}\n\nmessage Response",
+        "    }\n    EndBatch end = 18;\n}\n\nmessage Response",
+        "agent.Request.end",
+        id="out-of-oneof",
+    ),
     pytest.param("package agent;", "package agentx;", "package", id="package"),
 ]
 
@@ -437,7 +459,7 @@ def test_parser_refuses_what_it_does_not_understand(text: str) -> None:
 
 # --- SPEC's numbers, checked directly against the descriptors ------------------------------------
 
-SPEC_FIELDS: Dict[str, Dict[str, int]] = {
+SPEC_FIELDS: dict[str, dict[str, int]] = {
     "InfoRequest": {},
     "InfoResponse": {"wants": 1, "provides": 2, "options": 3},
     "OptionInfo": {"valueTypes": 1},
@@ -482,7 +504,7 @@ SPEC_FIELDS: Dict[str, Dict[str, int]] = {
     },
 }
 
-SPEC_ONEOF_TYPES: Dict[str, Dict[str, str]] = {
+SPEC_ONEOF_TYPES: dict[str, dict[str, str]] = {
     "Request": {
         "info": "InfoRequest",
         "init": "InitRequest",
@@ -553,7 +575,7 @@ def test_spec_enums() -> None:
     }
 
 
-POINT_MAPS: List[Tuple[str, int]] = [
+POINT_MAPS: list[tuple[str, int]] = [
     ("tags", FieldDescriptor.TYPE_STRING),
     ("fieldsDouble", FieldDescriptor.TYPE_DOUBLE),
     ("fieldsInt", FieldDescriptor.TYPE_INT64),

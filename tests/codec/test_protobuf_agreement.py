@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import tracemalloc
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import google.protobuf
 import numpy
@@ -40,7 +40,7 @@ BACKEND = api_implementation.Type()
 hand_paths = pytest.mark.skipif(PURE_PROTOBUF, reason="UDF_PUREPROTOBUF=1: the hand-written paths are off")
 
 
-def events_of(frames: List[bytes], decoder: Optional[ResponseDecoder] = None) -> Tuple[List[Any], Optional[Exception]]:
+def events_of(frames: list[bytes], decoder: ResponseDecoder | None = None) -> tuple[list[Any], Exception | None]:
     """The reader's path: whole frames through ``decode_frames``."""
     return (decoder or ResponseDecoder()).decode_frames(frames)
 
@@ -52,8 +52,15 @@ def response_frame(body: bytes) -> bytes:
 
 def cold_encoder() -> None:
     """Empty every cache of the hand-written encoder, as eviction would."""
-    for cache in (_fastcodec._SERIES, _fastcodec._BATCH_SERIES, _fastcodec._WRITERS, _fastcodec._DOUBLE_HEADS,
-                  _fastcodec._BOOL_HEADS, _fastcodec._INT_KEYS, _fastcodec._STR_KEYS):
+    for cache in (
+        _fastcodec._SERIES,
+        _fastcodec._BATCH_SERIES,
+        _fastcodec._WRITERS,
+        _fastcodec._DOUBLE_HEADS,
+        _fastcodec._BOOL_HEADS,
+        _fastcodec._INT_KEYS,
+        _fastcodec._STR_KEYS,
+    ):
         cache.clear()
 
 
@@ -75,7 +82,7 @@ def snapshot_payload(size: int) -> bytes:
     raise AssertionError(f"no snapshot answer of {size} bytes")
 
 
-def suspect_sizes(count: int) -> List[int]:
+def suspect_sizes(count: int) -> list[int]:
     """Frame sizes in [16 KiB, 2 MiB) whose three-byte length prefix reads as text, and one past 2 MiB."""
     rng = random.Random(18)
     sizes = [163_945, 532_419]  # the issue's: e9 80 0a and c3 bf 20
@@ -114,6 +121,7 @@ def test_case1_a_point_holding_a_591913_character_string_decodes_as_the_supervis
 @pytest.mark.parametrize("size", [163_945, 532_419])
 def test_case1_a_real_agent_whose_first_answer_is_that_big_is_heard(size: int) -> None:
     """A real agent (examples-style, udf.agent) answers info with a frame of exactly ``size`` bytes."""
+
     def payload_size(n: int) -> int:
         info = agent_pb2.InfoResponse(options={"o" * n: agent_pb2.OptionInfo(valueTypes=[agent_pb2.STRING])})
         return len(agent_pb2.Response(info=info).SerializeToString())
@@ -134,7 +142,7 @@ def test_case1_a_real_agent_whose_first_answer_is_that_big_is_heard(size: int) -
     assert list(info.options) == ["o" * n]
 
 
-def field_records(rng: random.Random, count: int) -> List[bytes]:
+def field_records(rng: random.Random, count: int) -> list[bytes]:
     """Random protobuf field records (tag and value), mostly well formed, of any field number and wire type."""
     out = []
     for _ in range(count):
@@ -226,11 +234,17 @@ class Name(str):
     """A user's own str subclass."""
 
 
-def subclass_points(make: Any) -> List[Point]:
+def subclass_points(make: Any) -> list[Point]:
     """Points with ``make(s)`` (a str subclass) as each string of the point in turn."""
-    base: Dict[str, Any] = dict(
-        name="cpu", database="db", retention_policy="rp", group="g", dimensions=Dimensions(False, ["host"]),
-        tags={"host": "a"}, fields={"v": 1.5, "s": "x"}, time=T0,
+    base: dict[str, Any] = dict(
+        name="cpu",
+        database="db",
+        retention_policy="rp",
+        group="g",
+        dimensions=Dimensions(False, ["host"]),
+        tags={"host": "a"},
+        fields={"v": 1.5, "s": "x"},
+        time=T0,
     )
     variants = [
         dict(tags={make("host"): "a"}),
@@ -246,8 +260,14 @@ def subclass_points(make: Any) -> List[Point]:
 
 def protobuf_point(p: Point) -> Any:
     """``p`` built by protobuf itself, every string handed over as it is (protobuf accepts str subclasses)."""
-    msg = agent_pb2.Point(time=p.time, name=p.name, database=p.database, retentionPolicy=p.retention_policy,
-                          group=p.group, byName=p.dimensions.by_name)
+    msg = agent_pb2.Point(
+        time=p.time,
+        name=p.name,
+        database=p.database,
+        retentionPolicy=p.retention_policy,
+        group=p.group,
+        byName=p.dimensions.by_name,
+    )
     msg.dimensions.extend(p.dimensions.tag_names)
     for k, v in p.tags.items():
         msg.tags[k] = v
@@ -257,7 +277,7 @@ def protobuf_point(p: Point) -> Any:
     return msg
 
 
-def encoded_cold_warm_cold(p: Point, twin: Point) -> List[bytes]:
+def encoded_cold_warm_cold(p: Point, twin: Point) -> list[bytes]:
     """``p`` encoded with cold caches, after its plain twin warmed them, and after they were emptied."""
     cold_encoder()
     first = encode_point(p)
@@ -271,10 +291,16 @@ def plain_twin(p: Point) -> Point:
     def plain(v: Any) -> Any:
         return str.__str__(v) if isinstance(v, str) else v
 
-    return Point(plain(p.name), plain(p.database), plain(p.retention_policy), plain(p.group),
-                 Dimensions(p.dimensions.by_name, [plain(t) for t in p.dimensions.tag_names]),
-                 {plain(k): plain(v) for k, v in p.tags.items()}, {plain(k): plain(v) for k, v in p.fields.items()},
-                 p.time)
+    return Point(
+        plain(p.name),
+        plain(p.database),
+        plain(p.retention_policy),
+        plain(p.group),
+        Dimensions(p.dimensions.by_name, [plain(t) for t in p.dimensions.tag_names]),
+        {plain(k): plain(v) for k, v in p.tags.items()},
+        {plain(k): plain(v) for k, v in p.fields.items()},
+        p.time,
+    )
 
 
 @hand_paths
@@ -290,8 +316,14 @@ def test_case2_str_subclasses_are_accepted_whatever_is_cached(make: Any) -> None
 @hand_paths
 def test_case2_str_subclasses_in_a_batch_are_accepted_whatever_is_cached() -> None:
     def batch(make: Any) -> Batch:
-        return Batch("b", T0, make("g"), False, {make("t"): make("v")},
-                     [BatchPoint(T0, {make("f"): 1.0, "s": make("x")}, {make("host"): make("a")})])
+        return Batch(
+            "b",
+            T0,
+            make("g"),
+            False,
+            {make("t"): make("v")},
+            [BatchPoint(T0, {make("f"): 1.0, "s": make("x")}, {make("host"): make("a")})],
+        )
 
     cold_encoder()
     first = encode_batch(batch(Name))
@@ -300,7 +332,8 @@ def test_case2_str_subclasses_in_a_batch_are_accepted_whatever_is_cached() -> No
     assert first == warm
     [_, point, _] = FrameDecoder().feed(first)
     assert agent_pb2.Request.FromString(point).point == agent_pb2.Point(
-        time=T0, group="g", tags={"host": "a"}, fieldsDouble={"f": 1.0}, fieldsString={"s": "x"})
+        time=T0, group="g", tags={"host": "a"}, fieldsDouble={"f": 1.0}, fieldsString={"s": "x"}
+    )
 
 
 # --- case 3: (str, Enum) members and numpy scalars ----------------------------------------------
@@ -316,7 +349,9 @@ class Level(enum.IntEnum):
 
 @hand_paths
 def test_case3_str_enum_members_are_sent_as_protobuf_sends_them() -> None:
-    p = Point("cpu", tags={Color.RED: Color.RED}, fields={"color": Color.RED, Color.RED: 1.0, "level": Level.HIGH}, time=T0)
+    p = Point(
+        "cpu", tags={Color.RED: Color.RED}, fields={"color": Color.RED, Color.RED: 1.0, "level": Level.HIGH}, time=T0
+    )
     twin = Point("cpu", tags={"red": "red"}, fields={"color": "red", "red": 1.0, "level": 3}, time=T0)
     frames = encoded_cold_warm_cold(p, twin)
     assert frames[0] == frames[1] == frames[2]
@@ -338,7 +373,9 @@ NUMPY_VALUES = [
 
 
 @hand_paths
-@pytest.mark.parametrize("value, target, plain", NUMPY_VALUES, ids=[type(v).__name__ + "-" + str(v) for v, _, _ in NUMPY_VALUES])
+@pytest.mark.parametrize(
+    "value, target, plain", NUMPY_VALUES, ids=[type(v).__name__ + "-" + str(v) for v, _, _ in NUMPY_VALUES]
+)
 def test_case3_numpy_scalars_are_encoded_as_their_plain_values_every_time(value: Any, target: str, plain: Any) -> None:
     p = Point("cpu", fields={"v": value, "w": 2.0}, time=numpy.int64(T0), dimensions=Dimensions(numpy.bool_(True), []))
     twin = Point("cpu", fields={"v": plain, "w": 2.0}, time=T0, dimensions=Dimensions(True, []))
@@ -348,7 +385,9 @@ def test_case3_numpy_scalars_are_encoded_as_their_plain_values_every_time(value:
     assert getattr(msg, target)["v"] == plain and type(getattr(msg, target)["v"]) is type(plain)
     assert msg.time == T0 and msg.byName is True
     batch = Batch("b", T0, "g", False, {}, [BatchPoint(numpy.int64(T0), {"v": value}, {"h": numpy.str_("a")})])
-    assert encode_batch(batch) == encode_batch(Batch("b", T0, "g", False, {}, [BatchPoint(T0, {"v": plain}, {"h": "a"})]))
+    assert encode_batch(batch) == encode_batch(
+        Batch("b", T0, "g", False, {}, [BatchPoint(T0, {"v": plain}, {"h": "a"})])
+    )
 
 
 @pytest.mark.parametrize(
@@ -360,7 +399,9 @@ def test_case3_numpy_scalars_are_encoded_as_their_plain_values_every_time(value:
         ({"v": numpy.datetime64("2020-01-01")}, TypeError, "unsupported field value type"),
     ],
 )
-def test_case3_numpy_scalars_protobuf_cannot_take_are_refused_clearly_every_time(fields: Any, error: type, said: str) -> None:
+def test_case3_numpy_scalars_protobuf_cannot_take_are_refused_clearly_every_time(
+    fields: Any, error: type, said: str
+) -> None:
     for _ in range(2):  # cold, then after a plain point with the same key warmed every cache
         with pytest.raises(error, match=said):
             encode_point(Point("cpu", fields=fields, time=T0))
@@ -390,7 +431,7 @@ LATER_MEMBERS = {
 }
 
 
-def protobuf_events(payload: bytes) -> Tuple[List[Any], Optional[type]]:
+def protobuf_events(payload: bytes) -> tuple[list[Any], type | None]:
     """What protobuf's own parse and the public conversions make of one Response payload: (events, error type)."""
     try:
         response = agent_pb2.Response.FromString(payload)
@@ -445,12 +486,13 @@ def doubles_frame(i: int) -> bytes:
     """A point frame whose double fields hold exactly DOUBLE_BITS (NaNs with payloads, a signalling NaN, -0.0)."""
     point = agent_pb2.Point(time=T0 + i, name="cpu", tags={"host": "a"})
     body = point.SerializeToString() + b"".join(
-        b"\x42\x0c\x0a\x01" + bytes([0x61 + k]) + b"\x11" + struct.pack("<Q", bits) for k, bits in enumerate(DOUBLE_BITS)
+        b"\x42\x0c\x0a\x01" + bytes([0x61 + k]) + b"\x11" + struct.pack("<Q", bits)
+        for k, bits in enumerate(DOUBLE_BITS)
     )
     return response_frame(body)
 
 
-def bits_of(point: Any) -> List[int]:
+def bits_of(point: Any) -> list[int]:
     return [struct.unpack("<Q", struct.pack("<d", point.fields[chr(0x61 + k)]))[0] for k in range(len(DOUBLE_BITS))]
 
 
@@ -491,16 +533,20 @@ def test_case5_encoding_keeps_the_bits_whatever_is_cached() -> None:
 def mixed_frame(i: int, rng: random.Random) -> bytes:
     """A point frame whose map entries come in a random order (as Go writes them), every value kind."""
     msg = agent_pb2.Point(
-        time=T0 + i, name="cpu", tags={"zone": "z", "host": "a", "dc": "d", "app": "x"},
-        fieldsString={"status": "ok", "b_str": "s"}, fieldsInt={"count": i, "a_int": 7},
-        fieldsDouble={"usage": 0.5, "c_dbl": 1.5}, fieldsBool={"up": True, "d_bool": False},
+        time=T0 + i,
+        name="cpu",
+        tags={"zone": "z", "host": "a", "dc": "d", "app": "x"},
+        fieldsString={"status": "ok", "b_str": "s"},
+        fieldsInt={"count": i, "a_int": 7},
+        fieldsDouble={"usage": 0.5, "c_dbl": 1.5},
+        fieldsBool={"up": True, "d_bool": False},
     )
     head = agent_pb2.Point(time=msg.time, name=msg.name).SerializeToString()
-    entries: List[bytes] = []
+    entries: list[bytes] = []
     for key in msg.tags:
         entries.append(agent_pb2.Point(tags={key: msg.tags[key]}).SerializeToString())
     rng.shuffle(entries)
-    fields: List[bytes] = []
+    fields: list[bytes] = []
     for name in ("fieldsString", "fieldsInt", "fieldsDouble", "fieldsBool"):
         m = getattr(msg, name)
         fields += [agent_pb2.Point(**{name: {key: m[key]}}).SerializeToString() for key in m]
@@ -512,7 +558,7 @@ def test_case6_the_same_frame_gives_one_key_order_on_every_decode() -> None:
     rng = random.Random(6)
     frames = [mixed_frame(i % 3, rng) for i in range(40)]
     decoder = ResponseDecoder()
-    orders: Dict[bytes, List[Tuple[List[str], List[str]]]] = {}
+    orders: dict[bytes, list[tuple[list[str], list[str]]]] = {}
     for _ in range(3):  # learned, then by hand (where it runs)
         events, error = events_of(frames, decoder)
         assert error is None
@@ -622,8 +668,14 @@ def test_the_off_switch_turns_the_hand_written_paths_off_and_changes_no_result()
     results = {}
     for value in ("1", "0"):
         env = {**os.environ, "UDF_PUREPROTOBUF": value}
-        out = subprocess.run([sys.executable, "-c", OFF_SWITCH_PROGRAM.format(root=str(ROOT))], env=env,
-                             capture_output=True, text=True, timeout=TIMEOUT * 6, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", OFF_SWITCH_PROGRAM.format(root=str(ROOT))],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 6,
+            check=True,
+        )
         results[value] = json.loads(out.stdout)
     assert results["1"]["pure"] is True and results["1"]["hand"] is False
     assert results["0"]["pure"] is False and results["0"]["hand"] is True
@@ -645,10 +697,20 @@ def test_every_case_holds_on_the_other_protobuf_backend() -> None:
     env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": other, "UDF_CASES_OTHER_BACKEND": "1"}
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", __file__],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert " passed" in out.stdout
-    which = subprocess.run([sys.executable, "-c", "from google.protobuf.internal import api_implementation as a; print(a.Type())"],
-                           env=env, capture_output=True, text=True, timeout=TIMEOUT * 3, check=True)
+    which = subprocess.run(
+        [sys.executable, "-c", "from google.protobuf.internal import api_implementation as a; print(a.Type())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 3,
+        check=True,
+    )
     assert which.stdout.strip() == other

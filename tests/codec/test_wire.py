@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 import os
 import tracemalloc
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ from ..helpers import run_in_thread as in_thread
 
 # --- varints ------------------------------------------------------------------
 
-EDGE_VARINTS: Dict[int, bytes] = {
+EDGE_VARINTS: dict[int, bytes] = {
     0: b"\x00",
     1: b"\x01",
     127: b"\x7f",
@@ -119,7 +120,7 @@ def test_protocol_error_is_a_udf_error() -> None:
 # --- a stream of frames -----------------------------------------------------------
 
 BIG = bytes(range(256)) * 257  # 65,792 bytes: more than 64 KiB
-PAYLOADS: List[bytes] = [
+PAYLOADS: list[bytes] = [
     b"",
     b"a",
     b"",
@@ -134,7 +135,7 @@ PAYLOADS: List[bytes] = [
 STREAM = b"".join(encode_frame(p) for p in PAYLOADS)
 
 
-def frame_spans(payloads: List[bytes]) -> List[Tuple[int, int, int]]:
+def frame_spans(payloads: list[bytes]) -> list[tuple[int, int, int]]:
     """(frame start, payload start, frame end) offsets of each frame in the joined stream."""
     spans = []
     pos = 0
@@ -174,8 +175,8 @@ def test_decoder_split_at_every_offset() -> None:
 
 def test_decoder_one_byte_at_a_time() -> None:
     decoder = FrameDecoder()
-    frames: List[bytes] = []
-    completed_at: List[int] = []
+    frames: list[bytes] = []
+    completed_at: list[int] = []
     for i in range(len(STREAM)):
         got = decoder.feed(STREAM[i : i + 1])
         frames += got
@@ -201,7 +202,7 @@ def test_decoder_buffered_counts_partial_frame() -> None:
     assert decoder.buffered == cut - SPANS[5][0]
 
 
-def expected_truncation(cut: int) -> Optional[str]:
+def expected_truncation(cut: int) -> str | None:
     """What eof() must say when the stream is cut at ``cut``; None at a frame boundary."""
     for start, payload_start, end in SPANS:
         if cut == start:
@@ -299,7 +300,7 @@ class RecordingStream(io.RawIOBase):
 
     def __init__(self, data: bytes) -> None:
         self._data = io.BytesIO(data)
-        self.asked: List[int] = []
+        self.asked: list[int] = []
 
     def readable(self) -> bool:
         return True
@@ -354,7 +355,7 @@ def test_read_frame_bad_prefix() -> None:
         read_frame(io.BytesIO(b"\xff" * 9 + b"\x02"))
 
 
-def sample_requests() -> List[Any]:
+def sample_requests() -> list[Any]:
     """One Request of each kind, including one larger than a pipe buffer."""
     return [
         agent_pb2.Request(info=agent_pb2.InfoRequest()),
@@ -380,7 +381,7 @@ def test_write_then_read_message_bytesio() -> None:
 
 
 def test_write_message_uses_one_write_call() -> None:
-    writes: List[bytes] = []
+    writes: list[bytes] = []
 
     class Sink:
         def write(self, data: bytes) -> int:
@@ -405,7 +406,7 @@ def test_read_message_clean_eof_is_none() -> None:
 
 
 @pytest.fixture(params=[0, -1], ids=["raw", "buffered"])
-def pipe(request: pytest.FixtureRequest) -> Iterator[Tuple[Any, Any]]:
+def pipe(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Any]]:
     """A real OS pipe as (reader, writer) file objects; the reader raw or buffered."""
     r, w = os.pipe()
     reader = open(r, "rb", buffering=request.param)
@@ -418,7 +419,7 @@ def pipe(request: pytest.FixtureRequest) -> Iterator[Tuple[Any, Any]]:
             pass
 
 
-def test_frames_over_a_real_pipe(pipe: Tuple[Any, Any]) -> None:
+def test_frames_over_a_real_pipe(pipe: tuple[Any, Any]) -> None:
     reader, writer = pipe
 
     def produce() -> None:
@@ -434,7 +435,7 @@ def test_frames_over_a_real_pipe(pipe: Tuple[Any, Any]) -> None:
     assert frames == PAYLOADS
 
 
-def test_messages_over_a_real_pipe(pipe: Tuple[Any, Any]) -> None:
+def test_messages_over_a_real_pipe(pipe: tuple[Any, Any]) -> None:
     reader, writer = pipe
     requests = sample_requests()
 
@@ -451,7 +452,7 @@ def test_messages_over_a_real_pipe(pipe: Tuple[Any, Any]) -> None:
     assert got == requests
 
 
-def test_truncated_frame_over_a_real_pipe(pipe: Tuple[Any, Any]) -> None:
+def test_truncated_frame_over_a_real_pipe(pipe: tuple[Any, Any]) -> None:
     reader, writer = pipe
     frame = encode_frame(BIG)
     join = in_thread(lambda: (writer.write(frame[:-3]), writer.close()))
@@ -460,13 +461,13 @@ def test_truncated_frame_over_a_real_pipe(pipe: Tuple[Any, Any]) -> None:
     join()
 
 
-def test_decoder_fed_from_a_real_pipe(pipe: Tuple[Any, Any]) -> None:
+def test_decoder_fed_from_a_real_pipe(pipe: tuple[Any, Any]) -> None:
     """The decoder fed with whatever each read returned yields the same frames."""
     reader, writer = pipe
     join = in_thread(lambda: (writer.write(STREAM), writer.close()))
     read = getattr(reader, "read1", None) or reader.read
     decoder = FrameDecoder()
-    frames: List[bytes] = []
+    frames: list[bytes] = []
     while chunk := read(4096):
         frames += decoder.feed(chunk)
     decoder.eof()
@@ -540,7 +541,7 @@ def test_decoder_text_at_eof_and_its_hint() -> None:
         {"point": agent_pb2.Point(name="cpu" * 10)},
     ],
 )
-def test_decoder_takes_real_frames_for_frames_however_chunked(message: Dict[str, Any]) -> None:
+def test_decoder_takes_real_frames_for_frames_however_chunked(message: dict[str, Any]) -> None:
     frame = response_frame(**message)
     for chunks in ([frame], [frame[i : i + 1] for i in range(len(frame))]):
         decoder = FrameDecoder()
@@ -579,7 +580,10 @@ def test_decoder_says_what_it_suspects_while_a_printed_line_may_still_begin_a_fr
     """'ok' then an info frame may still be a frame of 111 bytes: held, suspected, said at EOF."""
     decoder = FrameDecoder()
     assert decoder.suspected_text is None
-    assert decoder.feed(b"ok\n" + encode_frame(agent_pb2.Response(info=agent_pb2.InfoResponse()).SerializeToString())) == []
+    assert (
+        decoder.feed(b"ok\n" + encode_frame(agent_pb2.Response(info=agent_pb2.InfoResponse()).SerializeToString()))
+        == []
+    )
     assert decoder.suspected_text == "the agent wrote text to its stdout (a print?): 'ok'"
     with pytest.raises(ProtocolError, match="^the agent wrote text to its stdout \\(a print\\?\\): 'ok'$"):
         decoder.eof()

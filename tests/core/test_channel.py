@@ -10,7 +10,8 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from typing import Any, Callable, List
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -79,7 +80,12 @@ def test_put_after_close_raises() -> None:
     ch: Channel[int] = Channel(2)
     ch.put(1)
     ch.close()
-    for put in (lambda: ch.put(2), lambda: ch.put(2, block=False), lambda: ch.put_nowait(2), lambda: ch.put(2, timeout=1)):
+    for put in (
+        lambda: ch.put(2),
+        lambda: ch.put(2, block=False),
+        lambda: ch.put_nowait(2),
+        lambda: ch.put(2, timeout=1),
+    ):
         with pytest.raises(ChannelClosed):
             put()
     with pytest.raises(ChannelClosed):
@@ -241,7 +247,7 @@ def test_negative_timeout_is_refused() -> None:
         ch.put(2, timeout=-1)
 
 
-def list_after_close(ch: Channel[Any]) -> List[Any]:
+def list_after_close(ch: Channel[Any]) -> list[Any]:
     """Close ``ch`` and return everything still queued, in order."""
     ch.close()
     return list(ch)

@@ -24,7 +24,10 @@ class Push(enum.Enum):
 
 
 DOOR = StateTable(
-    "test.Door", Door, Push, {(Door.OPEN, Push.CLOSE): Door.SHUT, (Door.SHUT, Push.OPEN): Door.OPEN, (Door.SHUT, Push.CLOSE): Door.SHUT}
+    "test.Door",
+    Door,
+    Push,
+    {(Door.OPEN, Push.CLOSE): Door.SHUT, (Door.SHUT, Push.OPEN): Door.OPEN, (Door.SHUT, Push.CLOSE): Door.SHUT},
 )
 
 

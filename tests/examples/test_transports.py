@@ -7,7 +7,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from typing import Any, Callable, Iterator, List
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -20,13 +21,15 @@ from ..helpers import EXAMPLES, TIMEOUT
 
 def option(name: str, **value: Any) -> Any:
     kind = {"stringValue": agent_pb2.STRING, "intValue": agent_pb2.INT, "doubleValue": agent_pb2.DOUBLE}
-    (key, v), = value.items()
+    ((key, v),) = value.items()
     return agent_pb2.Option(name=name, values=[agent_pb2.OptionValue(type=kind[key], **{key: v})])
 
 
 def mirror(u: udf.Interface) -> None:
     u.init(None)
-    points = [Point(name="cpu", tags={"host": "a"}, fields={"v": float(i), "ok": True, "n": i}, time=i) for i in range(3)]
+    points = [
+        Point(name="cpu", tags={"host": "a"}, fields={"v": float(i), "ok": True, "n": i}, time=i) for i in range(3)
+    ]
     for p in points:
         u.point_in.put(p)
     assert [u.point_out.get(timeout=TIMEOUT) for _ in points] == points
@@ -43,12 +46,14 @@ def moving_avg(u: udf.Interface) -> None:
 def outliers(u: udf.Interface) -> None:
     u.init([option("field", stringValue="v")])
     values = [10.0, 11.0, 10.5, 9.5, 10.2, 95.0, 10.1, 9.9]
-    u.batch_in.put(Batch(name="cpu", tmax=len(values), points=[BatchPoint(time=i, fields={"v": v}) for i, v in enumerate(values)]))
+    u.batch_in.put(
+        Batch(name="cpu", tmax=len(values), points=[BatchPoint(time=i, fields={"v": v}) for i, v in enumerate(values)])
+    )
     batch = u.batch_out.get(timeout=TIMEOUT)
     assert batch.name == "cpu" and [bp.fields["v"] for bp in batch.points] == [95.0]
 
 
-CASES: List[tuple[str, Callable[[udf.Interface], None]]] = [
+CASES: list[tuple[str, Callable[[udf.Interface], None]]] = [
     ("mirror.py", mirror),
     ("moving_avg.py", moving_avg),
     ("outliers.py", outliers),

@@ -13,8 +13,9 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 import agent_pb2
 
@@ -47,18 +48,18 @@ def _negative_zero_survives_a_map() -> bool:
 NEGATIVE_ZERO_SURVIVES = _negative_zero_survives_a_map()
 
 
-def our_threads() -> List[threading.Thread]:
+def our_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(OUR_THREADS)]
 
 
-def join_threads(timeout: float = TIMEOUT) -> List[str]:
+def join_threads(timeout: float = TIMEOUT) -> list[str]:
     """Wait up to ``timeout`` for our threads to end; return the names still alive."""
     for thread in our_threads():
         thread.join(timeout)
     return sorted(t.name for t in our_threads())
 
 
-def run_main(args: Sequence[str], stdin: bytes = b"") -> Tuple[int, str, str]:
+def run_main(args: Sequence[str], stdin: bytes = b"") -> tuple[int, str, str]:
     """Run the CLI (udf.cli.main) in-process with byte stdin; return (exit code, stdout, stderr)."""
     from udf.cli import main
 
@@ -67,7 +68,7 @@ def run_main(args: Sequence[str], stdin: bytes = b"") -> Tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def buffered_stdout_env() -> Dict[str, str]:
+def buffered_stdout_env() -> dict[str, str]:
     """The environment without PYTHONUNBUFFERED: a child's stdout buffered, as on most machines."""
     return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
 
@@ -85,7 +86,7 @@ def end_process(proc: Any) -> None:
 def run_in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     """Run ``fn(*args)`` in a named thread; return a joiner that waits at most TIMEOUT
     and returns its result or re-raises its exception."""
-    result: Dict[str, Any] = {}
+    result: dict[str, Any] = {}
 
     def target() -> None:
         try:
@@ -106,7 +107,7 @@ def run_in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     return join
 
 
-def exchange(put: Callable[[Any], Any], channel: Any, items: List[Any]) -> List[Any]:
+def exchange(put: Callable[[Any], Any], channel: Any, items: list[Any]) -> list[Any]:
     """Put ``items`` from a producer thread while taking as many from ``channel`` here.
 
     Tests that put data always consume concurrently: whether a run of puts
@@ -116,8 +117,6 @@ def exchange(put: Callable[[Any], Any], channel: Any, items: List[Any]) -> List[
     received = [channel.get(timeout=TIMEOUT) for _ in items]
     produced()
     return received
-
-
 
 
 class WaitForLog(logging.Handler):

@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
 
 from . import ROOT, TIMEOUT
 
@@ -23,7 +22,7 @@ MiB = 2**20
 PROC = Path("/proc")
 
 
-def figures(pid: int) -> Dict[str, int]:
+def figures(pid: int) -> dict[str, int]:
     """The process's threads, open descriptors and RSS in bytes, from /proc."""
     out = {"fds": len(os.listdir(PROC / str(pid) / "fd"))}
     for line in (PROC / str(pid) / "status").read_text().splitlines():
@@ -49,7 +48,7 @@ class AgentProcess:
         match = re.search(r"listening on (tcp://127\.0\.0\.1:(\d+))", line)
         assert match, line
         self.address, self.port = match.group(1), int(match.group(2))
-        self.lines: List[str] = []
+        self.lines: list[str] = []
         self._cond = threading.Condition()
         self._reader = threading.Thread(target=self._gather, name="fake-agent-stderr", daemon=True)
         self._reader.start()
@@ -62,11 +61,11 @@ class AgentProcess:
                 self.lines.append(raw.decode(errors="replace").rstrip("\n"))
                 self._cond.notify_all()
 
-    def matching(self, pattern: str) -> List[str]:
+    def matching(self, pattern: str) -> list[str]:
         with self._cond:
             return [line for line in self.lines if re.search(pattern, line)]
 
-    def wait_for(self, pattern: str, count: int = 1) -> List[str]:
+    def wait_for(self, pattern: str, count: int = 1) -> list[str]:
         """The first ``count`` log lines matching ``pattern``, waiting at most TIMEOUT for them."""
         with self._cond:
             found = self._cond.wait_for(lambda: len(self.matching(pattern)) >= count, TIMEOUT * 3)
@@ -74,7 +73,7 @@ class AgentProcess:
         assert found, f"waited for {count} lines like {pattern!r}; the agent logged: {self.lines}"
         return lines
 
-    def settled_figures(self) -> Dict[str, int]:
+    def settled_figures(self) -> dict[str, int]:
         """Figures once the accept thread runs (it starts just after "listening on")."""
         deadline = time.monotonic() + TIMEOUT
         while figures(self.proc.pid)["threads"] < 2:
@@ -82,10 +81,10 @@ class AgentProcess:
             time.sleep(0.01)  # polling /proc: no event tells us
         return figures(self.proc.pid)
 
-    def figures(self) -> Dict[str, int]:
+    def figures(self) -> dict[str, int]:
         return figures(self.proc.pid)
 
-    def holding(self, connections: int) -> Dict[str, int]:
+    def holding(self, connections: int) -> dict[str, int]:
         """The figures once the agent holds exactly ``connections`` served connections' threads and sockets.
 
         A finished connection's last thread logs before it exits, so /proc is

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, List, Optional, Union
+from typing import Any
 
 import agent_pb2
 import udf
@@ -32,9 +32,9 @@ class FakeAgent:
         self._agent_out = open(response_w, "wb", buffering=0)
         #: Requests the server sent, in order; closed when the server closes its writer.
         self.requests: Channel[Any] = Channel()
-        self._responses: Channel[Union[bytes, Any]] = Channel()
-        self.errors: List[BaseException] = []
-        self.servers: List[udf.Server] = []
+        self._responses: Channel[bytes | Any] = Channel()
+        self.errors: list[BaseException] = []
+        self.servers: list[udf.Server] = []
         self._threads = [
             threading.Thread(target=self._read_requests, name="fake-agent-reader", daemon=True),
             threading.Thread(target=self._write_responses, name="fake-agent-writer", daemon=True),
@@ -71,7 +71,7 @@ class FakeAgent:
         self.servers.append(server)
         return server
 
-    def next_request(self, kind: Optional[str] = None) -> Any:
+    def next_request(self, kind: str | None = None) -> Any:
         """The next request (of ``kind``, asserted), waiting at most TIMEOUT."""
         try:
             request = self.requests.get(timeout=TIMEOUT)
@@ -94,11 +94,11 @@ class FakeAgent:
         """Close the agent's output: the server's reader sees EOF (Go: close(u.Responses))."""
         self._responses.close()
 
-    def drain_requests(self) -> List[Any]:
+    def drain_requests(self) -> list[Any]:
         """Read requests until the server closes its output (Go: ``for range u.Requests``)."""
         return list(self.requests)
 
-    def finish(self) -> List[BaseException]:
+    def finish(self) -> list[BaseException]:
         """Close the agent's output, wait for its threads, return its I/O errors (Go: ``<-u.ErrC``)."""
         self.close_output()
         for thread in self._threads:

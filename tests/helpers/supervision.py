@@ -6,7 +6,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import udf
 from udf import Point, RestartEvent, Supervisor
@@ -17,7 +18,7 @@ from . import AGENTS, TIMEOUT
 BACKOFF = (0.01, 2.0, 0.1)
 
 
-def agent_command(name: str, *args: str) -> Tuple[str, List[str]]:
+def agent_command(name: str, *args: str) -> tuple[str, list[str]]:
     """A test agent's command line: (python, [-u, tests/agents/NAME, *args])."""
     return sys.executable, ["-u", str(AGENTS / name), *args]
 
@@ -27,7 +28,7 @@ class Factory:
 
     def __init__(self, prog: str, args: Sequence[str], **kwargs: Any) -> None:
         self.prog, self.args, self.kwargs = prog, list(args), kwargs
-        self.made: List[udf.Process] = []
+        self.made: list[udf.Process] = []
 
     def __call__(self) -> udf.Process:
         proc = udf.Process(self.prog, self.args, **self.kwargs)
@@ -44,7 +45,7 @@ class Restarts:
     """on_restart: keeps the events and lets a test wait for the n-th."""
 
     def __init__(self) -> None:
-        self.events: List[RestartEvent] = []
+        self.events: list[RestartEvent] = []
         self._cond = threading.Condition()
 
     def __call__(self, event: RestartEvent) -> None:
@@ -54,14 +55,16 @@ class Restarts:
 
     def wait(self, n: int) -> None:
         with self._cond:
-            assert self._cond.wait_for(lambda: len(self.events) >= n, TIMEOUT), f"restart {n} did not happen: {self.events}"
+            assert self._cond.wait_for(lambda: len(self.events) >= n, TIMEOUT), (
+                f"restart {n} did not happen: {self.events}"
+            )
 
 
 class Consumer:
     """Drains a supervisor's point_out (or batch_out) in a thread until it closes."""
 
     def __init__(self, channel: udf.Channel[Any]) -> None:
-        self.items: List[Any] = []
+        self.items: list[Any] = []
         self._cond = threading.Condition()
         self._channel = channel
         self._thread = threading.Thread(target=self._run, name="test-consumer", daemon=True)
@@ -77,7 +80,7 @@ class Consumer:
         with self._cond:
             assert self._cond.wait_for(lambda: len(self.items) >= n, TIMEOUT), f"only {len(self.items)} of {n} outputs"
 
-    def join(self) -> List[Any]:
+    def join(self) -> list[Any]:
         self._thread.join(TIMEOUT)
         assert not self._thread.is_alive(), "the output channel did not close"
         return self.items
@@ -100,14 +103,14 @@ class PlainInterface(udf.Interface):
         def __init__(self, inner: Any) -> None:
             self._inner = inner
 
-        def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
             self._inner.put(item, block, timeout)
 
-        def put_encoded(self, frame: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
+        def put_encoded(self, frame: bytes, block: bool = True, timeout: float | None = None) -> None:
             self._inner.put_encoded(frame, block, timeout)
 
     @property
-    def error(self) -> Optional[BaseException]:
+    def error(self) -> BaseException | None:
         return self.proc.error
 
     def kill(self) -> None:
@@ -116,7 +119,7 @@ class PlainInterface(udf.Interface):
     def add_abort_callback(self, callback: Any) -> None:
         self.proc.add_abort_callback(callback)
 
-    def snapshot_with_position(self) -> Tuple[bytes, int]:
+    def snapshot_with_position(self) -> tuple[bytes, int]:
         return self.proc.snapshot_with_position()
 
     def __init__(self, proc: udf.Process) -> None:
@@ -131,7 +134,7 @@ class PlainInterface(udf.Interface):
     def info(self) -> udf.Info:
         return self.proc.info()
 
-    def init(self, options: Optional[List[Any]]) -> None:
+    def init(self, options: list[Any] | None) -> None:
         self.proc.init(options)
 
     def abort(self, err: BaseException) -> None:

@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 
@@ -65,7 +65,7 @@ class _LogWaiter(logging.Handler):
     def __init__(self, text: str) -> None:
         super().__init__(logging.WARNING)
         self.text = text
-        self.messages: List[str] = []
+        self.messages: list[str] = []
         self.cond = threading.Condition()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -74,7 +74,7 @@ class _LogWaiter(logging.Handler):
                 self.messages.append(record.getMessage())
                 self.cond.notify_all()
 
-    def wait(self, count: int) -> List[str]:
+    def wait(self, count: int) -> list[str]:
         with self.cond:
             assert self.cond.wait_for(lambda: len(self.messages) >= count, TIMEOUT), self.messages
             return list(self.messages)
@@ -140,7 +140,7 @@ def test_close_without_a_timeout_warns_naming_what_it_waits_for(monkeypatch: pyt
 
 def test_abort_callback_may_hand_close_to_another_thread_and_wait_for_it() -> None:
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fake-agent-pool")
-    outcome: Dict[str, Any] = {}
+    outcome: dict[str, Any] = {}
     done = threading.Event()
 
     def on_abort() -> None:  # the issue's `lambda: pool.submit(p.close).result()`, with its outcome kept
@@ -169,8 +169,8 @@ def test_abort_callback_may_hand_close_to_another_thread_and_wait_for_it() -> No
 
 def test_abort_callback_may_hand_stop_to_another_thread_when_the_reader_aborts(agent: FakeAgent) -> None:
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fake-agent-pool")
-    outcome: Dict[str, Any] = {}
-    servers: List[udf.Server] = []
+    outcome: dict[str, Any] = {}
+    servers: list[udf.Server] = []
 
     def on_abort() -> None:  # runs because the reader met an ErrorResponse
         try:

@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import pytest
 
@@ -42,7 +42,7 @@ def point(n: int, host: str = "a") -> Point:
     return Point(name="cpu", tags={"host": host}, fields={"value": float(n)}, time=n)
 
 
-def records(caplog: pytest.LogCaptureFixture) -> List[str]:
+def records(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "udf"]
 
 
@@ -59,7 +59,7 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def drain(channel: udf.Channel[Any], into: List[Any]) -> threading.Thread:
+def drain(channel: udf.Channel[Any], into: list[Any]) -> threading.Thread:
     """Consume ``channel`` until it closes, in a thread of the suite."""
 
     def run() -> None:
@@ -78,7 +78,7 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> None:
 
 @pytest.fixture
 def processes() -> Any:
-    made: List[udf.Process] = []
+    made: list[udf.Process] = []
     yield made
     for p in made:
         try:
@@ -90,8 +90,8 @@ def processes() -> Any:
 # 1. close() from the abort callback while another thread is in close() -----------
 
 
-def test_close_in_abort_callback_while_another_close_runs(processes: List[udf.Process]) -> None:
-    from_callback: Dict[str, Any] = {}
+def test_close_in_abort_callback_while_another_close_runs(processes: list[udf.Process]) -> None:
+    from_callback: dict[str, Any] = {}
     p = lifecycle_agent("error-at-eof", abort_callback=lambda: from_callback.setdefault("close", _close(p)))
     processes.append(p)
     p.open()
@@ -101,7 +101,7 @@ def test_close_in_abort_callback_while_another_close_runs(processes: List[udf.Pr
     assert from_callback["close"] is excinfo.value  # the callback's close() raised it too
 
 
-def _close(p: udf.Interface) -> Optional[BaseException]:
+def _close(p: udf.Interface) -> BaseException | None:
     try:
         p.close()
     except BaseException as exc:
@@ -113,10 +113,10 @@ def _close(p: udf.Interface) -> Optional[BaseException]:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_close_in_abort_callback_after_the_child_died(processes: List[udf.Process]) -> None:
+def test_close_in_abort_callback_after_the_child_died(processes: list[udf.Process]) -> None:
     fds = open_fds()
     called = threading.Event()
-    from_callback: Dict[str, Any] = {}
+    from_callback: dict[str, Any] = {}
 
     def on_abort() -> None:
         from_callback["close"] = _close(p)  # runs in the process-waiter thread
@@ -139,7 +139,7 @@ def test_close_in_abort_callback_after_the_child_died(processes: List[udf.Proces
 # 3. a grandchild holding the agent's stdout ---------------------------------------
 
 
-def test_close_is_bounded_when_a_grandchild_holds_the_output(processes: List[udf.Process]) -> None:
+def test_close_is_bounded_when_a_grandchild_holds_the_output(processes: list[udf.Process]) -> None:
     p = lifecycle_agent("grandchild", kill_grace=0.3)
     processes.append(p)
     p.open()
@@ -170,7 +170,7 @@ def _alive(pid: int) -> bool:
 # 4. an exception inside `with` while point_out is full ---------------------------
 
 
-def test_exception_in_with_body_aborts_and_propagates(processes: List[udf.Process]) -> None:
+def test_exception_in_with_body_aborts_and_propagates(processes: list[udf.Process]) -> None:
     def body() -> None:
         with example("mirror", out_queue_size=4) as p:
             processes.append(p)
@@ -190,7 +190,7 @@ def test_exception_in_with_body_aborts_and_propagates(processes: List[udf.Proces
 
 
 def test_consumer_closing_point_out_drops_output_but_requests_are_answered(
-    processes: List[udf.Process], caplog: pytest.LogCaptureFixture
+    processes: list[udf.Process], caplog: pytest.LogCaptureFixture
 ) -> None:
     p = example("mirror", out_queue_size=8)
     processes.append(p)
@@ -211,13 +211,13 @@ def test_consumer_closing_point_out_drops_output_but_requests_are_answered(
 # 6. kill_grace counts from the end of progress, not from close() --------------------
 
 
-def test_slow_healthy_agent_is_not_killed_while_taking_its_queued_input(processes: List[udf.Process]) -> None:
+def test_slow_healthy_agent_is_not_killed_while_taking_its_queued_input(processes: list[udf.Process]) -> None:
     n = 1500  # about 250 KB: several pipe-fulls, taken at 1 ms a point
     # kill_grace leaves a Python agent time to exit after its output ends, even on a loaded machine.
     p = lifecycle_agent("slow-echo", "0.001", kill_grace=1.0)
     processes.append(p)
     p.open()
-    got: List[Point] = []
+    got: list[Point] = []
     consumer = drain(p.point_out, got)
     producer = run_in_thread(lambda: [p.point_in.put(point(i), timeout=TIMEOUT) for i in range(n)])
     producer()
@@ -279,7 +279,7 @@ def test_abort_racing_open_is_never_lost(tmp_path: pathlib.Path) -> None:
         while not stop.is_set():
             try:
                 conns.append(listener.accept()[0])
-            except socket.timeout:
+            except TimeoutError:
                 continue
         for conn in conns:
             conn.close()
@@ -326,7 +326,7 @@ def test_abort_racing_open_is_never_lost(tmp_path: pathlib.Path) -> None:
 # 11. the error behind a closed channel is shown -------------------------------------
 
 
-def test_put_after_the_agent_was_killed_names_the_exit(processes: List[udf.Process]) -> None:
+def test_put_after_the_agent_was_killed_names_the_exit(processes: list[udf.Process]) -> None:
     p = example("mirror")
     processes.append(p)
     p.open()
@@ -349,13 +349,13 @@ def test_put_after_the_agent_was_killed_names_the_exit(processes: List[udf.Proce
 # 12. a slow but steady consumer loses nothing at close() ---------------------------
 
 
-def test_slow_consumer_loses_nothing_at_close(processes: List[udf.Process]) -> None:
+def test_slow_consumer_loses_nothing_at_close(processes: list[udf.Process]) -> None:
     n = 3000
     p = example("mirror", timeout=5.0, kill_grace=1.0)
     processes.append(p)
     p.open()
     resume = threading.Event()
-    got: List[Point] = []
+    got: list[Point] = []
 
     def consume() -> None:
         for item in p.point_out:
@@ -375,19 +375,21 @@ def test_slow_consumer_loses_nothing_at_close(processes: List[udf.Process]) -> N
 # 13. a killed agent is reported as its exit, every time ----------------------------
 
 
-def test_killed_mid_stream_is_the_exit_not_a_protocol_error(processes: List[udf.Process]) -> None:
+def test_killed_mid_stream_is_the_exit_not_a_protocol_error(processes: list[udf.Process]) -> None:
     for run in range(4):
         p = example("moving_avg")
         processes.append(p)
         p.open()
         p.init(
             [
-                agent_pb2.Option(name="field", values=[agent_pb2.OptionValue(type=agent_pb2.STRING, stringValue="value")]),
+                agent_pb2.Option(
+                    name="field", values=[agent_pb2.OptionValue(type=agent_pb2.STRING, stringValue="value")]
+                ),
                 agent_pb2.Option(name="size", values=[agent_pb2.OptionValue(type=agent_pb2.INT, intValue=2)]),
                 agent_pb2.Option(name="as", values=[agent_pb2.OptionValue(type=agent_pb2.STRING, stringValue="avg")]),
             ]
         )
-        got: List[Point] = []
+        got: list[Point] = []
         consumer = drain(p.point_out, got)
 
         def produce(host: str) -> None:
@@ -407,7 +409,7 @@ def test_killed_mid_stream_is_the_exit_not_a_protocol_error(processes: List[udf.
             p.close()
 
 
-def test_death_inside_a_frame_is_the_exit(processes: List[udf.Process]) -> None:
+def test_death_inside_a_frame_is_the_exit(processes: list[udf.Process]) -> None:
     p = lifecycle_agent("die-mid-frame")
     processes.append(p)
     p.open()
@@ -421,7 +423,7 @@ def test_death_inside_a_frame_is_the_exit(processes: List[udf.Process]) -> None:
 
 
 def test_close_waits_for_a_late_consumer_and_says_nothing_false(
-    processes: List[udf.Process], caplog: pytest.LogCaptureFixture
+    processes: list[udf.Process], caplog: pytest.LogCaptureFixture
 ) -> None:
     p = example("mirror", kill_grace=1.0, out_queue_size=16)
     processes.append(p)
@@ -437,7 +439,7 @@ def test_close_waits_for_a_late_consumer_and_says_nothing_false(
     assert not [m for m in records(caplog) if "SIGTERM" in m or "SIGKILL" in m]
 
 
-def test_close_discarding_output_needs_no_consumer(processes: List[udf.Process]) -> None:
+def test_close_discarding_output_needs_no_consumer(processes: list[udf.Process]) -> None:
     p = example("mirror", out_queue_size=16)
     processes.append(p)
     p.open()
@@ -451,7 +453,7 @@ def test_close_discarding_output_needs_no_consumer(processes: List[udf.Process])
 # the state tables ------------------------------------------------------------------
 
 
-def test_transport_states(processes: List[udf.Process], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transport_states(processes: list[udf.Process], monkeypatch: pytest.MonkeyPatch) -> None:
     p = example("mirror")
     processes.append(p)
     assert p.state is udf.TransportState.NEW
@@ -459,7 +461,7 @@ def test_transport_states(processes: List[udf.Process], monkeypatch: pytest.Monk
     assert p.state is udf.TransportState.OPEN
     p.close()
     assert p.state is udf.TransportState.CLOSED
-    signalled: List[Any] = []
+    signalled: list[Any] = []
     monkeypatch.setattr(os, "killpg", lambda *args: signalled.append(args))
     p.kill()  # after close(): nothing left to end (its process group id may be reused)
     assert signalled == [] and p.returncode == 0

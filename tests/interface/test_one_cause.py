@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 
@@ -33,7 +33,7 @@ def point(n: int) -> Point:
     return Point(name="cpu", tags={"host": "a"}, fields={"value": float(n)}, time=n)
 
 
-def put_until_closed(p: udf.Interface, progress: Dict[str, int]) -> ChannelClosed:
+def put_until_closed(p: udf.Interface, progress: dict[str, int]) -> ChannelClosed:
     """Put points without pause until put() raises; return its ChannelClosed."""
     n = 0
     while n < 10_000_000:
@@ -46,7 +46,7 @@ def put_until_closed(p: udf.Interface, progress: Dict[str, int]) -> ChannelClose
     raise AssertionError("put() never raised")
 
 
-def drain(channel: udf.Channel[Any], into: List[BaseException]) -> threading.Thread:
+def drain(channel: udf.Channel[Any], into: list[BaseException]) -> threading.Thread:
     """Consume ``channel`` until it closes; keep the ChannelClosed that ended it."""
 
     def run() -> None:
@@ -62,7 +62,7 @@ def drain(channel: udf.Channel[Any], into: List[BaseException]) -> threading.Thr
     return thread
 
 
-def assert_one_cause(p: udf.Process, put_error: ChannelClosed, get_errors: List[BaseException], text: str) -> None:
+def assert_one_cause(p: udf.Process, put_error: ChannelClosed, get_errors: list[BaseException], text: str) -> None:
     """Every way of asking says the same error, the very same object."""
     cause = p.error
     assert isinstance(cause, ProcessExitedError), repr(cause)
@@ -84,7 +84,7 @@ def test_sigkill_while_a_producer_puts_is_one_cause_everywhere() -> None:
         p = udf.Process(sys.executable, ["-u", str(ROOT / "examples" / "mirror.py")])
         p.open()
         try:
-            got: List[BaseException] = []
+            got: list[BaseException] = []
             consumer = drain(p.point_out, got)
             progress = {"put": 0}
             producer = run_in_thread(put_until_closed, p, progress)
@@ -109,7 +109,7 @@ def test_agent_exiting_0_while_input_is_sent_is_its_exit_everywhere() -> None:
     p = udf.Process(sys.executable, [str(AGENTS / "crash.py"), "500", "0"])  # echoes 500 points, then exits 0
     p.open()
     try:
-        got: List[BaseException] = []
+        got: list[BaseException] = []
         consumer = drain(p.point_out, got)
         put_error = run_in_thread(put_until_closed, p, {"put": 0})()
         consumer.join(TIMEOUT)
@@ -143,7 +143,7 @@ def test_socket_agent_gone_while_a_producer_puts_is_one_cause_everywhere(tmp_pat
     s.open()
     conn, _ = listener.accept()
     try:
-        got: List[BaseException] = []
+        got: list[BaseException] = []
         consumer = drain(s.point_out, got)
         progress = {"put": 0}
         producer = run_in_thread(put_until_closed, s, progress)
@@ -152,7 +152,9 @@ def test_socket_agent_gone_while_a_producer_puts_is_one_cause_everywhere(tmp_pat
             chunk = conn.recv(65536)
             assert chunk, "the host closed the connection first"
             seen += len(chunk)
-        deadline = time.monotonic() + TIMEOUT  # ... stop reading until the host is blocked sending (its outbox full) ...
+        deadline = (
+            time.monotonic() + TIMEOUT
+        )  # ... stop reading until the host is blocked sending (its outbox full) ...
         pause = threading.Event()
         while s.stats().in_queue < 1024:  # only the producer, in another thread, can fill it
             assert time.monotonic() < deadline, "the host never filled its outbox"

@@ -10,7 +10,6 @@ that combination (and the suite is red if it does not work).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
 
 #: The columns after the agent: the two transports and the two CLI commands.
 COLUMNS = ("`udf.Process`", "`udf.Socket`", "`python -m udf run`", "`python -m udf info`")
@@ -33,7 +32,7 @@ class Cell:
 
     result: str
     note: str = ""
-    tests: Tuple[str, ...] = ()  # "tests/file.py::test_function"
+    tests: tuple[str, ...] = ()  # "tests/file.py::test_function"
 
     def render(self) -> str:
         return f"{self.result}: {self.note}" if self.note else self.result
@@ -42,12 +41,12 @@ class Cell:
 @dataclass(frozen=True)
 class Row:
     agent: str
-    cells: Tuple[Cell, Cell, Cell, Cell]  # one per COLUMNS entry
+    cells: tuple[Cell, Cell, Cell, Cell]  # one per COLUMNS entry
 
 
 STDIO_ONLY = Cell(NA, "serves stdin/stdout only")
 
-ROWS: List[Row] = [
+ROWS: list[Row] = [
     Row(
         "Go `moving_avg` (Kapacitor's example)",
         (
@@ -126,7 +125,10 @@ ROWS: List[Row] = [
             Cell(
                 WORKS,
                 "",
-                (f"{CLI}::test_e2e_moving_average_on_the_sample_data", f"{CLI}::test_e2e_snapshot_then_restore_equals_one_run"),
+                (
+                    f"{CLI}::test_e2e_moving_average_on_the_sample_data",
+                    f"{CLI}::test_e2e_snapshot_then_restore_equals_one_run",
+                ),
             ),
             Cell(WORKS, "", (f"{CLI}::test_e2e_info_prints_edges_and_options",)),
         ),

@@ -17,8 +17,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,7 @@ def pause_for_keepalives(u: udf.Interface) -> None:
     assert (stats.errors, stats.error) == (0, None)
 
 
-def cli(*args: str, stdin: bytes = b"") -> "subprocess.CompletedProcess[bytes]":
+def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     """``python -m udf`` as a real subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "udf", *args], input=stdin, capture_output=True, timeout=TIMEOUT * 3, cwd=ROOT
@@ -83,14 +84,17 @@ def cli(*args: str, stdin: bytes = b"") -> "subprocess.CompletedProcess[bytes]":
 # --- moving_avg ---------------------------------------------------------------------
 
 
-def moving_means(values: List[float], size: int) -> List[float]:
+def moving_means(values: list[float], size: int) -> list[float]:
     """What Go's moving_avg emits for each value: the mean of the last ``size`` (fewer while filling)."""
-    return [sum(values[max(0, i + 1 - size) : i + 1]) / len(values[max(0, i + 1 - size) : i + 1]) for i in range(len(values))]
+    return [
+        sum(values[max(0, i + 1 - size) : i + 1]) / len(values[max(0, i + 1 - size) : i + 1])
+        for i in range(len(values))
+    ]
 
 
-def feed_moving_avg(u: udf.Interface, values: Dict[str, List[float]], start: int = 0) -> Dict[str, List[float]]:
+def feed_moving_avg(u: udf.Interface, values: dict[str, list[float]], start: int = 0) -> dict[str, list[float]]:
     """Send each group's values interleaved, one point at a time; return the averages per group."""
-    got: Dict[str, List[float]] = {group: [] for group in values}
+    got: dict[str, list[float]] = {group: [] for group in values}
     for i in range(max(len(v) for v in values.values())):
         for group, vs in values.items():
             if i < len(vs):
@@ -101,7 +105,7 @@ def feed_moving_avg(u: udf.Interface, values: Dict[str, List[float]], start: int
     return got
 
 
-def assert_means(got: List[float], expected: List[float]) -> None:
+def assert_means(got: list[float], expected: list[float]) -> None:
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         assert g == pytest.approx(e, rel=1e-14, abs=1e-14)  # Go keeps a running mean
@@ -178,7 +182,7 @@ def test_moving_avg_refuses_a_garbage_snapshot_and_goes_on() -> None:
 # --- outliers -----------------------------------------------------------------------
 
 
-def planted_batch(n: int, seed: int, planted: Dict[int, float]) -> Batch:
+def planted_batch(n: int, seed: int, planted: dict[int, float]) -> Batch:
     """``n`` values near 10 (a fixed pattern), with ``planted`` positions set far off."""
     values = [10.0 + ((i * 7 + seed) % 11 - 5) / 10 for i in range(n)]
     for i, v in planted.items():
@@ -293,8 +297,11 @@ def test_mirror_through_socket(mirror_socket: str) -> None:
 
 
 def test_cli_info(mirror_socket: str) -> None:
-    expected: List[Tuple[List[str], str]] = [
-        (["--", MOVING_AVG], "wants: stream\nprovides: stream\noptions:\n  as     STRING\n  field  STRING\n  size   INT\n"),
+    expected: list[tuple[list[str], str]] = [
+        (
+            ["--", MOVING_AVG],
+            "wants: stream\nprovides: stream\noptions:\n  as     STRING\n  field  STRING\n  size   INT\n",
+        ),
         (["--", OUTLIERS], "wants: batch\nprovides: batch\noptions:\n  field  STRING\n  scale  DOUBLE\n"),
         (["--socket", mirror_socket], "wants: stream\nprovides: stream\noptions: none\n"),
     ]
@@ -303,9 +310,9 @@ def test_cli_info(mirror_socket: str) -> None:
         assert (done.returncode, done.stdout.decode()) == (0, text), done.stderr
 
 
-def sample_series() -> Dict[str, List[Tuple[int, float]]]:
+def sample_series() -> dict[str, list[tuple[int, float]]]:
     """examples/data/cpu.lp's usage_user per series (its tags), in order: (time, value)."""
-    series: Dict[str, List[Tuple[int, float]]] = {}
+    series: dict[str, list[tuple[int, float]]] = {}
     for line in CPU_LP.read_text().splitlines():
         if not line or line.startswith("#"):
             continue
@@ -315,9 +322,9 @@ def sample_series() -> Dict[str, List[Tuple[int, float]]]:
     return series
 
 
-def run_lines(out: bytes) -> Dict[str, List[Tuple[int, float]]]:
+def run_lines(out: bytes) -> dict[str, list[tuple[int, float]]]:
     """``head avg=V T`` output lines, per series."""
-    got: Dict[str, List[Tuple[int, float]]] = {}
+    got: dict[str, list[tuple[int, float]]] = {}
     for line in out.decode().splitlines():
         head, field, t = line.split(" ")
         name, value = field.split("=")
@@ -354,9 +361,7 @@ def test_cli_snapshot_then_restore_moving_avg(tmp_path: Path) -> None:
 def test_cli_run_outliers() -> None:
     done = cli("run", "--batch", "-o", "field=usage_user", str(CPU_LP), "--", OUTLIERS)
     assert done.returncode == 0, done.stderr
-    spikes = {
-        (head, t) for head, points in sample_series().items() for t, v in points if not 8.0 <= v <= 12.0
-    }
+    spikes = {(head, t) for head, points in sample_series().items() for t, v in points if not 8.0 <= v <= 12.0}
     got = {(line.split(" ")[0], int(line.split(" ")[2])) for line in done.stdout.decode().splitlines()}
     assert len(spikes) == 7 and got == spikes
 
@@ -375,7 +380,10 @@ def test_cli_run_mirror(mirror_socket: str) -> None:
     expected = [b'cpu,host=a f=1.5,i=-3i,s="x \\"y\\"" 10\n', b"cpu,host=b f=2.0 20\n"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "udf", "run", "--socket", mirror_socket, "--connect-timeout", "10s"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
         env=buffered_stdout_env(),
     )
     try:

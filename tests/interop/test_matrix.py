@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Dict, Set
 
 from ..helpers import ROOT
 from .matrix import COLUMNS, GO, RESULTS, ROWS, WORKS, render
@@ -17,7 +16,7 @@ DOC = ROOT / "docs" / "interop.md"
 START, END = "<!-- matrix: generated from tests/interop/matrix.py -->\n", "<!-- end of matrix -->\n"
 
 
-def defined_tests(path: str) -> Set[str]:
+def defined_tests(path: str) -> set[str]:
     """The test functions a test file defines (read, not imported: a module may skip)."""
     tree = ast.parse((ROOT / path).read_text())
     return {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
@@ -28,13 +27,12 @@ def test_docs_hold_the_matrix() -> None:
     assert START in text and END in text, f"{DOC} lost its matrix markers"
     table = text.split(START, 1)[1].split(END, 1)[0]
     assert table == render(), (
-        "docs/interop.md's matrix differs from tests/interop/matrix.py; paste this between its markers:\n"
-        + render()
+        "docs/interop.md's matrix differs from tests/interop/matrix.py; paste this between its markers:\n" + render()
     )
 
 
 def test_cells_are_well_formed_and_works_cells_name_existing_tests() -> None:
-    defined: Dict[str, Set[str]] = {}
+    defined: dict[str, set[str]] = {}
     for row in ROWS:
         assert len(row.cells) == len(COLUMNS), row.agent
         for cell in row.cells:

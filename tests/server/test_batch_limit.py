@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path
-from typing import List
 
 import pytest
 
@@ -57,9 +56,11 @@ def test_batches_under_the_limit_pass_whatever_their_total() -> None:
     for the new one: up to one 256 KiB read more than the batch, still under the limit.)
     """
     proc = batches_agent(7000, 60, 2**20)
-    got: List[int] = []
+    got: list[int] = []
     proc.open()
-    consumer = threading.Thread(target=lambda: got.extend(len(b.points) for b in proc.batch_out), name="fake-agent-consumer")
+    consumer = threading.Thread(
+        target=lambda: got.extend(len(b.points) for b in proc.batch_out), name="fake-agent-consumer"
+    )
     consumer.start()
     try:
         proc.info()

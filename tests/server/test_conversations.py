@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import List
 
 import pytest
 
@@ -280,7 +279,7 @@ def test_concurrent_requests_each_get_their_answer(agent: FakeAgent) -> None:
 
 def test_abort_from_callback_and_from_many_threads(agent: FakeAgent) -> None:
     calls = []
-    servers: List[udf.Server] = []
+    servers: list[udf.Server] = []
 
     def callback() -> None:
         calls.append(threading.current_thread().name)
@@ -343,7 +342,9 @@ def test_agent_stops_reading_write_error_after_delivery() -> None:
     request_r, request_w = os.pipe()
     response_r, response_w = os.pipe()
     os.close(request_r)  # the agent stopped reading: every write fails with EPIPE
-    os.write(response_w, encode_frame(agent_pb2.Response(point=agent_pb2.Point(name="produced before")).SerializeToString()))
+    os.write(
+        response_w, encode_frame(agent_pb2.Response(point=agent_pb2.Point(name="produced before")).SerializeToString())
+    )
     os.close(response_w)
     with open(response_r, "rb", buffering=0) as reader:
         s = udf.Server(reader, open(request_w, "wb", buffering=0))
@@ -372,7 +373,7 @@ def test_timedelta_timeout_and_invalid_arguments(agent: FakeAgent) -> None:
 def test_stop_from_abort_callback_on_the_reader_thread_does_not_deadlock(agent: FakeAgent) -> None:
     stopped = threading.Event()
     raised = []
-    servers: List[udf.Server] = []
+    servers: list[udf.Server] = []
 
     def callback() -> None:
         try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Any, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -28,10 +29,10 @@ EXIT_0 = udf.ProcessExitedError("process exited unexpectedly: exit status 0")
 
 def pieces(
     *,
-    input_failure: Optional[BaseException] = None,
-    output_failure: Optional[BaseException] = None,
+    input_failure: BaseException | None = None,
+    output_failure: BaseException | None = None,
     output_ended: bool = False,
-    cause: Optional[BaseException] = None,
+    cause: BaseException | None = None,
     fatal: bool = False,
 ) -> EndPieces:
     p = EndPieces()
@@ -113,7 +114,7 @@ def test_a_clean_end_waits_for_the_cause_when_one_is_expected() -> None:
 def test_callbacks_run_once_and_late_listeners_at_once(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    calls: List[Any] = []
+    calls: list[Any] = []
     callbacks = AbortCallbacks(lambda: calls.append("callback"), logging.getLogger("udf"))
     callbacks.add(lambda err: calls.append(("listener", err)))
     callbacks.add(lambda err: 1 / 0)  # logged, never raised
@@ -130,8 +131,10 @@ def test_callbacks_fired_inside_run_in_their_own_thread() -> None:
     import logging
 
     ran = threading.Event()
-    names: List[str] = []
-    callbacks = AbortCallbacks(lambda: (names.append(threading.current_thread().name), ran.set()), logging.getLogger("udf"))
+    names: list[str] = []
+    callbacks = AbortCallbacks(
+        lambda: (names.append(threading.current_thread().name), ran.set()), logging.getLogger("udf")
+    )
     callbacks.fire(udf.UDFError("x"), inline=False)
     assert ran.wait(TIMEOUT)
     callbacks.wait()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import threading
-from typing import Any, List, Optional, Tuple
+from typing import Any
 
 import pytest
 
@@ -27,7 +27,7 @@ def frame(**fields) -> bytes:
 
 
 # A valid conversation: stream points, a batch of two, a keepalive, more points.
-CONVERSATION: List[Tuple[str, bytes]] = [
+CONVERSATION: list[tuple[str, bytes]] = [
     ("point", frame(point=agent_pb2.Point(name="p1", time=1, fieldsDouble={"v": 1.0}))),
     ("point", frame(point=agent_pb2.Point(name="p2", time=2, tags={"host": "a"}))),
     ("begin", frame(begin=agent_pb2.BeginBatch(name="b", size=2))),
@@ -39,7 +39,7 @@ CONVERSATION: List[Tuple[str, bytes]] = [
 ]
 
 
-def run_stream(data: bytes, **kwargs) -> Tuple[List[Point], List[udf.Batch], Optional[BaseException]]:
+def run_stream(data: bytes, **kwargs) -> tuple[list[Point], list[udf.Batch], BaseException | None]:
     """Feed ``data`` as the agent's whole output to a fresh server; return what came out."""
     response_r, response_w = os.pipe()
     request_r, request_w = os.pipe()
@@ -64,7 +64,7 @@ def run_stream(data: bytes, **kwargs) -> Tuple[List[Point], List[udf.Batch], Opt
         s.start()
         points = list(s.point_out)
         batches = list(s.batch_out)
-        error: Optional[BaseException] = None
+        error: BaseException | None = None
         try:
             s.stop()
         except udf.UDFError as exc:
@@ -74,9 +74,9 @@ def run_stream(data: bytes, **kwargs) -> Tuple[List[Point], List[udf.Batch], Opt
     return points, batches, error
 
 
-def expected_for_prefix(k: int) -> Tuple[List[str], int, Optional[str]]:
+def expected_for_prefix(k: int) -> tuple[list[str], int, str | None]:
     """What a server must produce when the agent's output is CONVERSATION cut at byte k."""
-    names: List[str] = []
+    names: list[str] = []
     batches = 0
     in_batch = False
     offset = 0
@@ -159,7 +159,7 @@ def test_undecodable_payload_is_a_protocol_error() -> None:
     assert isinstance(error, udf.ProtocolError) and "undecodable Response" in str(error)
 
 
-def echo_agent_pipes() -> Tuple[udf.Server, threading.Thread, Any]:
+def echo_agent_pipes() -> tuple[udf.Server, threading.Thread, Any]:
     """A server whose agent echoes every byte back (Request.point and Response.point share field 17)."""
     request_r, request_w = os.pipe()
     response_r, response_w = os.pipe()

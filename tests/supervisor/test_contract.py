@@ -11,7 +11,8 @@ import re
 import signal
 import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ class Stopped:
     """An abort callback: keeps each error it is called with and lets the test wait for the first."""
 
     def __init__(self) -> None:
-        self.errors: List[BaseException] = []
+        self.errors: list[BaseException] = []
         self.called = threading.Event()
 
     def __call__(self, err: BaseException) -> None:
@@ -47,7 +48,7 @@ class Warnings(logging.Handler):
     def __init__(self, text: str) -> None:
         super().__init__(logging.WARNING)
         self.text = text
-        self.messages: List[str] = []
+        self.messages: list[str] = []
         self._cond = threading.Condition()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -57,7 +58,7 @@ class Warnings(logging.Handler):
                 self.messages.append(message)
                 self._cond.notify_all()
 
-    def wait(self, n: int) -> List[str]:
+    def wait(self, n: int) -> list[str]:
         with self._cond:
             assert self._cond.wait_for(lambda: len(self.messages) >= n, TIMEOUT), f"warnings: {self.messages}"
             return list(self.messages)
@@ -72,12 +73,12 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         pause.wait(0.01)
 
 
-def requests(sup: udf.Supervisor) -> List[Callable[[], Any]]:
+def requests(sup: udf.Supervisor) -> list[Callable[[], Any]]:
     """Every request a supervisor answers through its agent."""
     return [sup.checkpoint, sup.snapshot_with_position, lambda: sup.init({}), lambda: sup.restore(b"points=0")]
 
 
-def each_raises(calls: List[Callable[[], Any]], error: BaseException) -> None:
+def each_raises(calls: list[Callable[[], Any]], error: BaseException) -> None:
     """Each call raises ``error`` itself: one cause."""
     for call in calls:
         with pytest.raises(type(error)) as raised:
@@ -290,7 +291,7 @@ class Jammed(PlainInterface):
         transport, inner = self, self.proc.point_in
 
         class Inlet(PlainInterface._Inlet):
-            def put_encoded(self, frame: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
+            def put_encoded(self, frame: bytes, block: bool = True, timeout: float | None = None) -> None:
                 if transport.jammed.is_set():
                     transport.blocked.set()
                     transport._aborted.wait()  # woken by abort()
@@ -300,10 +301,10 @@ class Jammed(PlainInterface):
         return Inlet(inner)
 
 
-def jammed_supervisor() -> Tuple[udf.Supervisor, Jammed, Callable[[], Any], Consumer]:
+def jammed_supervisor() -> tuple[udf.Supervisor, Jammed, Callable[[], Any], Consumer]:
     """A supervisor of a Jammed transport; a producer blocked in its put (holding the put path): its joiner; a consumer."""
     factory = Factory(*agent_command("echo.py"))
-    made: List[Jammed] = []
+    made: list[Jammed] = []
     sup = supervisor(lambda: made.append(Jammed(factory())) or made[-1])
     sup.open()
     out = Consumer(sup.point_out)
@@ -311,7 +312,7 @@ def jammed_supervisor() -> Tuple[udf.Supervisor, Jammed, Callable[[], Any], Cons
     out.wait_for(1)
     made[0].jammed.set()
 
-    def produce() -> Optional[BaseException]:
+    def produce() -> BaseException | None:
         try:
             for i in range(1, 100):
                 sup.point_in.put(point(i))
@@ -352,10 +353,12 @@ def test_abort_does_not_wait_for_a_producer_blocked_in_put() -> None:
 # --- callbacks that close ------------------------------------------------------------------
 
 
-def _close_elsewhere(sup: udf.Supervisor, pool: concurrent.futures.ThreadPoolExecutor) -> Callable[[BaseException], None]:
+def _close_elsewhere(
+    sup: udf.Supervisor, pool: concurrent.futures.ThreadPoolExecutor
+) -> Callable[[BaseException], None]:
     """An abort callback that hands close() to another thread and waits for it (issue 17, defect 4)."""
 
-    def close_quietly() -> Optional[BaseException]:
+    def close_quietly() -> BaseException | None:
         try:
             sup.close()
         except UDFError as exc:
@@ -366,7 +369,7 @@ def _close_elsewhere(sup: udf.Supervisor, pool: concurrent.futures.ThreadPoolExe
         results.append(pool.submit(close_quietly).result(timeout=TIMEOUT))
         done.set()
 
-    results: List[Optional[BaseException]] = []
+    results: list[BaseException | None] = []
     done = threading.Event()
     callback.results = results  # type: ignore[attr-defined]
     callback.done = done  # type: ignore[attr-defined]

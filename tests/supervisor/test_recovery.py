@@ -13,8 +13,9 @@ import random
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ MOVING_AVG = ROOT / "examples" / "moving_avg.py"
 GO_MOVING_AVG = ROOT.parent / "shared" / "anchors" / "moving_avg"
 
 
-def warnings_from(caplog: pytest.LogCaptureFixture, text: str) -> List[str]:
+def warnings_from(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and text in r.getMessage()]
 
 
@@ -124,7 +125,9 @@ def test_agent_exiting_nonzero_on_a_point(tmp_path: Path) -> None:
 
 
 def test_clean_exit_while_items_are_expected_is_a_failure(tmp_path: Path) -> None:
-    factory = Factory(*agent_command("flaky.py", "--die-on", "bye", "--status", "0", "--once", str(tmp_path / "exited")))
+    factory = Factory(
+        *agent_command("flaky.py", "--die-on", "bye", "--status", "0", "--once", str(tmp_path / "exited"))
+    )
     restarts = Restarts()
     sup = supervisor(factory, on_restart=restarts)
     sup.open()
@@ -282,7 +285,7 @@ def test_a_poison_point_gives_up_and_names_the_item() -> None:
     sup = supervisor(factory, max_restarts=3, period=TIMEOUT * 6, on_restart=restarts)
     sup.open()
     out = Consumer(sup.point_out)
-    errors: List[BaseException] = []
+    errors: list[BaseException] = []
     try:
         for i in range(40):
             sup.point_in.put(point(i, name="poison" if i == 20 else "cpu"))
@@ -310,7 +313,7 @@ def test_concurrent_producers_are_neither_lost_nor_replayed_twice() -> None:
     sup.open()
     out = Consumer(sup.point_out)
     producers, each = 4, 1500
-    errors: List[BaseException] = []
+    errors: list[BaseException] = []
 
     def produce(k: int) -> None:
         try:
@@ -331,7 +334,7 @@ def test_concurrent_producers_are_neither_lost_nor_replayed_twice() -> None:
     # Echo counts the points in its state: restored snapshot + replay + new = each item exactly once.
     assert sup.checkpoint() == b"points=%d" % (producers * each)
     sup.close()
-    seen: Dict[str, List[int]] = {}
+    seen: dict[str, list[int]] = {}
     for p in out.join():
         seen.setdefault(p.name, []).append(p.time)
     for k in range(producers):
@@ -397,7 +400,7 @@ def test_a_third_party_interface_is_supervised_too() -> None:
 # --- recovery equivalence -------------------------------------------------------------------
 
 
-def _series(n: int, groups: int, seed: int) -> List[Point]:
+def _series(n: int, groups: int, seed: int) -> list[Point]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -415,7 +418,7 @@ def _series(n: int, groups: int, seed: int) -> List[Point]:
     return out
 
 
-def _moving_avg_options() -> List[Any]:
+def _moving_avg_options() -> list[Any]:
     def option(name: str, **value: Any) -> Any:
         return agent_pb2.Option(name=name, values=[agent_pb2.OptionValue(**value)])
 
@@ -426,7 +429,9 @@ def _moving_avg_options() -> List[Any]:
     ]
 
 
-def _run_moving_avg(prog: str, args: Sequence[str], points: List[Point], kills: Sequence[int]) -> Tuple[List[Point], int]:
+def _run_moving_avg(
+    prog: str, args: Sequence[str], points: list[Point], kills: Sequence[int]
+) -> tuple[list[Point], int]:
     """Outputs of ``points`` through a supervised agent killed before the items at ``kills``; and the restarts."""
     factory = Factory(prog, args)
     restarts = Restarts()
@@ -442,9 +447,9 @@ def _run_moving_avg(prog: str, args: Sequence[str], points: List[Point], kills: 
     return out.join(), len(restarts.events)
 
 
-def _dedupe(outputs: List[Point]) -> List[Point]:
+def _dedupe(outputs: list[Point]) -> list[Point]:
     """Outputs without repeats (at-least-once): a repeat must equal the first output of its key."""
-    first: Dict[Tuple[str, int], Point] = {}
+    first: dict[tuple[str, int], Point] = {}
     unique = []
     for p in outputs:
         key = (p.group, p.time)
@@ -518,7 +523,9 @@ def test_cli_run_restart_survives_an_agent_that_dies(tmp_path: Path) -> None:
 
     # Without --restart the same agent ends the run.
     os.unlink(tmp_path / "died")
-    code = main(["run", "--no-progress", "--", *cmd], stdin=io.BytesIO(lines), stdout=io.StringIO(), stderr=io.StringIO())
+    code = main(
+        ["run", "--no-progress", "--", *cmd], stdin=io.BytesIO(lines), stdout=io.StringIO(), stderr=io.StringIO()
+    )
     assert code == 1
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List
-
 import pytest
 
 from udf.supervision.restart_policy import RestartLimit, RestartPolicy
@@ -29,7 +27,7 @@ def test_jitter_is_within_a_quarter_of_the_nominal_delay(rand: float, first: flo
 
 def test_the_restart_that_would_exceed_the_intensity_gives_up() -> None:
     p = policy(max_restarts=3, period=60.0)
-    delays: List[float] = [p.next_delay(t) for t in (0.0, 10.0, 20.0)]
+    delays: list[float] = [p.next_delay(t) for t in (0.0, 10.0, 20.0)]
     assert len(delays) == 3
     with pytest.raises(RestartLimit, match="3 restarts within 60s"):
         p.next_delay(30.0)

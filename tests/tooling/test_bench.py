@@ -200,7 +200,9 @@ def test_cache_benchmark_big_tags_runs() -> None:
     """``bench/caches.py --big-tags`` through examples/mirror.py, small: every point comes back, RSS reported."""
     result = subprocess.run(
         [sys.executable, str(BENCH / "caches.py"), "--big-tags", "--series", "50", "--tag-kib", "8"],
-        capture_output=True, text=True, timeout=QUICK_RUN_LIMIT,
+        capture_output=True,
+        text=True,
+        timeout=QUICK_RUN_LIMIT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "50 series with 8 KiB tags through mirror.py: max RSS" in result.stdout

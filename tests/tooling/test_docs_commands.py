@@ -33,9 +33,7 @@ import pytest
 from ..helpers import ROOT, TIMEOUT
 
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "examples" / "README.md"]
-FENCE = re.compile(
-    r"^(?:<!-- (?P<marker>[^\n]*?) -->\n)?```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.S | re.M
-)
+FENCE = re.compile(r"^(?:<!-- (?P<marker>[^\n]*?) -->\n)?```(?P<lang>[a-z]*)\n(?P<body>.*?)^```$", re.S | re.M)
 MARKER = re.compile(r"(?P<kind>not run|check|needs|flink): (?P<arg>.+)")
 COMMAND_LANGS = ("sh", "console")
 #: Seconds a ``flink:`` block may take (a cluster starts in a minute on a loaded machine).
@@ -72,9 +70,13 @@ def _param(block: Block) -> object:
     return pytest.param(block, id=block.where, marks=[pytest.mark.timeout(FLINK_TIMEOUT + 60)] if slow else [])
 
 
-def bash(script: str, timeout: float = TIMEOUT * 3) -> "subprocess.CompletedProcess[str]":
+def bash(script: str, timeout: float = TIMEOUT * 3) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["bash", "-e", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        ["bash", "-e", "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
 
@@ -101,8 +103,12 @@ def test_command_block_works_as_written(block: Block) -> None:
         pytest.skip(f"{block.where} needs {arg}, which is absent")
     if kind == "flink":
         if os.environ.get("UDF_FLINK_DOCS") != "1":
-            pytest.skip(f"{block.where} needs .venv-flink and Java ({arg}): scripts/test-flink.sh runs it (UDF_FLINK_DOCS=1)")
-        assert (ROOT / ".venv-flink" / "bin" / "python").exists(), "UDF_FLINK_DOCS=1 but no .venv-flink: run scripts/test-flink.sh"
+            pytest.skip(
+                f"{block.where} needs .venv-flink and Java ({arg}): scripts/test-flink.sh runs it (UDF_FLINK_DOCS=1)"
+            )
+        assert (ROOT / ".venv-flink" / "bin" / "python").exists(), (
+            "UDF_FLINK_DOCS=1 but no .venv-flink: run scripts/test-flink.sh"
+        )
         done = bash(block.body, timeout=FLINK_TIMEOUT)
         assert done.returncode == 0, f"{block.where}:\n{block.body}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         return

@@ -12,7 +12,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Iterator, List
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -37,9 +38,9 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> None:
 
 
 @pytest.fixture
-def processes() -> Iterator[List[udf.Process]]:
+def processes() -> Iterator[list[udf.Process]]:
     """Processes to clean up should a test fail half-way (close is idempotent)."""
-    made: List[udf.Process] = []
+    made: list[udf.Process] = []
     yield made
     for p in made:
         try:
@@ -52,7 +53,7 @@ def point(n: int) -> Point:
     return Point(name="cpu", database="db", retention_policy="rp", tags={"host": "a"}, fields={"n": n}, time=n)
 
 
-def records(caplog: pytest.LogCaptureFixture) -> List[tuple[int, str]]:
+def records(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
     """(level, message) of what the "udf" logger logged."""
     return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "udf"]
 
@@ -70,7 +71,7 @@ def open_fds() -> int:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
-def test_echo_conversation_and_clean_close(processes: List[udf.Process]) -> None:
+def test_echo_conversation_and_clean_close(processes: list[udf.Process]) -> None:
     fds = open_fds()
     p = agent("echo")
     processes.append(p)
@@ -115,7 +116,7 @@ def test_echo_conversation_and_clean_close(processes: List[udf.Process]) -> None
     p.close()  # idempotent
 
 
-def test_context_manager_and_queued_points_written_before_close(processes: List[udf.Process]) -> None:
+def test_context_manager_and_queued_points_written_before_close(processes: list[udf.Process]) -> None:
     with agent("echo") as p:
         processes.append(p)
         for n in range(50):
@@ -160,7 +161,7 @@ def test_args_must_not_be_a_string() -> None:
 # --- the process dies ---------------------------------------------------------------
 
 
-def test_exit_mid_stream_delivers_points_then_reports_status_and_stderr(processes: List[udf.Process]) -> None:
+def test_exit_mid_stream_delivers_points_then_reports_status_and_stderr(processes: list[udf.Process]) -> None:
     aborted = threading.Event()
     p = agent("crash", "3", "3", abort_callback=aborted.set)
     processes.append(p)
@@ -184,7 +185,7 @@ def test_exit_mid_stream_delivers_points_then_reports_status_and_stderr(processe
     assert p.returncode == 3
 
 
-def test_killed_by_signal(processes: List[udf.Process]) -> None:
+def test_killed_by_signal(processes: list[udf.Process]) -> None:
     aborted = threading.Event()
     p = agent("echo", abort_callback=aborted.set)
     processes.append(p)
@@ -198,12 +199,12 @@ def test_killed_by_signal(processes: List[udf.Process]) -> None:
     assert p.returncode == -signal.SIGKILL
 
 
-def test_pending_request_reports_the_death_not_agent_closed(processes: List[udf.Process]) -> None:
+def test_pending_request_reports_the_death_not_agent_closed(processes: list[udf.Process]) -> None:
     p = agent("silent", "--answer-info")
     processes.append(p)
     p.open()
     p.info()  # the agent is up; it will not answer again
-    result: List[BaseException] = []
+    result: list[BaseException] = []
     caller = threading.Thread(target=lambda: _capture(p.snapshot, result), name="udf-test-caller", daemon=True)
     caller.start()
     assert p.pid is not None
@@ -216,14 +217,14 @@ def test_pending_request_reports_the_death_not_agent_closed(processes: List[udf.
         p.close()
 
 
-def _capture(call: Any, into: List[BaseException]) -> None:
+def _capture(call: Any, into: list[BaseException]) -> None:
     try:
         call()
     except BaseException as exc:  # handed back to the test
         into.append(exc)
 
 
-def test_exit_status_zero_is_not_an_error(processes: List[udf.Process]) -> None:
+def test_exit_status_zero_is_not_an_error(processes: list[udf.Process]) -> None:
     p = agent("crash", "1", "0")
     processes.append(p)
     p.open()
@@ -239,8 +240,14 @@ def test_exit_status_zero_is_not_an_error(processes: List[udf.Process]) -> None:
 
 @pytest.mark.parametrize(
     "code, text",
-    [(0, "exit status 0"), (3, "exit status 3"), (-9, "signal: killed"), (-15, "signal: terminated"),
-     (-11, "signal: segmentation fault"), (-2, "signal: interrupt")],
+    [
+        (0, "exit status 0"),
+        (3, "exit status 3"),
+        (-9, "signal: killed"),
+        (-15, "signal: terminated"),
+        (-11, "signal: segmentation fault"),
+        (-2, "signal: interrupt"),
+    ],
 )
 def test_describe_exit_status(code: int, text: str) -> None:
     assert describe_exit_status(code) == text
@@ -249,7 +256,7 @@ def test_describe_exit_status(code: int, text: str) -> None:
 # --- writes to an agent that stopped reading ------------------------------------------
 
 
-def test_write_to_closed_stdin_is_the_exit_even_when_the_agent_exits_0(processes: List[udf.Process]) -> None:
+def test_write_to_closed_stdin_is_the_exit_even_when_the_agent_exits_0(processes: list[udf.Process]) -> None:
     # Issue 17: an agent that exits 0 while input is still being sent is reported as
     # its exit ("exit status 0"), not as the broken pipe its end caused.
     p = agent("closed_stdin", "0")
@@ -266,7 +273,7 @@ def test_write_to_closed_stdin_is_the_exit_even_when_the_agent_exits_0(processes
     assert p.returncode == 0
 
 
-def test_write_to_closed_stdin_reports_the_exit_when_the_agent_fails(processes: List[udf.Process]) -> None:
+def test_write_to_closed_stdin_reports_the_exit_when_the_agent_fails(processes: list[udf.Process]) -> None:
     p = agent("closed_stdin", "5")
     processes.append(p)
     p.open()
@@ -282,7 +289,7 @@ def test_write_to_closed_stdin_reports_the_exit_when_the_agent_fails(processes: 
 # --- an agent that never answers --------------------------------------------------------
 
 
-def test_keepalive_timeout_kills_a_silent_agent(processes: List[udf.Process], caplog: pytest.LogCaptureFixture) -> None:
+def test_keepalive_timeout_kills_a_silent_agent(processes: list[udf.Process], caplog: pytest.LogCaptureFixture) -> None:
     # kill_grace is long: only the server's kill callback can end the agent in time.
     p = agent("silent", timeout=0.2, kill_grace=TIMEOUT)
     processes.append(p)
@@ -297,7 +304,7 @@ def test_keepalive_timeout_kills_a_silent_agent(processes: List[udf.Process], ca
     assert any(msg == "process not responding! killing" for _, msg in records(caplog))
 
 
-def test_close_terminates_an_agent_that_ignores_its_input_end(processes: List[udf.Process]) -> None:
+def test_close_terminates_an_agent_that_ignores_its_input_end(processes: list[udf.Process]) -> None:
     p = agent("silent", "--answer-info", kill_grace=0.2)
     processes.append(p)
     p.open()
@@ -310,7 +317,7 @@ def test_close_terminates_an_agent_that_ignores_its_input_end(processes: List[ud
     assert p.returncode == -signal.SIGTERM
 
 
-def test_close_kills_an_agent_that_ignores_sigterm(processes: List[udf.Process]) -> None:
+def test_close_kills_an_agent_that_ignores_sigterm(processes: list[udf.Process]) -> None:
     p = agent("silent", "--answer-info", "--ignore-term", kill_grace=0.2)
     processes.append(p)
     p.open()
@@ -320,7 +327,7 @@ def test_close_kills_an_agent_that_ignores_sigterm(processes: List[udf.Process])
     assert p.returncode == -signal.SIGKILL
 
 
-def test_abort_then_close_reaps_the_agent(processes: List[udf.Process]) -> None:
+def test_abort_then_close_reaps_the_agent(processes: list[udf.Process]) -> None:
     p = agent("echo")
     processes.append(p)
     p.open()
@@ -335,7 +342,7 @@ def test_abort_then_close_reaps_the_agent(processes: List[udf.Process]) -> None:
 # --- stderr ---------------------------------------------------------------------------
 
 
-def test_stderr_levels(processes: List[udf.Process], caplog: pytest.LogCaptureFixture) -> None:
+def test_stderr_levels(processes: list[udf.Process], caplog: pytest.LogCaptureFixture) -> None:
     lines = ["E! bad thing", "W! careful", "I! fyi", "D! details", "plain words", "E!tight"]
     args = [a for line in lines for a in ("--stderr", line)]
     p = agent("echo", *args)
@@ -352,7 +359,7 @@ def test_stderr_levels(processes: List[udf.Process], caplog: pytest.LogCaptureFi
     ]
 
 
-def test_stderr_tail_keeps_the_last_lines(processes: List[udf.Process]) -> None:
+def test_stderr_tail_keeps_the_last_lines(processes: list[udf.Process]) -> None:
     p = agent("echo", "--stderr-lines", "25")
     processes.append(p)
     p.open()
@@ -361,7 +368,7 @@ def test_stderr_tail_keeps_the_last_lines(processes: List[udf.Process]) -> None:
 
 
 def test_huge_stderr_line_does_not_block_the_agent(
-    processes: List[udf.Process], caplog: pytest.LogCaptureFixture
+    processes: list[udf.Process], caplog: pytest.LogCaptureFixture
 ) -> None:
     size = 2 * 2**20
     # A keepalive timeout turns a blocked agent into a failure instead of a hang.
@@ -378,7 +385,7 @@ def test_huge_stderr_line_does_not_block_the_agent(
 
 
 def test_env_none_inherits(
-    processes: List[udf.Process], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    processes: list[udf.Process], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("UDF_TEST_MARKER", "inherited")
     p = agent("echo", "--report-env", "UDF_TEST_MARKER")
@@ -389,7 +396,7 @@ def test_env_none_inherits(
 
 
 def test_env_mapping_is_the_whole_environment(
-    processes: List[udf.Process], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    processes: list[udf.Process], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("UDF_TEST_MARKER", "inherited")
     p = agent("echo", "--report-env", "UDF_TEST_MARKER", "--report-env", "ONLY", env={"ONLY": "yes"})

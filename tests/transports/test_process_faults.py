@@ -23,7 +23,11 @@ def test_slow_keepalive_answers_within_the_timeout_do_not_abort() -> None:
     logger.setLevel(logging.DEBUG)
     aborted = threading.Event()
     p = udf.Process(
-        sys.executable, [str(AGENTS / "slow_keepalive.py"), "0.6"], logger=logger, timeout=2.0, abort_callback=aborted.set
+        sys.executable,
+        [str(AGENTS / "slow_keepalive.py"), "0.6"],
+        logger=logger,
+        timeout=2.0,
+        abort_callback=aborted.set,
     )
     try:
         p.open()

@@ -15,7 +15,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -45,9 +46,9 @@ def sock_path() -> Iterator[str]:
 
 
 @pytest.fixture
-def children() -> Iterator[List[subprocess.Popen]]:
+def children() -> Iterator[list[subprocess.Popen]]:
     """Child agents, killed and reaped at teardown should a test fail half-way."""
-    procs: List[subprocess.Popen] = []
+    procs: list[subprocess.Popen] = []
     yield procs
     for child in procs:
         if child.poll() is None:
@@ -58,8 +59,8 @@ def children() -> Iterator[List[subprocess.Popen]]:
 
 
 @pytest.fixture
-def sockets() -> Iterator[List[udf.Socket]]:
-    made: List[udf.Socket] = []
+def sockets() -> Iterator[list[udf.Socket]]:
+    made: list[udf.Socket] = []
     yield made
     for s in made:
         try:
@@ -74,11 +75,11 @@ class Listener:
     Binds at once, or (``start``) only once that event is set.
     """
 
-    def __init__(self, path: str, serve: Callable[[socket.socket], None], start: Optional[threading.Event] = None):
+    def __init__(self, path: str, serve: Callable[[socket.socket], None], start: threading.Event | None = None):
         self.path = path
         self.serve = serve
-        self.errors: List[BaseException] = []
-        self.sock: Optional[socket.socket] = None
+        self.errors: list[BaseException] = []
+        self.sock: socket.socket | None = None
         if start is None:
             self._bind()
         self._start = start
@@ -144,7 +145,7 @@ def converse(s: udf.Socket) -> None:
 # --- agents in child processes -----------------------------------------------------
 
 
-def test_unix_socket_agent(sock_path: str, children: List[subprocess.Popen], sockets: List[udf.Socket]) -> None:
+def test_unix_socket_agent(sock_path: str, children: list[subprocess.Popen], sockets: list[udf.Socket]) -> None:
     child = subprocess.Popen([sys.executable, str(ECHO), "--unix", sock_path])
     children.append(child)
     fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
@@ -161,7 +162,7 @@ def test_unix_socket_agent(sock_path: str, children: List[subprocess.Popen], soc
         s.info()
 
 
-def test_tcp_agent(children: List[subprocess.Popen], sockets: List[udf.Socket]) -> None:
+def test_tcp_agent(children: list[subprocess.Popen], sockets: list[udf.Socket]) -> None:
     child = subprocess.Popen([sys.executable, str(ECHO), "--tcp"], stdout=subprocess.PIPE)
     children.append(child)
     assert child.stdout is not None
@@ -175,8 +176,8 @@ def test_tcp_agent(children: List[subprocess.Popen], sockets: List[udf.Socket]) 
 # --- in-test agents -----------------------------------------------------------------
 
 
-def test_half_close_lets_the_agent_answer_after_eof(sock_path: str, sockets: List[udf.Socket]) -> None:
-    seen: Dict[str, Any] = {}
+def test_half_close_lets_the_agent_answer_after_eof(sock_path: str, sockets: list[udf.Socket]) -> None:
+    seen: dict[str, Any] = {}
 
     def serve(conn: socket.socket) -> None:
         with conn.makefile("rb") as inp, conn.makefile("wb", buffering=0) as out:
@@ -198,10 +199,10 @@ def test_half_close_lets_the_agent_answer_after_eof(sock_path: str, sockets: Lis
 
 
 def test_connect_retries_until_the_socket_appears(
-    sock_path: str, sockets: List[udf.Socket], caplog: pytest.LogCaptureFixture
+    sock_path: str, sockets: list[udf.Socket], caplog: pytest.LogCaptureFixture
 ) -> None:
     failed_once = threading.Event()
-    retries: List[tuple[int, type, float]] = []
+    retries: list[tuple[int, type, float]] = []
 
     def on_retry(attempt: int, error: BaseException, delay: float) -> None:
         retries.append((attempt, type(error), delay))
@@ -215,8 +216,7 @@ def test_connect_retries_until_the_socket_appears(
     assert [attempt for attempt, _, _ in retries] == list(range(1, len(retries) + 1))
     assert [delay for _, _, delay in retries] == pytest.approx([0.002 * 1.5**i for i in range(len(retries))])
     assert any(
-        r.getMessage().startswith(f"connecting to unix socket {sock_path} failed (attempt 1): ")
-        for r in caplog.records
+        r.getMessage().startswith(f"connecting to unix socket {sock_path} failed (attempt 1): ") for r in caplog.records
     )
     assert s.info().wants == agent_pb2.STREAM
     s.close()
@@ -224,7 +224,7 @@ def test_connect_retries_until_the_socket_appears(
 
 
 def test_connect_timeout_unix(sock_path: str) -> None:
-    retries: List[int] = []
+    retries: list[int] = []
     s = udf.Socket(
         sock_path, connect_timeout=0.2, initial_backoff=0.01, jitter=0, on_retry=lambda n, *_: retries.append(n)
     )
@@ -252,7 +252,7 @@ def test_connect_timeout_tcp_refused() -> None:
 
 def test_abort_cancels_a_pending_open(sock_path: str) -> None:
     err = udf.UDFError("shutting down")
-    made: List[udf.Socket] = []
+    made: list[udf.Socket] = []
     # Abort from the retry hook: the backoff wait (TIMEOUT long) ends at once.
     s = udf.Socket(
         sock_path, connect_timeout=TIMEOUT, initial_backoff=TIMEOUT, jitter=0, on_retry=lambda *_: made[0].abort(err)
@@ -264,10 +264,10 @@ def test_abort_cancels_a_pending_open(sock_path: str) -> None:
 
 
 def test_keepalive_timeout_kill_closes_the_connection(
-    sock_path: str, sockets: List[udf.Socket], caplog: pytest.LogCaptureFixture
+    sock_path: str, sockets: list[udf.Socket], caplog: pytest.LogCaptureFixture
 ) -> None:
     release = threading.Event()
-    seen: Dict[str, bytes] = {}
+    seen: dict[str, bytes] = {}
 
     def serve(conn: socket.socket) -> None:
         assert release.wait(TIMEOUT)  # neither reads, answers nor closes until released
@@ -295,9 +295,9 @@ def test_keepalive_timeout_kill_closes_the_connection(
     assert "info" in kinds and set(kinds) <= {"info", "keepalive"}
 
 
-def test_close_grace_ends_a_connection_the_agent_keeps_open(sock_path: str, sockets: List[udf.Socket]) -> None:
+def test_close_grace_ends_a_connection_the_agent_keeps_open(sock_path: str, sockets: list[udf.Socket]) -> None:
     release = threading.Event()
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
 
     def serve(conn: socket.socket) -> None:
         with conn.makefile("rb") as inp:

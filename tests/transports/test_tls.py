@@ -20,7 +20,8 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ LOCAL = "127.0.0.1"
 class Mirror(Handler):
     """Echoes points and batches; records that its input ended (stop())."""
 
-    stopped: "threading.Event"
+    stopped: threading.Event
 
     def info(self) -> Any:
         return agent_pb2.InfoResponse(wants=agent_pb2.STREAM, provides=agent_pb2.STREAM)
@@ -104,9 +105,9 @@ def fresh_stopped() -> None:
 
 @pytest.fixture
 def serve() -> Iterator[Any]:
-    servers: List[AgentServer] = []
+    servers: list[AgentServer] = []
 
-    def start(handler: Any = Mirror, ctx: Optional[ssl.SSLContext] = None, **kwargs: Any) -> AgentServer:
+    def start(handler: Any = Mirror, ctx: ssl.SSLContext | None = None, **kwargs: Any) -> AgentServer:
         server = AgentServer(f"tcp://{LOCAL}:0", handler, ssl_context=ctx, **kwargs)
         server.start()
         servers.append(server)
@@ -117,7 +118,7 @@ def serve() -> Iterator[Any]:
         server.stop()
 
 
-def tls_socket(address: str, ctx: Optional[ssl.SSLContext], **kwargs: Any) -> udf.Socket:
+def tls_socket(address: str, ctx: ssl.SSLContext | None, **kwargs: Any) -> udf.Socket:
     kwargs.setdefault("connect_timeout", TIMEOUT)
     return udf.Socket(address, ssl_context=ctx, **kwargs)
 
@@ -167,7 +168,7 @@ def test_thousands_of_points_in_flight_end_cleanly_on_both_sides(certs: Certs, s
     tail = [Point(name="tail", fields={"v": float(i)}, time=i) for i in range(2000)]
     for p in tail[:100]:
         u.point_in.put(p)
-    got: List[Point] = []
+    got: list[Point] = []
     reader = threading.Thread(target=lambda: got.extend(u.point_out), name="test-drain", daemon=True)
     reader.start()
     for p in tail[100:]:
@@ -183,7 +184,7 @@ def test_thousands_of_points_in_flight_end_cleanly_on_both_sides(certs: Certs, s
 # --- refusals ---------------------------------------------------------------------------------
 
 
-def _open_refused(address: str, ctx: Optional[ssl.SSLContext], **kwargs: Any) -> str:
+def _open_refused(address: str, ctx: ssl.SSLContext | None, **kwargs: Any) -> str:
     u = tls_socket(address, ctx, **kwargs)
     with pytest.raises(udf.UDFError) as info:
         u.open()
@@ -222,9 +223,7 @@ def test_expired_agent_certificate_is_refused(certs: Certs, serve: Any) -> None:
     expired = certs.ca.issue_cert(LOCAL, not_after=datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc))
     agent = serve(Mirror, certs.agent_context(cert=expired))
     message = _open_refused(agent.address, certs.host_context())
-    assert message == (
-        f"TLS handshake with {agent.address} failed: certificate verify failed: certificate has expired"
-    )
+    assert message == (f"TLS handshake with {agent.address} failed: certificate verify failed: certificate has expired")
 
 
 def test_agent_certificate_from_another_ca_is_refused(certs: Certs, serve: Any) -> None:
@@ -266,9 +265,7 @@ def test_host_without_client_certificate_is_refused(certs: Certs, serve: Any, ve
             "failure: no client certificate, or no protocol or cipher in common)"
         )
     else:  # TLS 1.3: the client's handshake completes first; the first read fails
-        assert message == (
-            f"read error: TLS with {agent.address}: the peer requires a client certificate and got none"
-        )
+        assert message == (f"read error: TLS with {agent.address}: the peer requires a client certificate and got none")
     assert "the peer sent no client certificate and one is required" in caplog.text
 
 
@@ -360,7 +357,7 @@ PY = sys.executable
 
 
 @pytest.fixture(scope="module")
-def cert_files(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
+def cert_files(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     where = tmp_path_factory.mktemp("certs")
     files = {"ca": where / "ca.pem", "agent": where / "agent.pem", "host": where / "host.pem"}
     certs.ca.cert_pem.write_to_path(str(files["ca"]))
@@ -369,17 +366,25 @@ def cert_files(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Dict[s
     return {name: str(path) for name, path in files.items()}
 
 
-def cli(*args: str, stdin: bytes = b"") -> "subprocess.CompletedProcess[bytes]":
-    return subprocess.run(
-        [PY, "-m", "udf", *args], input=stdin, capture_output=True, timeout=TIMEOUT, cwd=ROOT
-    )
+def cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([PY, "-m", "udf", *args], input=stdin, capture_output=True, timeout=TIMEOUT, cwd=ROOT)
 
 
-def test_cli_and_agent_main_with_tls_flags(cert_files: Dict[str, str]) -> None:
+def test_cli_and_agent_main_with_tls_flags(cert_files: dict[str, str]) -> None:
     agent = subprocess.Popen(
-        [PY, str(ROOT / "examples" / "mirror.py"), "--socket", f"tcp://{LOCAL}:0",
-         "--tls-cert", cert_files["agent"], "--tls-ca", cert_files["ca"], "--tls-require-client-cert"],
-        cwd=ROOT, stderr=subprocess.PIPE,
+        [
+            PY,
+            str(ROOT / "examples" / "mirror.py"),
+            "--socket",
+            f"tcp://{LOCAL}:0",
+            "--tls-cert",
+            cert_files["agent"],
+            "--tls-ca",
+            cert_files["ca"],
+            "--tls-require-client-cert",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
     )
     try:
         assert agent.stderr is not None
@@ -417,9 +422,18 @@ def test_tls_flags_are_checked() -> None:
     assert result.returncode == 2
     assert result.stderr.decode().startswith("udf: error: cannot load TLS CA file /nonexistent/ca.pem: ")
     agent = subprocess.run(
-        [PY, "-m", "udf.agent", "examples.mirror:MirrorHandler", "--socket", f"tcp://{LOCAL}:0",
-         "--tls-require-client-cert"],
-        capture_output=True, timeout=TIMEOUT, cwd=ROOT,
+        [
+            PY,
+            "-m",
+            "udf.agent",
+            "examples.mirror:MirrorHandler",
+            "--socket",
+            f"tcp://{LOCAL}:0",
+            "--tls-require-client-cert",
+        ],
+        capture_output=True,
+        timeout=TIMEOUT,
+        cwd=ROOT,
     )
     assert agent.returncode == 2
     assert b"an agent's TLS needs its certificate: --tls-cert FILE" in agent.stderr
@@ -431,7 +445,7 @@ def test_close_during_a_silent_handshake_returns_at_once(certs: Certs) -> None:
     listener.listen(1)
     address = f"tcp://{LOCAL}:{listener.getsockname()[1]}"
     u = tls_socket(address, certs.host_context(), connect_timeout=600)
-    errors: List[BaseException] = []
+    errors: list[BaseException] = []
 
     def opener() -> None:
         try:
@@ -488,11 +502,13 @@ def test_end_of_input_with_unread_records_loses_nothing(certs: Certs, version: A
         agent_sock.close()
 
 
-def test_the_first_request_deadline_includes_the_tls_handshake(certs: Certs, cert_files: Dict[str, str]) -> None:
+def test_the_first_request_deadline_includes_the_tls_handshake(certs: Certs, cert_files: dict[str, str]) -> None:
     """A real TLS agent process, first_request_timeout 1 s, handshake_timeout its default 10 s."""
     from ..helpers.agent_process import AgentProcess
 
-    agent = AgentProcess("--tls-cert", cert_files["agent"], "--tls-ca", cert_files["ca"], "--first-request-timeout", "1")
+    agent = AgentProcess(
+        "--tls-cert", cert_files["agent"], "--tls-ca", cert_files["ca"], "--first-request-timeout", "1"
+    )
     begin = time.monotonic()
     silent = socket.create_connection((LOCAL, agent.port), timeout=TIMEOUT)  # never starts the handshake
     raw = socket.create_connection((LOCAL, agent.port), timeout=TIMEOUT)
@@ -506,8 +522,11 @@ def test_the_first_request_deadline_includes_the_tls_handshake(certs: Certs, cer
             except (ConnectionResetError, ssl.SSLError):
                 pass  # the agent reset it
         assert time.monotonic() - begin >= 1.0
-        closed = agent.wait_for(r"W! udf.agent: closed connection \d+ from 127\.0\.0\.1:\d+: no complete first "
-                                r"request within 1s \(first_request_timeout\)", 2)
+        closed = agent.wait_for(
+            r"W! udf.agent: closed connection \d+ from 127\.0\.0\.1:\d+: no complete first "
+            r"request within 1s \(first_request_timeout\)",
+            2,
+        )
         assert len(closed) == 2
     finally:
         for sock in (silent, shaken):
