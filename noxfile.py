@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 #: The floor of setup.cfg's protobuf range (see the comment there).
 PROTOBUF_LOWEST = "4.22.0"
-#: Beam's tests (tests/adapters/test_beam.py needs Beam; test_beam_extra.py runs everywhere, so pytest never collects nothing).
+#: Beam's tests (test_beam.py needs Beam; test_beam_extra.py runs everywhere, so pytest never collects nothing).
 BEAM_TESTS = ["tests/adapters/test_beam.py", "tests/adapters/test_beam_extra.py"]
 #: The codec's tests, run again on the protobuf Beam pins (the middle of the supported range).
 CODEC_TESTS = [

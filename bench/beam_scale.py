@@ -154,7 +154,10 @@ def main() -> int:
         return 0
     print(f"moving_avg over {args.series} series x {args.points} points = {args.series * args.points} points")
     print(f"load average before: {open('/proc/loadavg').read().split()[:3]}; cpus: {os.cpu_count()}")
-    header = f"{'mode':<10} {'workers':>7} {'wall s':>7} {'points/s':>9} {'speed-up':>8} {'agents':>6} {'host cpu s':>10} {'agent cpu s':>11}"
+    header = (
+        f"{'mode':<10} {'workers':>7} {'wall s':>7} {'points/s':>9} {'speed-up':>8} {'agents':>6}"
+        f" {'host cpu s':>10} {'agent cpu s':>11}"
+    )
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory(prefix="beam-scale-") as tmp:

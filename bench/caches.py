@@ -59,7 +59,7 @@ MIRROR = os.path.join(os.path.dirname(HERE), "examples", "mirror.py")
 
 
 def codec_rate(cycles: int) -> float:
-    """Points/s through the codec ceiling in this process (its UDF_PUREPROTOBUF decides the paths), from empty caches."""
+    """Points/s through the codec ceiling in this process (its UDF_PUREPROTOBUF decides the paths), caches empty."""
     import ceiling
 
     points = workload.make_series_points(4000)
@@ -106,7 +106,7 @@ def _traced(fill: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def _telegraf_point(s: int, host_bytes: int = 0) -> Any:
-    host = "web-%04d.example.com" % s + "x" * host_bytes
+    host = f"web-{s:04d}.example.com" + "x" * host_bytes
     return agent_pb2.Point(
         time=T0,
         name="cpu",
@@ -193,7 +193,7 @@ def cache_sizes(quick: bool) -> None:
         "encode": _largest_pad(_encode_keeps),
     }
     for case, pad in (("Telegraf-sized", 0), ("worst case", pads["decode"])):
-        mb, hand = _traced(lambda: _learned(_telegraf_point(s, pad) for s in range(n)))
+        mb, hand = _traced(lambda pad=pad: _learned(_telegraf_point(s, pad) for s in range(n)))
         count, used = hand.sizes()["series"]
         print(
             f"decode: {count:,} series spans (one stream, {case}, hosts of +{pad:,} bytes): {mb:.2f} MB"
@@ -205,7 +205,7 @@ def cache_sizes(quick: bool) -> None:
             print(f"decode: no tag sets kept (one stream's protobuf path, {case}): this protobuf has no views")
             continue
         fit = min(n, one.entries, one.budget // one.used)  # as many as it holds before it is emptied
-        mb, parser = _traced(lambda: _tag_sets(_telegraf_point(s, pad) for s in range(fit)))
+        mb, parser = _traced(lambda pad=pad, fit=fit: _tag_sets(_telegraf_point(s, pad) for s in range(fit)))
         tag_sets = parser._tag_sets
         print(
             f"decode: {len(tag_sets):,} tag sets (one stream's protobuf path, {case}, hosts of +{pad:,} bytes):"
@@ -230,7 +230,7 @@ def cache_sizes(quick: bool) -> None:
     print(f"decode: {heads:,} frame heads (with those frames' series): {mb:.2f} MB")
     for case, pad in (("Telegraf-sized", 0), ("worst case", pads["encode"])):
         _fastcodec._SERIES.clear()
-        mb, _ = _traced(lambda: _encoded(_plain(_telegraf_point(s, pad)) for s in range(n)))
+        mb, _ = _traced(lambda pad=pad: _encoded(_plain(_telegraf_point(s, pad)) for s in range(n)))
         print(
             f"encode: {len(_fastcodec._SERIES):,} stream series (shared, {case}, hosts of +{pad:,} bytes):"
             f" {mb:.2f} MB (estimated {_fastcodec._SERIES.used / 1e6:.2f} MB)"
@@ -379,7 +379,7 @@ def big_tags(series: int, tag_bytes: int) -> None:
 
     def points() -> Iterator[Point]:
         for i in range(series):
-            yield Point("m", tags={"big": "%08d" % i + "x" * (tag_bytes - 8)}, fields={"v": float(i)}, time=T0 + i)
+            yield Point("m", tags={"big": f"{i:08d}" + "x" * (tag_bytes - 8)}, fields={"v": float(i)}, time=T0 + i)
 
     errors: list[BaseException] = []
     with udf.Process(sys.executable, [MIRROR]) as agent:
@@ -395,13 +395,11 @@ def big_tags(series: int, tag_bytes: int) -> None:
 
         producer = threading.Thread(target=produce, name="bench-producer", daemon=True)
         producer.start()
-        got = 0
         p: Any = None
-        for p in agent.point_out:  # taken while the producer puts
-            if p.tags["big"][:8] != "%08d" % got or len(p.tags["big"]) != tag_bytes:
+        for got, p in enumerate(agent.point_out):  # taken while the producer puts
+            if p.tags["big"][:8] != f"{got:08d}" or len(p.tags["big"]) != tag_bytes:
                 raise AssertionError(f"point {got} came back different")
-            got += 1
-            if got == series:
+            if got + 1 == series:
                 break
         producer.join(60)
     del p

@@ -126,7 +126,7 @@ def _points(workload_name: str) -> list[Point]:
 
 
 def run_part(part: str, workload_name: str, cycles: int) -> None:
-    """Warm up (encode and decode every point once), then run ``part`` (encode, decode) ``cycles`` times: for valgrind."""
+    """Warm up (encode and decode each point once), then run ``part`` (encode, decode) ``cycles`` times (valgrind)."""
     points = _points(workload_name)
     data = [b"".join([encode_point(p) for p in points[i : i + BLOCK]]) for i in range(0, len(points), BLOCK)]
     frames = [FrameDecoder().feed_frames(d) for d in data]

@@ -1,4 +1,4 @@
-"""Instructions per point of the host process for bench/run.py's rows, counted by valgrind: an A/B that load cannot blur.
+"""Instructions per point of the host process for bench/run.py's rows, counted by valgrind: an A/B load cannot blur.
 
 Wall-clock turns on a shared 2-core machine swing by up to 2x; callgrind counts
 the instructions this process executes (its threads; not the echo agent, a
@@ -47,10 +47,12 @@ def _run_row(row: str, n: int) -> None:
 def count(tree: str, row: str, n: int) -> int:
     """Instructions of one run of ``row`` with ``n`` points, with ``tree`` first on sys.path."""
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": tree}
+    script = os.path.join(tree, "bench", "instructions.py")
+    if not os.path.exists(script):
+        script = os.path.abspath(__file__)
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         os.path.join(tree, "bench", "instructions.py") if os.path.exists(os.path.join(tree, "bench", "instructions.py"))
-         else os.path.abspath(__file__), "--run", row, str(n)],
+         script, "--run", row, str(n)],
         env=env, capture_output=True, text=True, check=True, timeout=3600,
     )  # fmt: skip
     match = re.search(r"Collected : (\d+)", out.stderr)

@@ -60,7 +60,7 @@ def plot(results: dict[str, Any], out: str) -> None:
     fig, ax = plt.subplots(figsize=(9, 5.2), dpi=110)
     xs = range(len(names))
     ax.bar(xs, medians, color=[COLORS[n] for n in names], yerr=[lower, upper], capsize=4, width=0.62)
-    for x, n in zip(xs, names):
+    for x, n in zip(xs, names, strict=True):
         row = rows[n]
         note = f"{row['median'] / 1000:,.0f}k"
         ratios = results.get("go", {}).get("ratios", {}).get(n)

@@ -279,10 +279,8 @@ def run_memory(points: Sequence[Any], n: int, batches: Sequence[Any]) -> dict[st
         outlet = server.batch_out if batch else server.point_out
         producer = _producer(inlet.put, items, count)
         producer.start()
-        got = 0
         base = peak = 0
-        for _ in outlet:
-            got += 1
+        for got, _ in enumerate(outlet, 1):
             if got == warm:
                 base = peak = _rss()
             elif got % 1000 == 0 and got > warm:
@@ -346,7 +344,11 @@ def _load() -> str:
 
 def go_ratios(rates: dict[str, list[float]]) -> dict[str, list[float]]:
     """Per round, each Python row over the Go row measured in the same round."""
-    return {py: [a / b for a, b in zip(rates[py], rates[go])] for py, go in GO_PAIRS if rates.get(py) and rates.get(go)}
+    return {
+        py: [a / b for a, b in zip(rates[py], rates[go], strict=True)]
+        for py, go in GO_PAIRS
+        if rates.get(py) and rates.get(go)
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -459,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + "  ".join(f"{statistics.median(ratios[py]):>21.2f}x" for py, _ in GO_PAIRS if py in ratios)
         )
     if "supervised" in rates and "stream" in rates:
-        per_round = [sup / plain for sup, plain in zip(rates["supervised"], rates["stream"])]
+        per_round = [sup / plain for sup, plain in zip(rates["supervised"], rates["stream"], strict=True)]
         print(f"supervised / stream, median of the per-round ratios: {statistics.median(per_round):.3f}")
     if "agent" in rates and "stream" in rates:
         print(
@@ -481,7 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency = run_latency(points, lat_n, 0.002)
         print(
             f"idle round trip over {lat_n} points, 2 ms apart: p50 {latency['p50_us']:.0f} us, "
-            f"p90 {latency['p90_us']:.0f} us, p99 {latency['p99_us']:.0f} us, max {latency['max_us']:.0f} us ({_load()})"
+            f"p90 {latency['p90_us']:.0f} us, p99 {latency['p99_us']:.0f} us,"
+            f" max {latency['max_us']:.0f} us ({_load()})"
         )
 
     if args.json:

@@ -83,8 +83,8 @@ def make_series_points(n: int, series: int = 2000, seed: int = 1) -> list[Point]
     points = []
     for i in range(n):
         s = i % series
-        host = "web-%04d.example.com" % (s // 2)
-        cpu = "cpu%d" % (s % 2)
+        host = f"web-{s // 2:04d}.example.com"
+        cpu = f"cpu{s % 2}"
         region = REGIONS[(s // 2) % len(REGIONS)]
         points.append(
             Point(

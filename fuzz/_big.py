@@ -15,7 +15,7 @@ from udf.wire import _looks_like_text, encode_frame, encode_uvarint
 
 
 def _sized(make: Callable[[int], bytes], size: int) -> bytes | None:
-    """A payload ``make(k)`` of exactly ``size`` bytes (None if no ``k`` gives it: a nested length grew a byte there)."""
+    """A payload ``make(k)`` of exactly ``size`` bytes (None if no ``k`` gives it: a nested length grew a byte)."""
     k = size - 24
     for _ in range(3):  # the length grows by one byte per unit of k, but where a varint grows
         payload = make(k)

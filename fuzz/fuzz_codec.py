@@ -508,7 +508,7 @@ def _decoded(data: bytes, chunk: int) -> tuple[list[Any], UDFError | None, list[
     try:
         # The first 64 reads ``chunk`` bytes each (the frame layer's start); later ones at least 64 KiB.
         cuts = list(range(0, min(len(data), 64 * chunk), chunk)) + list(range(64 * chunk, len(data), max(chunk, 65536)))
-        for i, j in zip(cuts, cuts[1:] + [len(data)]):
+        for i, j in zip(cuts, cuts[1:] + [len(data)], strict=True):
             got = splitter.feed_frames(data[i:j])
             frames += got
             more, error = decoder.decode_frames(got)

@@ -202,7 +202,7 @@ def _builder_source(fields: list[tuple[str, str]], time: str | None, by_name: st
 
 
 class _Shape:
-    """A tail's shape as it is walked: which bytes are fixed (mask, expected), how to unpack the rest, what they mean."""
+    """A tail's shape as it is walked: which bytes are fixed (mask, expected), how to unpack the rest, their meaning."""
 
     def __init__(self, tail: bytes) -> None:
         self.tail = tail
@@ -295,7 +295,7 @@ def _layout_of(tail: bytes) -> _Layout | None:
     pos = 0
     while pos < len(tail):
         tag = tail[pos]
-        if tag == _TIME or tag == _BY_NAME:
+        if tag == _TIME or tag == _BY_NAME:  # noqa: SIM109 - per point: no tuple built
             end = _varint_end(tail, pos + 1, 9 if tag == _TIME else 1)
             if end < 0:
                 return None
@@ -490,7 +490,7 @@ class HandDecoder:
 
 
 def _head_of(frame: bytes) -> tuple[int, bool] | None:
-    """Where the body of a frame that is one ``Response{point}`` and nothing else starts, and whether it starts with a time.
+    """Where the body of a frame that is one ``Response{point}`` and nothing else starts, and if it starts with a time.
 
     None for any other frame, and for sizes of three bytes or more (16 KiB).
     """

@@ -200,7 +200,7 @@ def _point_view_file(double_bits: bool) -> Any:
 
 
 def _private_classes(views: bool, double_bits: bool) -> tuple[Any, Any]:
-    """The message classes of a run of frames and of one frame: (Responses, Response) or (ResponseViews, ResponseView)."""
+    """The message classes of a run of frames and of a frame: (Responses, Response) or (ResponseViews, ResponseView)."""
     from google.protobuf import descriptor_pool
 
     pool = descriptor_pool.Default()
@@ -265,7 +265,7 @@ _PLAIN_CLASSES = _private_classes(False, False)
 
 
 def one_member(payload: bytes) -> bool:
-    """Whether a Response payload is exactly one field (the tag, a length, that many bytes), as every agent writes it."""
+    """Whether a Response payload is exactly one field (a tag, a length, that many bytes), as every agent writes it."""
     if not payload:
         return False
     pos = 2 if payload[0] >= 0x80 else 1  # the oneof members' tags are one or two bytes

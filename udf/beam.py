@@ -164,7 +164,7 @@ class _RunUDFFn(beam.DoFn):  # type: ignore[misc]
     def process(
         self,
         element: Tuple[int, Iterable[Item]],
-        agent_state: Any = beam.DoFn.StateParam(AGENT_STATE),
+        agent_state: Any = beam.DoFn.StateParam(AGENT_STATE),  # noqa: B008 - Beam's way to ask for state
     ) -> Iterator[Item]:
         shard, group = element
         edge = self._edge

@@ -361,10 +361,7 @@ def encode_point(p: Point) -> bytes:
     body = _point_body(p)  # the common case: cached series bytes, hand-written fields
     if body is None:
         plain = _plain_point(p)
-        if plain is None:
-            body = point_body_general(p)
-        else:
-            body = _point_body(plain) or point_body_general(plain)
+        body = point_body_general(p) if plain is None else _point_body(plain) or point_body_general(plain)
     return _point_frame(body)
 
 

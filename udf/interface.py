@@ -49,7 +49,7 @@ class Interface(abc.ABC):
 
     @abc.abstractmethod
     def init(self, options: Options) -> None:
-        """Initialize the UDF (Go: ``Init``): a list of ``agent_pb2.Option`` or a mapping ``{name: value or [values]}``."""
+        """Initialize the UDF (Go: ``Init``): a list of ``agent_pb2.Option``, or ``{name: value or [values]}``."""
 
     @abc.abstractmethod
     def abort(self, err: BaseException) -> None:

@@ -9,7 +9,6 @@ so a round trip never changes a timestamp. Field values are ``float``, ``int``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 __all__ = ["FieldValue", "Fields", "Tags", "Dimensions", "Point", "BatchPoint", "Batch", "INT64_MIN", "INT64_MAX"]
 
@@ -17,7 +16,7 @@ __all__ = ["FieldValue", "Fields", "Tags", "Dimensions", "Point", "BatchPoint", 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 
-FieldValue = Union[float, int, str, bool]
+FieldValue = float | int | str | bool
 Fields = dict[str, FieldValue]
 Tags = dict[str, str]
 

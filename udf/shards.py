@@ -29,7 +29,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import agent_pb2
 
@@ -64,7 +64,7 @@ EDGES = {"stream": agent_pb2.STREAM, "batch": agent_pb2.BATCH}
 #: The counters :class:`ShardAgents` reports through its ``count`` callback.
 COUNTERS = ("agents_started", "agent_failures", "restores")
 
-Item = Union[Point, Batch]
+Item = Point | Batch
 
 
 # --- keys and shards -------------------------------------------------------------------

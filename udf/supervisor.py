@@ -207,7 +207,7 @@ class Supervisor(Interface):
         if not input_closed:
             return "a producer blocked in put() (the agent takes no more input)"
         parts = [self._monitor.doing]
-        for outlet, what in zip(self._monitor.outlets, ("points", "batches")):
+        for outlet, what in zip(self._monitor.outlets, ("points", "batches"), strict=True):
             backlog = outlet.qsize()
             if backlog:
                 parts.append(f"{outlet.name}: {backlog:,} {what} not consumed")
@@ -233,7 +233,7 @@ class Supervisor(Interface):
         return self._core.final
 
     def kill(self) -> None:
-        """Kill the current agent now: the supervisor recovers from it as from any failure (restart, restore, replay)."""
+        """Kill the current agent now: the supervisor recovers as from any failure (restart, restore, replay)."""
         agent = self._core.agent
         if agent is None:
             raise UDFError("supervisor not opened: call open() first")
@@ -331,7 +331,7 @@ class Supervisor(Interface):
                 error = agent.error
                 self._monitor.send(AgentFailed(agent.gen, error or exc, error is None))
                 with core.lock:
-                    core.wait_running(None, lambda: core.agent is not agent)
+                    core.wait_running(None, lambda: core.agent is not agent)  # noqa: B023 - called before the loop goes on
                 continue
             if core.cut(agent, data, seq):
                 return data, seq

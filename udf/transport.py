@@ -106,7 +106,7 @@ class ServerCalls(Interface):
         return self._require_server().snapshot()
 
     def snapshot_with_position(self) -> tuple[bytes, int]:
-        """A snapshot and how many items ``put()`` had accepted before it (see :meth:`udf.Server.snapshot_with_position`)."""
+        """A snapshot and how many items ``put()`` accepted before it (:meth:`udf.Server.snapshot_with_position`)."""
         return self._require_server().snapshot_with_position()
 
     def restore(self, snapshot: bytes) -> None:
@@ -389,7 +389,7 @@ class ServerBacked(ServerCalls):
 
     @abc.abstractmethod
     def _escalate(self, step: int, grace: float, stall: Stall) -> bool:
-        """Take escalation step ``step`` against an agent idle for ``grace`` s (stuck at ``stall``); False once none is left."""
+        """Escalation step ``step`` against an agent idle ``grace`` s (stuck at ``stall``); False when none is left."""
 
     def _finish_events(self) -> Sequence[threading.Event]:
         """What marks the agent's end besides its I/O (udf.Process: its exit)."""

@@ -159,7 +159,7 @@ def _stream_start(start: bytes, limit: int) -> int:
 
 
 def _first_frame(data: bytes, limit: int) -> int:
-    """Whether ``data`` can begin a frame that protobuf parses: _FRAMES, _TEXT (it cannot), or the length needed to tell.
+    """Whether ``data`` can begin a frame protobuf parses: _FRAMES, _TEXT (it cannot), or the length needed to tell.
 
     The frame's payload is walked field by field (length-delimited values are
     skipped, not read). It cannot be a frame when it breaks a rule that every
@@ -304,7 +304,7 @@ class FrameDecoder:
 
     @property
     def suspected_text(self) -> str | None:
-        """The text error :meth:`eof` would raise now, while the stream's first bytes read as text but may still begin a frame.
+        """The text error :meth:`eof` would raise now, while the stream's first bytes read as text but may be a frame.
 
         ``None`` once they are known to be frames (or are refused as text). A
         reader whose wait for the agent's first answer times out can say so

@@ -155,7 +155,10 @@ def collect(stream: Any) -> Counter[Hashable]:
 
 def describe_difference(got: Counter[Hashable], expected: Counter[Hashable]) -> str:
     missing, extra = expected - got, got - expected
-    return f"{sum(missing.values())} missing (e.g. {list(missing)[:2]}), {sum(extra.values())} unexpected (e.g. {list(extra)[:2]})"
+    return (
+        f"{sum(missing.values())} missing (e.g. {list(missing)[:2]}),"
+        f" {sum(extra.values())} unexpected (e.g. {list(extra)[:2]})"
+    )
 
 
 # --- equivalence with per-series udf.Process runs ---------------------------------------------------

@@ -46,14 +46,14 @@ def cluster_block() -> str:
 
 
 def test_the_docs_cluster_configuration_is_the_tests_own() -> None:
-    """docs/flink.md's config.yaml is tests/adapters/flink_cluster.py's, but for the ports and paths the tests choose."""
+    """docs/flink.md's config.yaml is tests/adapters/flink_cluster.py's, but for the ports and paths tests choose."""
     heredoc = re.search(r"cat <<EOF\n(.*?)^EOF$", cluster_block(), re.S | re.M)
     assert heredoc is not None
     assert heredoc.group(1) == config_yaml("$FLINK_WORK", "$PWD/.venv-flink/bin/python", slots=2)
 
 
 def test_the_docs_cluster_commands_are_the_tests_own() -> None:
-    """The docs start, submit and stop as tests/adapters/flink_cluster.py and tests/adapters/test_flink_cluster.py do."""
+    """The docs start, submit and stop as tests/adapters/flink_cluster.py and test_flink_cluster.py do."""
     lines = [line.strip() for line in cluster_block().splitlines()]
     commands = [re.sub(r'^"\$FLINK_HOME"/bin/', "", line) for line in lines if line.startswith('"$FLINK_HOME"/bin/')]
     assert commands == [

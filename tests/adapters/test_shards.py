@@ -66,7 +66,7 @@ def as_counter(items: Sequence[Any]) -> Counter[Hashable]:
 @pytest.fixture
 def series() -> list[udf.Point]:
     """Twelve hosts' points in time order: one shard's worth."""
-    return [p for points in zip(*list(sample_series().values())[:12]) for p in points]
+    return [p for points in zip(*list(sample_series().values())[:12], strict=True) for p in points]
 
 
 # --- keys, shards, pending items ---------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""udf.cli.progress: the progress line's text, its pacing, and a missing tqdm (the pty test is in tests/cli/test_commands.py)."""
+"""udf.cli.progress: the progress line's text, its pacing, a missing tqdm (the pty test: cli/test_commands.py)."""
 
 from __future__ import annotations
 

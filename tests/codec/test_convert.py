@@ -266,7 +266,7 @@ def test_encode_batch_frames() -> None:
     kinds = [r.WhichOneof("message") for r in requests]
     assert kinds == ["begin"] + ["point"] * len(b.points) + ["end"]
     assert requests[0].begin == agent_pb2.BeginBatch(name="mem", group="dc=eu,", tags={"dc": "eu"}, size=3, byName=True)
-    for request, bp in zip(requests[1:-1], b.points):
+    for request, bp in zip(requests[1:-1], b.points, strict=True):
         expected = agent_pb2.Point(time=bp.time, group="dc=eu,", tags=bp.tags)
         fields_to_message(expected, bp.fields)
         assert request.point == expected
@@ -303,7 +303,7 @@ def test_batch_round_trip_through_frames() -> None:
     b = sample_batch()
     [back] = assemble(requests_of(encode_batch(b)))
     assert back == b
-    for got, sent in zip(back.points, b.points):
+    for got, sent in zip(back.points, b.points, strict=True):
         assert_same_typed(got.fields, sent.fields)
 
 

@@ -132,7 +132,9 @@ def test_case1_a_real_agent_whose_first_answer_is_that_big_is_heard(size: int) -
         "from udf.agent import Handler, main\n"
         "class Big(Handler):\n"
         "    def info(self):\n"
-        f"        return agent_pb2.InfoResponse(options={{'o' * {n}: agent_pb2.OptionInfo(valueTypes=[agent_pb2.STRING])}})\n"
+        "        return agent_pb2.InfoResponse(\n"
+        f"            options={{'o' * {n}: agent_pb2.OptionInfo(valueTypes=[agent_pb2.STRING])}}\n"
+        "        )\n"
         "    def init(self, request):\n"
         "        return agent_pb2.InitResponse(success=True)\n"
         "sys.exit(main(Big))\n"
@@ -177,7 +179,7 @@ def protobuf_parses(payload: bytes) -> bool:
 
 
 def test_case1_text_is_said_only_of_bytes_protobuf_refuses() -> None:
-    """The differential of the text check: whatever it calls text, protobuf refuses; no prefix of a frame protobuf parses is text."""
+    """The text check's differential: what it calls text, protobuf refuses; no prefix of a parsed frame is text."""
     rng = random.Random(1)
     texts = parsed = 0
     for _ in range(6000):
@@ -562,7 +564,7 @@ def test_case6_the_same_frame_gives_one_key_order_on_every_decode() -> None:
     for _ in range(3):  # learned, then by hand (where it runs)
         events, error = events_of(frames, decoder)
         assert error is None
-        for frame, p in zip(frames, [p for _, points in events for p in points]):
+        for frame, p in zip(frames, [p for _, points in events for p in points], strict=True):
             orders.setdefault(frame, []).append((list(p.tags), list(p.fields)))
     assert PURE_PROTOBUF or decoder._hand.sizes()["layouts"][0] > 0  # type: ignore[union-attr]  # the hand path ran
     for frame, seen in orders.items():
@@ -618,7 +620,7 @@ def test_case7_points_with_128_kib_tags_round_trip_and_are_never_cached() -> Non
     assert hand is not None
     before = (_fastcodec._SERIES.used, hand.sizes(), decoder._parser._tag_sets.used)
     for i in range(40):
-        p = Point("m", tags={"big": "%04d" % i + "x" * (128 * 1024 - 4)}, fields={"v": float(i)}, time=T0 + i)
+        p = Point("m", tags={"big": f"{i:04d}" + "x" * (128 * 1024 - 4)}, fields={"v": float(i)}, time=T0 + i)
         events, error = events_of([encode_point(p)] * 2, decoder)
         assert error is None and events == [(POINTS, [p, p])]
     assert (_fastcodec._SERIES.used, hand.sizes(), decoder._parser._tag_sets.used) == before
@@ -631,7 +633,7 @@ def test_case7_memory_held_after_many_big_series_is_bounded() -> None:
     tracemalloc.start()
     try:
         for i in range(300):
-            p = Point("m", tags={"big": "%04d" % i + "x" * (128 * 1024 - 4)}, fields={"v": float(i)}, time=T0 + i)
+            p = Point("m", tags={"big": f"{i:04d}" + "x" * (128 * 1024 - 4)}, fields={"v": float(i)}, time=T0 + i)
             events, error = events_of([encode_point(p)], decoder)
             assert error is None
             del p, events
@@ -651,7 +653,8 @@ sys.path.insert(0, {root!r})
 import udf.convert as c
 from udf import Point, Dimensions
 from udf.wire import FrameDecoder
-points = [Point("cpu", "db", "rp", "g", Dimensions(True, ["host"]), {{"host": "a"}}, {{"v": i / 3, "n": i, "s": "x"}}, 10**18 + i)
+points = [Point("cpu", "db", "rp", "g", Dimensions(True, ["host"]), {{"host": "a"}},
+                {{"v": i / 3, "n": i, "s": "x"}}, 10**18 + i)
           for i in range(50)]
 frames = b"".join(c.encode_point(p) for p in points)
 decoder = c.ResponseDecoder()

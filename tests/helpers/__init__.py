@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import agent_pb2
 

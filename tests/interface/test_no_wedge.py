@@ -294,13 +294,13 @@ def test_abort_racing_open_is_never_lost(tmp_path: pathlib.Path) -> None:
             err = udf.UDFError(f"abort {i}")
             ready = threading.Barrier(2)
 
-            def race() -> None:
+            def race(s: udf.Socket, err: udf.UDFError, ready: threading.Barrier) -> None:
                 ready.wait(TIMEOUT)
                 for _ in range(rng.randrange(50)):
                     pass
                 s.abort(err)
 
-            aborter = run_in_thread(race)
+            aborter = run_in_thread(race, s, err, ready)
             ready.wait(TIMEOUT)
             try:
                 s.open()
@@ -392,15 +392,16 @@ def test_killed_mid_stream_is_the_exit_not_a_protocol_error(processes: list[udf.
         got: list[Point] = []
         consumer = drain(p.point_out, got)
 
-        def produce(host: str) -> None:
+        def produce(p: udf.Process, host: str) -> None:
             try:
                 for i in range(20000):
                     p.point_in.put(point(i, host), timeout=TIMEOUT)
             except ChannelClosed:
                 pass
 
-        producers = [run_in_thread(produce, h) for h in ("a", "b")]
-        wait_for(lambda: len(got) >= 100 * (run + 1), "outputs before the kill")
+        producers = [run_in_thread(produce, p, h) for h in ("a", "b")]
+        wanted = 100 * (run + 1)
+        wait_for(lambda got=got, wanted=wanted: len(got) >= wanted, "outputs before the kill")
         os.kill(p.pid, signal.SIGKILL)
         for producer in producers:
             producer()

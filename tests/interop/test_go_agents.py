@@ -107,7 +107,7 @@ def feed_moving_avg(u: udf.Interface, values: dict[str, list[float]], start: int
 
 def assert_means(got: list[float], expected: list[float]) -> None:
     assert len(got) == len(expected)
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         assert g == pytest.approx(e, rel=1e-14, abs=1e-14)  # Go keeps a running mean
 
 

@@ -302,7 +302,7 @@ class Jammed(PlainInterface):
 
 
 def jammed_supervisor() -> tuple[udf.Supervisor, Jammed, Callable[[], Any], Consumer]:
-    """A supervisor of a Jammed transport; a producer blocked in its put (holding the put path): its joiner; a consumer."""
+    """A supervisor of a Jammed transport; a producer blocked in its put (on the put path), its joiner, a consumer."""
     factory = Factory(*agent_command("echo.py"))
     made: list[Jammed] = []
     sup = supervisor(lambda: made.append(Jammed(factory())) or made[-1])

@@ -1,4 +1,4 @@
-"""udf.supervision.restart_policy with a fake clock: Erlang/OTP intensity, backoff with jitter, the reset. No threads."""
+"""udf.supervision.restart_policy on a fake clock: Erlang/OTP intensity, backoff with jitter, the reset. No threads."""
 
 from __future__ import annotations
 

@@ -311,7 +311,10 @@ def test_close_grace_ends_a_connection_the_agent_keeps_open(sock_path: str, sock
     s.point_in.put(point(1))
     with pytest.raises(
         udf.UDFError,
-        match=rf"^agent at unix socket {sock_path} did not close its connection: no progress for 0.1s after its input was closed$",
+        match=(
+            rf"^agent at unix socket {sock_path} did not close its connection:"
+            r" no progress for 0.1s after its input was closed$"
+        ),
     ):
         s.close()
     release.set()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import agent_pb2
 
@@ -12,7 +12,7 @@ from ..models import FieldValue
 __all__ = ["OptionPyValue", "option_value", "init_options", "parse_options", "field_value"]
 
 #: The Python value of one ``agent_pb2.OptionValue`` (a DURATION is an int of nanoseconds).
-OptionPyValue = Union[bool, int, float, str]
+OptionPyValue = bool | int | float | str
 
 
 def option_value(value: Any) -> OptionPyValue:

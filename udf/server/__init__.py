@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Optional, Tuple, Union
+from typing import Any
 
 from ..channel import Channel
 from ..convert import Info, encode_batch, encode_point, encode_request

@@ -150,7 +150,7 @@ class Outbox:
         return len(self._data)
 
     def unwritten(self) -> bool:
-        """Whether input accepted for the agent is still queued or being written (it would be lost if the agent ended now)."""
+        """Whether input accepted for the agent is still queued or being written (lost if the agent ended now)."""
         with self._lock:
             return self._state != self.CLOSED and (bool(self._data) or self.in_flight)
 

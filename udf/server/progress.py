@@ -44,7 +44,7 @@ class Progress:
         return max(since, self.last_seen, self.last_write)
 
     def wait_while_busy(self, event: threading.Event, idle: float, timeout: float | None = None) -> bool:
-        """Wait for ``event`` as long as the agent makes progress: False once idle for ``idle`` s (or at ``timeout``)."""
+        """Wait for ``event`` while the agent makes progress: False once idle for ``idle`` s (or at ``timeout``)."""
         begin = time.monotonic()
         deadline = None if timeout is None else begin + timeout
         while True:

@@ -1,4 +1,4 @@
-"""Request calls: Go's four, and the callers waiting for their answers, a queue per kind (as Go keeps a channel per kind).
+"""Request calls: Go's four, and the callers waiting for their answers, a queue per kind (Go: a channel per kind).
 
 ``info()``, ``init()``, ``snapshot()`` and ``restore()`` each queue their frame
 and a :class:`Pending` together, so that the waiters of a kind are in the order
