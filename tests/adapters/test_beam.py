@@ -1,7 +1,7 @@
 """udf.beam.RunUDF on Beam's in-process runner (FnApiRunner), with real agents.
 
-Needs Apache Beam (extra ``beam``): scripts/test.sh runs this file in its own
-virtual environment, ``.venv-beam``; elsewhere it is skipped.
+Needs Apache Beam (extra ``beam``): nox's ``beam`` session runs this file in its own
+virtual environment; elsewhere it is skipped.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from .reference import (
 # Skipped test by test, not the whole module: a run of this file alone where
 # Beam is missing then reports skips (exit status 0), not "no tests" (5).
 pytestmark = pytest.mark.skipif(
-    beam is None, reason="Apache Beam is not installed (extra 'beam'; scripts/test.sh runs this in .venv-beam)"
+    beam is None, reason="Apache Beam is not installed (extra 'beam'; nox -s beam runs this in its own environment)"
 )
 
 
