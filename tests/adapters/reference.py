@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import udf
@@ -52,7 +52,7 @@ def sample_batches() -> list[udf.Batch]:
     return batcher.flush()
 
 
-def normalize(item: Any) -> Hashable:
+def normalize(item: Any) -> Any:
     """A point or batch as a hashable tuple of everything it carries."""
     if isinstance(item, udf.Point):
         return (
@@ -72,9 +72,7 @@ def normalize(item: Any) -> Hashable:
     return ("batch", item.name, item.tmax, item.group, item.by_name, tuple(sorted(item.tags.items())), points)
 
 
-def reference_run(
-    command: Sequence[str], options: Any, series: Sequence[Sequence[Any]], edge: str
-) -> Counter[Hashable]:
+def reference_run(command: Sequence[str], options: Any, series: Sequence[Sequence[Any]], edge: str) -> Counter[Any]:
     """A plain udf.Process fed each series in turn (in time order): the multiset of its outputs."""
     process = udf.Process(command[0], command[1:], timeout=TIMEOUT)
     outputs: list[Any] = []

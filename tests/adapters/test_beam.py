@@ -30,7 +30,7 @@ except ImportError:  # the main environment: every test here is collected, and s
 import udf
 from udf.lineprotocol import format_line
 
-from ..helpers import TIMEOUT
+from ..helpers import ROOT, TIMEOUT
 from .reference import (
     AVG_OPTIONS,
     EXAMPLES,
@@ -38,7 +38,6 @@ from .reference import (
     MOVING_AVG,
     OUTLIERS,
     OUTLIERS_OPTIONS,
-    ROOT,
     interleaved,
     normalize,
     reference_run,
@@ -112,10 +111,12 @@ def test_coder_round_trips_points_and_batches_exactly() -> None:
     )
     for item in (point, batch, udf.Point(), udf.Batch()):
         assert coder.decode(coder.encode(item)) == item
-    assert str(coder.decode(coder.encode(point)).fields["f"]) == "-0.0"
-    assert type(coder.decode(coder.encode(point)).fields["big"]) is int
+    back = coder.decode(coder.encode(point))
+    assert isinstance(back, udf.Point)
+    assert str(back.fields["f"]) == "-0.0"
+    assert type(back.fields["big"]) is int
     with pytest.raises(TypeError, match="udf.Point or udf.Batch, got dict"):
-        coder.encode({"name": "cpu"})
+        coder.encode({"name": "cpu"})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not a UDFItemCoder encoding"):
         coder.decode(b"Xjunk")
     assert beam.coders.registry.get_coder(udf.Point) == coder

@@ -35,12 +35,12 @@ try:
     import udf.flink as udf_flink
     from udf.flink import run_udf
 except ImportError:  # the main environment: every test here is collected, and skipped
-    udf_flink = None
+    udf_flink = None  # type: ignore[assignment]  # the module or nothing: the tests skip
 
 import udf
 from udf.lineprotocol import format_line
 
-from ..helpers import TIMEOUT
+from ..helpers import ROOT, TIMEOUT
 from .flink_cluster import MARKER, clean_environ, cmdline, marked_pids
 from .reference import (
     AVG_OPTIONS,
@@ -48,7 +48,6 @@ from .reference import (
     MOVING_AVG,
     OUTLIERS,
     OUTLIERS_OPTIONS,
-    ROOT,
     interleaved,
     normalize,
     reference_run,

@@ -37,8 +37,9 @@ except ImportError:
 import udf
 from udf.lineprotocol import format_line
 
+from ..helpers import ROOT
 from .flink_cluster import FlinkCluster, ancestors, cmdline, marked_pids, parent_of
-from .reference import EXAMPLES, MOVING_AVG, ROOT, reference_run, sample_series
+from .reference import EXAMPLES, MOVING_AVG, reference_run, sample_series
 
 pytestmark = [
     pytest.mark.skipif(
@@ -112,7 +113,7 @@ def write_points(path: Path, series: int, points: int) -> list[list[udf.Point]]:
         for i in range(points):
             for h in range(series):
                 tags = {"host": f"h{h:04d}", "region": "eu"}
-                fields = {"usage_user": 10.0 + ((i * 7 + h * 13) % 17) / 10.0}
+                fields: dict[str, udf.models.FieldValue] = {"usage_user": 10.0 + ((i * 7 + h * 13) % 17) / 10.0}
                 time_ns = 1495152000 * 10**9 + i * 10**10
                 f.write(format_line("cpu", tags, fields, time_ns) + "\n")
                 by_host[h].append(

@@ -42,7 +42,7 @@ def cluster_block() -> str:
     blocks = re.findall(r"<!-- flink: [^\n]*-->\n```sh\n(.*?)^```$", FLINK_MD.read_text(), re.S | re.M)
     found = [b for b in blocks if "jobmanager.sh start" in b]
     assert len(found) == 1, "docs/flink.md has one cluster block"
-    return found[0]
+    return str(found[0])
 
 
 def test_the_docs_cluster_configuration_is_the_tests_own() -> None:

@@ -32,7 +32,8 @@ from udf.shards import (
     shard_of,
 )
 
-from .reference import AVG_OPTIONS, KILL_ONCE, MOVING_AVG, ROOT, normalize, reference_run, sample_series
+from ..helpers import ROOT
+from .reference import AVG_OPTIONS, KILL_ONCE, MOVING_AVG, normalize, reference_run, sample_series
 
 CRASH = os.path.join(ROOT, "tests", "agents", "crash.py")
 EMPTY = ShardState(b"", b"")
@@ -78,7 +79,7 @@ def test_keys_and_shards_are_stable() -> None:
     assert shard_of("cpu\nhost=a", 64) == 3973279567 % 64  # crc32, the same in every process
     assert ShardOf(default_key, 64)(udf.Point(group="cpu\nhost=a")) == shard_of("cpu\nhost=a", 64)
     with pytest.raises(TypeError, match="key\\(\\) must return a str, got int"):
-        ShardOf(lambda item: 3, 4)(udf.Point())
+        ShardOf(lambda item: 3, 4)(udf.Point())  # type: ignore[arg-type, return-value]
 
 
 def test_pending_items_sort_by_time_and_keep_arrival_order_on_ties() -> None:
@@ -98,7 +99,7 @@ def test_a_wrong_item_is_refused_when_it_arrives_naming_it() -> None:
     with pytest.raises(TypeError, match="a batch UDF takes udf.Batch items, got Point"):
         pending_entry(udf.Point(), agent_pb2.BATCH)
     with pytest.raises(TypeError, match="field 'v'"):
-        pending_entry(udf.Point(fields={"v": object()}), agent_pb2.STREAM)
+        pending_entry(udf.Point(fields={"v": object()}), agent_pb2.STREAM)  # type: ignore[dict-item]
 
 
 # --- hand-overs and generations ----------------------------------------------------------------------

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import pytest
 
@@ -85,7 +85,7 @@ def start_socket_agent(path: Path) -> tuple[subprocess.Popen[bytes], socket.sock
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(TIMEOUT)
     conn.connect(str(path))
-    stream = conn.makefile("rwb", buffering=0)
+    stream = cast(IO[bytes], conn.makefile("rwb", buffering=0))
     ask_info(stream, stream)
     return proc, conn
 
@@ -176,7 +176,7 @@ def test_agent_server_stop_from_a_handler_returns_and_stops_the_others(tmp_path:
             conn.settimeout(TIMEOUT)
             conn.connect(str(path))
             conns.append(conn)
-        caller, other = (c.makefile("rwb", buffering=0) for c in conns)
+        caller, other = (cast(IO[bytes], c.makefile("rwb", buffering=0)) for c in conns)
         ask_info(caller, caller)
         ask_info(other, other)
         assert server.connections == 2

@@ -145,7 +145,7 @@ class Pipes:
         self.host_writer = open(req_w, "wb", buffering=0)
         kwargs.setdefault("name", "udf-agent-test")
         self.agent = Agent(open(req_r, "rb"), open(resp_w, "wb"), handler, **kwargs)
-        self.handler = handler
+        self.handler: Any = handler  # the test's own Handler subclass, its records read as they are
         self.decoder = FrameDecoder()
         self.pending: list[Any] = []
         self.servers: list[udf.Server] = []
@@ -225,7 +225,7 @@ def pipes_factory() -> Iterator[Callable[..., Pipes]]:
 
 
 def sample_point(**overrides: Any) -> Point:
-    values: dict = dict(
+    values: dict[str, Any] = dict(
         name="cpu",
         database="telegraf",
         retention_policy="autogen",
@@ -252,7 +252,11 @@ def test_handler_defaults() -> None:
     assert h.restore(agent_pb2.RestoreRequest()).success
     refused = h.restore(agent_pb2.RestoreRequest(snapshot=b"x"))
     assert not refused.success and "cannot restore" in refused.error
-    for call in (lambda: h.point(agent_pb2.Point()), lambda: h.begin_batch(agent_pb2.BeginBatch())):
+    calls: tuple[Callable[[], object], ...] = (
+        lambda: h.point(agent_pb2.Point()),
+        lambda: h.begin_batch(agent_pb2.BeginBatch()),
+    )
+    for call in calls:
         with pytest.raises(udf.UDFError, match="does not support"):
             call()
     h.stop()  # a no-op by default
@@ -304,7 +308,7 @@ def test_field_value_follows_go_precedence() -> None:
 # --- in-process agents driven by udf.Server -------------------------------------------------
 
 
-def test_info_init_point_snapshot_restore_through_server(pipes_factory) -> None:
+def test_info_init_point_snapshot_restore_through_server(pipes_factory: Callable[..., Pipes]) -> None:
     p = pipes_factory()
     p.agent.start()
     s = p.server()
@@ -327,7 +331,7 @@ def test_info_init_point_snapshot_restore_through_server(pipes_factory) -> None:
     assert p.handler.calls == ["info", "init", "point", "snapshot", "restore", "snapshot", "stop"]
 
 
-def test_init_and_restore_failures_are_not_fatal(pipes_factory) -> None:
+def test_init_and_restore_failures_are_not_fatal(pipes_factory: Callable[..., Pipes]) -> None:
     p = pipes_factory()
     p.agent.start()
     s = p.server()
@@ -342,7 +346,7 @@ def test_init_and_restore_failures_are_not_fatal(pipes_factory) -> None:
     assert p.agent.wait(TIMEOUT) and p.agent.error is None
 
 
-def test_batches_through_server(pipes_factory) -> None:
+def test_batches_through_server(pipes_factory: Callable[..., Pipes]) -> None:
     p = pipes_factory()
     p.agent.start()
     s = p.server()
@@ -370,7 +374,7 @@ def test_batches_through_server(pipes_factory) -> None:
     assert p.handler.calls.count("begin") == 4 and p.handler.calls.count("end") == 4
 
 
-def test_emit_helpers_accept_models_and_messages(pipes_factory) -> None:
+def test_emit_helpers_accept_models_and_messages(pipes_factory: Callable[..., Pipes]) -> None:
     class Emitter(Handler):
         def info(self) -> Any:
             return agent_pb2.InfoResponse()
@@ -410,7 +414,7 @@ def test_emit_helpers_accept_models_and_messages(pipes_factory) -> None:
     assert p.agent.wait(TIMEOUT) and p.agent.error is None
 
 
-def test_kapacitor_style_handler_returning_responses(pipes_factory) -> None:
+def test_kapacitor_style_handler_returning_responses(pipes_factory: Callable[..., Pipes]) -> None:
     """A handler ported from Kapacitor's agent: returns whole Responses, sets agent itself."""
 
     class Ported(Handler):
@@ -450,7 +454,7 @@ def test_kapacitor_style_handler_returning_responses(pipes_factory) -> None:
     assert a.wait(TIMEOUT) and a.error is None
 
 
-def test_concurrent_writers_never_interleave_frames(pipes_factory) -> None:
+def test_concurrent_writers_never_interleave_frames(pipes_factory: Callable[..., Pipes]) -> None:
     """write_response from many threads at once: every frame arrives whole."""
     writers_done = threading.Event()
 
@@ -492,7 +496,7 @@ def test_concurrent_writers_never_interleave_frames(pipes_factory) -> None:
 # --- keepalives while the handler is busy ------------------------------------------------------
 
 
-def test_keepalive_answered_while_handler_blocked_raw_frames(pipes_factory) -> None:
+def test_keepalive_answered_while_handler_blocked_raw_frames(pipes_factory: Callable[..., Pipes]) -> None:
     h = EchoHandler()
     h.gate = threading.Event()
     p = pipes_factory(h)
@@ -532,13 +536,13 @@ class KeepaliveCounter:
                 self.count += 1
                 if self.count >= self._n:
                     self.seen.set()
-        return data
+        return bytes(data)
 
     def close(self) -> None:
         self._raw.close()
 
 
-def test_server_keepalive_does_not_time_out_while_handler_blocked(pipes_factory) -> None:
+def test_server_keepalive_does_not_time_out_while_handler_blocked(pipes_factory: Callable[..., Pipes]) -> None:
     keepalive = 1.0  # the server pings every 0.5 s and gives up after 1 s of silence
     h = EchoHandler()
     h.gate = threading.Event()
@@ -564,7 +568,7 @@ def test_server_keepalive_does_not_time_out_while_handler_blocked(pipes_factory)
 # --- errors ------------------------------------------------------------------------------------
 
 
-def test_handler_exception_becomes_agent_error(pipes_factory) -> None:
+def test_handler_exception_becomes_agent_error(pipes_factory: Callable[..., Pipes]) -> None:
     h = EchoHandler()
     h.fail_on = "point"
     p = pipes_factory(h)
@@ -582,7 +586,7 @@ def test_handler_exception_becomes_agent_error(pipes_factory) -> None:
     assert str(p.agent.error) == "error processing request of type point: boom in point"
 
 
-def test_request_handler_exception_fails_the_request(pipes_factory) -> None:
+def test_request_handler_exception_fails_the_request(pipes_factory: Callable[..., Pipes]) -> None:
     h = EchoHandler()
     h.fail_on = "info"
     p = pipes_factory(h)
@@ -596,7 +600,7 @@ def test_request_handler_exception_fails_the_request(pipes_factory) -> None:
     assert p.agent.wait(TIMEOUT) and h.calls == ["info", "stop"]
 
 
-def test_wrong_return_type_is_reported(pipes_factory) -> None:
+def test_wrong_return_type_is_reported(pipes_factory: Callable[..., Pipes]) -> None:
     class Wrong(Handler):
         def info(self) -> Any:
             return agent_pb2.InitResponse(success=True)
@@ -610,7 +614,7 @@ def test_wrong_return_type_is_reported(pipes_factory) -> None:
     assert p.read_to_eof() == []  # the agent stopped and closed its output
 
 
-def test_after_error_requests_are_dropped_and_input_drained(pipes_factory) -> None:
+def test_after_error_requests_are_dropped_and_input_drained(pipes_factory: Callable[..., Pipes]) -> None:
     h = EchoHandler()
     h.fail_on = "point"
     p = pipes_factory(h)
@@ -637,7 +641,7 @@ def test_after_error_requests_are_dropped_and_input_drained(pipes_factory) -> No
     assert h.calls == ["point", "stop"]
 
 
-def test_malformed_request_stream_is_reported(pipes_factory) -> None:
+def test_malformed_request_stream_is_reported(pipes_factory: Callable[..., Pipes]) -> None:
     p = pipes_factory()
     p.agent.start()
     p.host_writer.write(b"\x03\xff\xff\xff")  # a frame that is not a Request
@@ -651,7 +655,7 @@ def test_malformed_request_stream_is_reported(pipes_factory) -> None:
     assert p.handler.stopped.is_set()
 
 
-def test_truncated_input_is_a_protocol_error(pipes_factory) -> None:
+def test_truncated_input_is_a_protocol_error(pipes_factory: Callable[..., Pipes]) -> None:
     p = pipes_factory()
     p.agent.start()
     p.host_writer.write(b"\x10\x01\x02")  # 16 bytes announced, 2 sent, then EOF
@@ -662,7 +666,7 @@ def test_truncated_input_is_a_protocol_error(pipes_factory) -> None:
     assert p.agent.wait(TIMEOUT)
 
 
-def test_unknown_request_type_is_ignored(pipes_factory) -> None:
+def test_unknown_request_type_is_ignored(pipes_factory: Callable[..., Pipes]) -> None:
     p = pipes_factory()
     p.agent.start()
     p.host_writer.write(encode_frame(b""))  # an empty Request: no oneof member set
@@ -673,7 +677,7 @@ def test_unknown_request_type_is_ignored(pipes_factory) -> None:
     assert p.agent.wait(TIMEOUT) and p.agent.error is None
 
 
-def test_eof_stops_handler_then_closes_output(pipes_factory) -> None:
+def test_eof_stops_handler_then_closes_output(pipes_factory: Callable[..., Pipes]) -> None:
     """stop() runs at EOF with the output still open: what it writes is delivered."""
 
     class Flusher(EchoHandler):
@@ -695,7 +699,7 @@ def test_eof_stops_handler_then_closes_output(pipes_factory) -> None:
         p.agent.write_response(agent_pb2.Response(point=agent_pb2.Point()))
 
 
-def test_host_gone_stops_the_agent(pipes_factory) -> None:
+def test_host_gone_stops_the_agent(pipes_factory: Callable[..., Pipes]) -> None:
     p = pipes_factory()
     p.agent.start()
     p.host_reader.close()  # nobody reads the agent's output any more
@@ -715,7 +719,7 @@ def test_agent_misuse() -> None:
     with pytest.raises(udf.UDFError, match="not started"):
         a.wait(0)
     with pytest.raises(TypeError, match="agent_pb2.Response"):
-        a.write_response(agent_pb2.InfoResponse())  # type: ignore[arg-type]
+        a.write_response(agent_pb2.InfoResponse())  # not a Response (agent_pb2 is untyped: mypy cannot tell)
     with pytest.raises(ValueError):
         Agent(open(os.devnull, "rb"), open(os.devnull, "wb"), queue_size=0)
     with pytest.raises(udf.UDFError, match="not started"):
@@ -776,10 +780,10 @@ CHILD = textwrap.dedent(
 
 
 @pytest.fixture
-def child() -> Iterator[Callable[[], subprocess.Popen]]:
-    procs: list[subprocess.Popen] = []
+def child() -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn() -> subprocess.Popen:
+    def spawn() -> subprocess.Popen[bytes]:
         # No -u: the agent must flush on its own.
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -800,7 +804,7 @@ def child() -> Iterator[Callable[[], subprocess.Popen]]:
                     pass
 
 
-def test_child_process_conversation(child) -> None:
+def test_child_process_conversation(child: Callable[[], subprocess.Popen[bytes]]) -> None:
     proc = child()
     s = tracked(udf.Server(proc.stdout, proc.stdin, timeout=TIMEOUT))
     s.start()
@@ -828,10 +832,11 @@ def test_child_process_conversation(child) -> None:
     s.stop()
     assert [pt.name for pt in s.point_out] == ["stopped"]
     assert proc.wait(TIMEOUT) == 0
+    assert proc.stderr is not None
     assert b"a stray print must not corrupt the protocol" in proc.stderr.read()
 
 
-def test_child_process_handler_error(child) -> None:
+def test_child_process_handler_error(child: Callable[[], subprocess.Popen[bytes]]) -> None:
     proc = child()
     s = tracked(udf.Server(proc.stdout, proc.stdin))
     s.start()
@@ -840,11 +845,12 @@ def test_child_process_handler_error(child) -> None:
     with pytest.raises(udf.AgentError, match="error processing request of type point: asked to crash"):
         s.stop()
     assert proc.wait(TIMEOUT) == 1
+    assert proc.stderr is not None
     stderr = proc.stderr.read().decode()
     assert "E! udf.agent: error processing request of type point: asked to crash" in stderr
 
 
-def test_child_process_eof_stops_cleanly(child) -> None:
+def test_child_process_eof_stops_cleanly(child: Callable[[], subprocess.Popen[bytes]]) -> None:
     proc = child()
     s = tracked(udf.Server(proc.stdout, proc.stdin))
     s.start()

@@ -15,7 +15,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,21 +34,26 @@ from ..helpers.agent_process import AgentProcess, MiB
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc to measure")
 
 
-@pytest.fixture
-def agent_process() -> Iterator[Callable[..., AgentProcess]]:
-    started: list[AgentProcess] = []
-    sockets: list[socket.socket] = []
+class Agents:
+    """Starts agent processes (``agents(*flags)``) and keeps them and the peers' sockets, to end them after the test."""
 
-    def start(*flags: str) -> AgentProcess:
+    def __init__(self) -> None:
+        self.started: list[AgentProcess] = []
+        self.sockets: list[socket.socket] = []
+
+    def __call__(self, *flags: str) -> AgentProcess:
         agent = AgentProcess(*flags)
-        started.append(agent)
+        self.started.append(agent)
         return agent
 
-    start.sockets = sockets  # type: ignore[attr-defined]
-    yield start
-    for sock in sockets:
+
+@pytest.fixture
+def agent_process() -> Iterator[Agents]:
+    agents = Agents()
+    yield agents
+    for sock in agents.sockets:
         sock.close()
-    for agent in started:
+    for agent in agents.started:
         if agent.proc.returncode is None:
             agent.stop()
 
@@ -99,7 +104,7 @@ def averages(address: str, values: list[float]) -> list[float]:
         host.init({"field": "v", "size": 2})
         for i, v in enumerate(values):
             host.point_in.put(udf.Point(name="m", group="g", fields={"v": v}, time=i + 1))
-        return [host.point_out.get(timeout=TIMEOUT).fields["avg"] for _ in values[1:]]
+        return [float(host.point_out.get(timeout=TIMEOUT).fields["avg"]) for _ in values[1:]]
 
 
 INFO = encode_frame(agent_pb2.Request(info=agent_pb2.InfoRequest()).SerializeToString())
@@ -108,7 +113,7 @@ INFO = encode_frame(agent_pb2.Request(info=agent_pb2.InfoRequest()).SerializeToS
 # --- max_connections ---------------------------------------------------------------------------------
 
 
-def test_connections_beyond_the_cap_are_closed_at_once_and_named(agent_process) -> None:
+def test_connections_beyond_the_cap_are_closed_at_once_and_named(agent_process: Agents) -> None:
     agent = agent_process("--max-connections", "4")
     opened = agent_process.sockets
     idle = [peer(agent, opened) for _ in range(4)]
@@ -118,10 +123,10 @@ def test_connections_beyond_the_cap_are_closed_at_once_and_named(agent_process) 
         assert errors_in(read_to_end(sock)) == ["agent busy: it serves 4 connections already (max_connections)"]
     refused = agent.wait_for(r"W! udf.agent: refused connection", 12)
     ports = {str(sock.getsockname()[1]) for sock in extra}
-    named = {
-        re.search(r"from 127\.0\.0\.1:(\d+): 4 connections open already \(max_connections\)", line).group(1)
-        for line in refused
-    }
+    cap = re.compile(r"from 127\.0\.0\.1:(\d+): 4 connections open already \(max_connections\)")
+    matches = [cap.search(line) for line in refused]
+    assert all(matches), refused
+    named = {match.group(1) for match in matches if match}
     assert named == ports
     # Measured, not assumed: each served connection holds a reader and a handler thread and one descriptor.
     agent.holding(4)
@@ -139,7 +144,7 @@ def test_connections_beyond_the_cap_are_closed_at_once_and_named(agent_process) 
 # --- first_request_timeout ---------------------------------------------------------------------------
 
 
-def test_a_connection_without_a_complete_first_request_is_closed_in_time(agent_process) -> None:
+def test_a_connection_without_a_complete_first_request_is_closed_in_time(agent_process: Agents) -> None:
     timeout = 1.0
     agent = agent_process("--first-request-timeout", str(timeout))
     opened = agent_process.sockets
@@ -199,7 +204,7 @@ def read_to_end_of_frame(sock: socket.socket) -> bytes:
 # --- max_buffered_bytes --------------------------------------------------------------------------------
 
 
-def test_unfinished_frames_never_pass_the_buffer_budget(agent_process) -> None:
+def test_unfinished_frames_never_pass_the_buffer_budget(agent_process: Agents) -> None:
     budget, peers = 32 * MiB, 12
     agent = agent_process("--max-connections", "16", "--max-buffered-bytes", str(budget))
     # A 12 MiB restore request, sent whole but for its last byte: the agent holds it unfinished.
@@ -250,7 +255,7 @@ def test_unfinished_frames_never_pass_the_buffer_budget(agent_process) -> None:
 # --- all of them at once -------------------------------------------------------------------------------
 
 
-def test_a_good_host_is_served_while_hostile_peers_are_connected(agent_process) -> None:
+def test_a_good_host_is_served_while_hostile_peers_are_connected(agent_process: Agents) -> None:
     agent = agent_process()  # the defaults: 64 connections, 30 s, 256 MiB
     opened = agent_process.sockets
     rng = random.Random(17)
@@ -288,7 +293,7 @@ def registry(**limits: float) -> Connections:
 def test_limits_are_checked_by_name() -> None:
     for bad in ({"max_connections": 0}, {"max_buffered_bytes": -1}, {"max_connections": 1.5}):
         with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a positive integer"):
-            Limits(**bad)  # type: ignore[arg-type]
+            Limits(**bad)
     with pytest.raises(ValueError, match="first_request_timeout must be a positive number"):
         Limits(first_request_timeout=0)
     assert Limits().reserved == RESERVED_PER_CONNECTION

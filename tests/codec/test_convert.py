@@ -157,7 +157,7 @@ def test_default_point_round_trip() -> None:
 def test_special_floats_round_trip() -> None:
     p = Point(fields={"nan": math.nan, "inf": math.inf, "ninf": -math.inf, "negzero": -0.0, "tiny": 5e-324})
     fields = point_from_message(through_bytes(point_to_message(p))).fields
-    assert math.isnan(fields["nan"])
+    assert math.isnan(float(fields["nan"]))
     assert fields["inf"] == math.inf and fields["ninf"] == -math.inf
     assert fields["negzero"] == 0.0
     # The sign survives wherever protobuf keeps it (not old pure-Python backends).
@@ -180,7 +180,7 @@ class Ratio(float):
 
 def test_numeric_subclasses_are_normalized() -> None:
     msg = point_to_message(
-        Point(fields={"enum": Color.RED, "frac": fractions.Fraction(1, 4), "name": Name("n"), "ratio": Ratio(0.5)})
+        Point(fields={"enum": Color.RED, "frac": fractions.Fraction(1, 4), "name": Name("n"), "ratio": Ratio(0.5)})  # type: ignore[dict-item]
     )
     assert dict(msg.fieldsInt) == {"enum": 3}
     assert dict(msg.fieldsDouble) == {"frac": 0.25, "ratio": 0.5}
@@ -200,12 +200,12 @@ def test_batch_point_round_trip(time: int) -> None:
 @settings(derandomize=True, database=None, max_examples=150, deadline=None)
 @given(
     fields=st.dictionaries(
-        st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
+        st.text(st.characters(exclude_categories=["Cs"]), max_size=8),
         st.one_of(
             st.booleans(),
             st.integers(INT64_MIN, INT64_MAX),
             st.floats(allow_nan=False),
-            st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
+            st.text(st.characters(exclude_categories=["Cs"]), max_size=8),
         ),
         max_size=8,
     ),
@@ -229,7 +229,7 @@ VALUES = {"fieldsString": "s", "fieldsInt": 7, "fieldsDouble": 2.5, "fieldsBool"
     [c for n in range(2, 5) for c in itertools.combinations(MAPS, n)],
     ids=lambda c: "+".join(m[6:] for m in c),
 )
-def test_duplicate_key_merge_order(present: tuple) -> None:
+def test_duplicate_key_merge_order(present: tuple[str, ...]) -> None:
     msg = agent_pb2.Point()
     for name in present:
         getattr(msg, name)["k"] = VALUES[name]
@@ -314,37 +314,38 @@ def test_several_batches_in_one_stream() -> None:
 
 # --- invalid input ----------------------------------------------------------------------
 
+# Each entry passes a wrong type on purpose (its type: ignore names which).
 BAD_POINTS = [
-    pytest.param(Point(fields={"bad": [1, 2]}), TypeError, "'bad'", id="list-value"),
-    pytest.param(Point(fields={"bad": None}), TypeError, "'bad'", id="none-value"),
-    pytest.param(Point(fields={"bad": object()}), TypeError, "'bad'", id="object-value"),
-    pytest.param(Point(fields={"bad": b"bytes"}), TypeError, "'bad'", id="bytes-value"),
-    pytest.param(Point(fields={"bad": decimal.Decimal("1.5")}), TypeError, "'bad'", id="decimal-value"),
-    pytest.param(Point(fields={"bad": 1 + 2j}), TypeError, "'bad'", id="complex-value"),
+    pytest.param(Point(fields={"bad": [1, 2]}), TypeError, "'bad'", id="list-value"),  # type: ignore[dict-item]
+    pytest.param(Point(fields={"bad": None}), TypeError, "'bad'", id="none-value"),  # type: ignore[dict-item]
+    pytest.param(Point(fields={"bad": object()}), TypeError, "'bad'", id="object-value"),  # type: ignore[dict-item]
+    pytest.param(Point(fields={"bad": b"bytes"}), TypeError, "'bad'", id="bytes-value"),  # type: ignore[dict-item]
+    pytest.param(Point(fields={"bad": decimal.Decimal("1.5")}), TypeError, "'bad'", id="decimal-value"),  # type: ignore[dict-item]
+    pytest.param(Point(fields={"bad": 1 + 2j}), TypeError, "'bad'", id="complex-value"),  # type: ignore[dict-item]
     pytest.param(Point(fields={"big": INT64_MAX + 1}), ValueError, "'big'", id="int-too-big"),
     pytest.param(Point(fields={"small": INT64_MIN - 1}), ValueError, "'small'", id="int-too-small"),
-    pytest.param(Point(fields={"ok": 1.0, 3: 1.0}), TypeError, "field names must be str", id="int-field-key"),
-    pytest.param(Point(fields={None: "x"}), TypeError, "field names must be str", id="none-field-key"),
-    pytest.param(Point(tags={"host": 1}), TypeError, "'host'", id="int-tag-value"),
-    pytest.param(Point(tags={"host": None}), TypeError, "'host'", id="none-tag-value"),
-    pytest.param(Point(tags={5: "x"}), TypeError, "5", id="int-tag-key"),
-    pytest.param(Point(time=1.5), TypeError, "time", id="float-time"),
+    pytest.param(Point(fields={"ok": 1.0, 3: 1.0}), TypeError, "field names must be str", id="int-field-key"),  # type: ignore[dict-item]
+    pytest.param(Point(fields={None: "x"}), TypeError, "field names must be str", id="none-field-key"),  # type: ignore[dict-item]
+    pytest.param(Point(tags={"host": 1}), TypeError, "'host'", id="int-tag-value"),  # type: ignore[dict-item]
+    pytest.param(Point(tags={"host": None}), TypeError, "'host'", id="none-tag-value"),  # type: ignore[dict-item]
+    pytest.param(Point(tags={5: "x"}), TypeError, "5", id="int-tag-key"),  # type: ignore[dict-item]
+    pytest.param(Point(time=1.5), TypeError, "time", id="float-time"),  # type: ignore[arg-type]
     pytest.param(Point(time=True), TypeError, "time", id="bool-time"),
     pytest.param(Point(time=INT64_MAX + 1), (TypeError, ValueError), "time", id="time-too-big"),
-    pytest.param(Point(time="now"), TypeError, "time", id="str-time"),
-    pytest.param(Point(time=None), TypeError, "time", id="none-time"),
-    pytest.param(Point(name=1), TypeError, "name", id="int-name"),
-    pytest.param(Point(name=None), TypeError, "name", id="none-name"),
-    pytest.param(Point(database=None), TypeError, "database", id="none-database"),
-    pytest.param(Point(retention_policy=1.0), TypeError, "retention_policy", id="float-rp"),
-    pytest.param(Point(group=None), TypeError, "group", id="none-group"),
-    pytest.param(Point(dimensions=Dimensions(by_name="yes")), TypeError, "by_name", id="str-by-name"),
-    pytest.param(Point(dimensions=Dimensions(by_name=None)), TypeError, "by_name", id="none-by-name"),
-    pytest.param(Point(dimensions=Dimensions(tag_names=[1])), TypeError, "tag_names", id="int-tag-name"),
-    pytest.param(Point(dimensions=Dimensions(tag_names="host")), TypeError, "tag_names", id="str-tag-names"),
-    pytest.param(Point(dimensions=None), TypeError, "point.dimensions", id="none-dimensions"),
-    pytest.param(Point(tags=[("host", "a")]), TypeError, "point.tags", id="list-tags"),
-    pytest.param(Point(fields=[("v", 1.0)]), TypeError, "point.fields", id="list-fields"),
+    pytest.param(Point(time="now"), TypeError, "time", id="str-time"),  # type: ignore[arg-type]
+    pytest.param(Point(time=None), TypeError, "time", id="none-time"),  # type: ignore[arg-type]
+    pytest.param(Point(name=1), TypeError, "name", id="int-name"),  # type: ignore[arg-type]
+    pytest.param(Point(name=None), TypeError, "name", id="none-name"),  # type: ignore[arg-type]
+    pytest.param(Point(database=None), TypeError, "database", id="none-database"),  # type: ignore[arg-type]
+    pytest.param(Point(retention_policy=1.0), TypeError, "retention_policy", id="float-rp"),  # type: ignore[arg-type]
+    pytest.param(Point(group=None), TypeError, "group", id="none-group"),  # type: ignore[arg-type]
+    pytest.param(Point(dimensions=Dimensions(by_name="yes")), TypeError, "by_name", id="str-by-name"),  # type: ignore[arg-type]
+    pytest.param(Point(dimensions=Dimensions(by_name=None)), TypeError, "by_name", id="none-by-name"),  # type: ignore[arg-type]
+    pytest.param(Point(dimensions=Dimensions(tag_names=[1])), TypeError, "tag_names", id="int-tag-name"),  # type: ignore[list-item]
+    pytest.param(Point(dimensions=Dimensions(tag_names="host")), TypeError, "tag_names", id="str-tag-names"),  # type: ignore[arg-type]
+    pytest.param(Point(dimensions=None), TypeError, "point.dimensions", id="none-dimensions"),  # type: ignore[arg-type]
+    pytest.param(Point(tags=[("host", "a")]), TypeError, "point.tags", id="list-tags"),  # type: ignore[arg-type]
+    pytest.param(Point(fields=[("v", 1.0)]), TypeError, "point.fields", id="list-fields"),  # type: ignore[arg-type]
 ]
 
 
@@ -375,29 +376,30 @@ def test_encode_batch_refuses_other_types(item: Any) -> None:
         encode_batch(item)
 
 
+# Each entry passes a wrong type on purpose (its type: ignore names which).
 BAD_BATCHES = [
-    pytest.param(Batch(points=[BatchPoint(), Point()]), TypeError, "batch.points[1]", id="point-in-batch"),
-    pytest.param(Batch(points=[{"time": 1}]), TypeError, "batch.points[0]", id="dict-in-batch"),
+    pytest.param(Batch(points=[BatchPoint(), Point()]), TypeError, "batch.points[1]", id="point-in-batch"),  # type: ignore[list-item]
+    pytest.param(Batch(points=[{"time": 1}]), TypeError, "batch.points[0]", id="dict-in-batch"),  # type: ignore[list-item]
     pytest.param(
-        Batch(points=[BatchPoint(), BatchPoint(), BatchPoint(fields={"v": None})]),
+        Batch(points=[BatchPoint(), BatchPoint(), BatchPoint(fields={"v": None})]),  # type: ignore[dict-item]
         TypeError,
         "'v'",
         id="bad-field-in-third-point",
     ),
     pytest.param(Batch(points=[BatchPoint(fields={"v": 2**64})]), ValueError, "'v'", id="int-too-big"),
-    pytest.param(Batch(points=[BatchPoint(tags={"t": 1})]), TypeError, "'t'", id="bad-point-tag"),
-    pytest.param(Batch(points=[BatchPoint(time=1.0)]), TypeError, "time", id="float-point-time"),
-    pytest.param(Batch(points=[BatchPoint(time=None)]), TypeError, "time", id="none-point-time"),
-    pytest.param(Batch(tags={"t": 2}), TypeError, "'t'", id="bad-batch-tag"),
-    pytest.param(Batch(tmax=2.5), TypeError, "tmax", id="float-tmax"),
-    pytest.param(Batch(tmax=None), TypeError, "tmax", id="none-tmax"),
+    pytest.param(Batch(points=[BatchPoint(tags={"t": 1})]), TypeError, "'t'", id="bad-point-tag"),  # type: ignore[dict-item]
+    pytest.param(Batch(points=[BatchPoint(time=1.0)]), TypeError, "time", id="float-point-time"),  # type: ignore[arg-type]
+    pytest.param(Batch(points=[BatchPoint(time=None)]), TypeError, "time", id="none-point-time"),  # type: ignore[arg-type]
+    pytest.param(Batch(tags={"t": 2}), TypeError, "'t'", id="bad-batch-tag"),  # type: ignore[dict-item]
+    pytest.param(Batch(tmax=2.5), TypeError, "tmax", id="float-tmax"),  # type: ignore[arg-type]
+    pytest.param(Batch(tmax=None), TypeError, "tmax", id="none-tmax"),  # type: ignore[arg-type]
     pytest.param(Batch(tmax=False), TypeError, "tmax", id="bool-tmax"),
-    pytest.param(Batch(name=None), TypeError, "name", id="none-name"),
-    pytest.param(Batch(group=3), TypeError, "group", id="int-group"),
-    pytest.param(Batch(by_name=None), TypeError, "by_name", id="none-by-name"),
-    pytest.param(Batch(tags=["dc"]), TypeError, "batch.tags", id="list-batch-tags"),
-    pytest.param(Batch(points=[BatchPoint(fields=["v"])]), TypeError, "batch.points[0].fields", id="list-point-fields"),
-    pytest.param(Batch(points=[BatchPoint(tags=["t"])]), TypeError, "batch.points[0].tags", id="list-point-tags"),
+    pytest.param(Batch(name=None), TypeError, "name", id="none-name"),  # type: ignore[arg-type]
+    pytest.param(Batch(group=3), TypeError, "group", id="int-group"),  # type: ignore[arg-type]
+    pytest.param(Batch(by_name=None), TypeError, "by_name", id="none-by-name"),  # type: ignore[arg-type]
+    pytest.param(Batch(tags=["dc"]), TypeError, "batch.tags", id="list-batch-tags"),  # type: ignore[arg-type]
+    pytest.param(Batch(points=[BatchPoint(fields=["v"])]), TypeError, "batch.points[0].fields", id="list-point-fields"),  # type: ignore[arg-type]
+    pytest.param(Batch(points=[BatchPoint(tags=["t"])]), TypeError, "batch.points[0].tags", id="list-point-tags"),  # type: ignore[arg-type]
 ]
 
 
@@ -409,16 +411,16 @@ def test_bad_batch_is_refused_naming_the_field(batch: Batch, error: Any, names: 
 
 
 def test_bad_batch_point_error_names_its_index() -> None:
-    b = Batch(points=[BatchPoint(), BatchPoint(), BatchPoint(fields={"v": object()})])
+    b = Batch(points=[BatchPoint(), BatchPoint(), BatchPoint(fields={"v": object()})])  # type: ignore[dict-item]
     with pytest.raises(TypeError, match=r"batch\.points\[2\]: field 'v'"):
         encode_batch(b)
 
 
 def test_refusal_leaves_inputs_unchanged() -> None:
-    p = Point(tags={"a": "b"}, fields={"x": 1.0, "bad": None})
+    p = Point(tags={"a": "b"}, fields={"x": 1.0, "bad": None})  # type: ignore[dict-item]
     with pytest.raises(TypeError):
         encode_point(p)
-    assert p == Point(tags={"a": "b"}, fields={"x": 1.0, "bad": None})
+    assert p == Point(tags={"a": "b"}, fields={"x": 1.0, "bad": None})  # type: ignore[dict-item]
 
 
 # --- batch assembly ---------------------------------------------------------------------

@@ -52,8 +52,8 @@ batches = st.builds(
 
 def pb_point(p: Point) -> Any:
     msg = agent_pb2.Point(time=p.time, name=p.name, group=p.group)
-    for k, v in p.tags.items():
-        msg.tags[k] = v
+    for k, tag in p.tags.items():
+        msg.tags[k] = tag
     for k, v in p.fields.items():
         if isinstance(v, bool):
             msg.fieldsBool[k] = v
@@ -140,4 +140,4 @@ def test_float_fields_keep_their_exact_value(value: float) -> None:
     got = point_from_message(agent_pb2.Request.FromString(FrameDecoder().feed(encode_point(p))[0]).point)
     assert got.fields["v"] == value
     if value != 0 or NEGATIVE_ZERO_SURVIVES:
-        assert math.copysign(1, got.fields["v"]) == math.copysign(1, value)  # type: ignore[arg-type]
+        assert math.copysign(1, float(got.fields["v"])) == math.copysign(1, value)

@@ -263,12 +263,12 @@ def _is_repeated(fd: Any) -> bool:
     flag = getattr(fd, "is_repeated", None)
     if flag is not None:
         return bool(flag)
-    return fd.label == FieldDescriptor.LABEL_REPEATED
+    return bool(fd.label == FieldDescriptor.LABEL_REPEATED)
 
 
 def _is_map(fd: Any) -> bool:
     """A map<k, v> field: a repeated message whose type is a map entry."""
-    return fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry
+    return bool(fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry)
 
 
 def _type_of(fd: Any) -> Type:

@@ -78,7 +78,7 @@ def snapshot_payload(size: int) -> bytes:
     for k in range(size - 12, size):
         payload = agent_pb2.Response(snapshot=agent_pb2.SnapshotResponse(snapshot=b"s" * k)).SerializeToString()
         if len(payload) == size:
-            return payload
+            return bytes(payload)
     raise AssertionError(f"no snapshot answer of {size} bytes")
 
 
@@ -248,7 +248,7 @@ def subclass_points(make: Any) -> list[Point]:
         fields={"v": 1.5, "s": "x"},
         time=T0,
     )
-    variants = [
+    variants: list[dict[str, Any]] = [
         dict(tags={make("host"): "a"}),
         dict(tags={"host": make("a")}),
         dict(fields={make("v"): 1.5, "s": "x"}),
@@ -271,8 +271,8 @@ def protobuf_point(p: Point) -> Any:
         byName=p.dimensions.by_name,
     )
     msg.dimensions.extend(p.dimensions.tag_names)
-    for k, v in p.tags.items():
-        msg.tags[k] = v
+    for k, tag in p.tags.items():
+        msg.tags[k] = tag
     for k, v in p.fields.items():
         target = msg.fieldsString if isinstance(v, str) else msg.fieldsDouble if isinstance(v, float) else msg.fieldsInt
         target[k] = v
@@ -379,7 +379,7 @@ NUMPY_VALUES = [
     "value, target, plain", NUMPY_VALUES, ids=[type(v).__name__ + "-" + str(v) for v, _, _ in NUMPY_VALUES]
 )
 def test_case3_numpy_scalars_are_encoded_as_their_plain_values_every_time(value: Any, target: str, plain: Any) -> None:
-    p = Point("cpu", fields={"v": value, "w": 2.0}, time=numpy.int64(T0), dimensions=Dimensions(numpy.bool_(True), []))
+    p = Point("cpu", fields={"v": value, "w": 2.0}, time=numpy.int64(T0), dimensions=Dimensions(numpy.bool_(True), []))  # type: ignore[arg-type]
     twin = Point("cpu", fields={"v": plain, "w": 2.0}, time=T0, dimensions=Dimensions(True, []))
     frames = encoded_cold_warm_cold(p, twin)
     assert frames[0] == frames[1] == frames[2] == encode_point(twin)
@@ -420,7 +420,7 @@ def invalid_utf8_point() -> bytes:
     good = agent_pb2.Response(point=agent_pb2.Point(name="cpu", tags={"host": "ab"}, time=T0)).SerializeToString()
     bad = good.replace(b"\x02ab", b"\x02\xff\xfe")
     assert bad != good
-    return bad
+    return bytes(bad)
 
 
 LATER_MEMBERS = {

@@ -53,7 +53,7 @@ def protobuf_uvarint(value: int) -> bytes:
     if value == 0:
         return b"\x00"  # proto3 omits a zero scalar
     assert encoded[0] == 0x08  # field 1, wire type 0
-    return encoded[1:]
+    return bytes(encoded[1:])
 
 
 @pytest.mark.parametrize("value", sorted(EDGE_VARINTS))
@@ -216,11 +216,12 @@ def expected_truncation(cut: int) -> str | None:
 
 
 def test_decoder_truncated_at_every_offset() -> None:
-    failures = []
+    failures: list[tuple[int, str | None, str | None]] = []
     for cut in range(len(STREAM) + 1):
         decoder = FrameDecoder()
         decoder.feed(STREAM[:cut])
         expected = expected_truncation(cut)
+        message: str | None
         try:
             decoder.eof()
         except ProtocolError as exc:
@@ -305,7 +306,7 @@ class RecordingStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, n: int = -1) -> bytes:
         self.asked.append(n)
         return self._data.read(n)
 
@@ -314,7 +315,7 @@ class RecordingStream(io.RawIOBase):
 def test_read_frame_refuses_huge_length_without_reading_it(size: int) -> None:
     stream = RecordingStream(encode_uvarint(size) + b"xyz")
     with pytest.raises(ProtocolError) as info:
-        read_frame(stream)
+        read_frame(stream)  # type: ignore[arg-type]
     assert str(size) in str(info.value)
     assert max(stream.asked) <= 1  # never asked the stream for the huge payload
 
@@ -389,7 +390,7 @@ def test_write_message_uses_one_write_call() -> None:
             return len(data)
 
     message = agent_pb2.Request(restore=agent_pb2.RestoreRequest(snapshot=BIG))
-    write_message(Sink(), message)
+    write_message(Sink(), message)  # type: ignore[arg-type]
     assert writes == [encode_frame(message.SerializeToString())]
 
 

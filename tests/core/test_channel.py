@@ -80,12 +80,13 @@ def test_put_after_close_raises() -> None:
     ch: Channel[int] = Channel(2)
     ch.put(1)
     ch.close()
-    for put in (
+    puts: tuple[Callable[[], object], ...] = (
         lambda: ch.put(2),
         lambda: ch.put(2, block=False),
         lambda: ch.put_nowait(2),
         lambda: ch.put(2, timeout=1),
-    ):
+    )
+    for put in puts:
         with pytest.raises(ChannelClosed):
             put()
     with pytest.raises(ChannelClosed):

@@ -45,7 +45,7 @@ def test_fire_follows_the_table_and_refuses_what_it_lacks() -> None:
 
 def test_a_table_refuses_members_of_other_enums() -> None:
     with pytest.raises(TypeError, match="bad transition"):
-        StateTable("test.Bad", Door, Push, {(Door.OPEN, Door.SHUT): Door.OPEN})  # type: ignore[dict-item]
+        StateTable("test.Bad", Door, Push, {(Door.OPEN, Door.SHUT): Door.OPEN})  # type: ignore[misc]
 
 
 def test_render_markdown_marks_illegal_and_staying_cells() -> None:

@@ -26,7 +26,7 @@ import udf
 from udf import Batch, BatchPoint, Dimensions, Point
 from udf.socket import HalfCloseWriter
 
-from ..helpers import ROOT, TIMEOUT, exchange, run_in_thread
+from ..helpers import ROOT, TIMEOUT, exchange, put_all, run_in_thread
 
 EXAMPLES = os.path.join(ROOT, "examples")
 T0 = 1_495_152_000_000_000_000  # 2017-05-19T00:00:00Z in ns
@@ -137,7 +137,7 @@ def read_cpu_lp() -> list[tuple[dict[str, str], dict[str, Any], int]]:
 # --- mirror -----------------------------------------------------------------------------
 
 
-def test_mirror_echoes_points_exactly(example) -> None:
+def test_mirror_echoes_points_exactly(example: Callable[..., Example]) -> None:
     ex = example("mirror.py", keepalive=TIMEOUT)  # keepalives are answered along the way
     info = ex.server.info()
     assert (info.wants, info.provides, info.options) == (agent_pb2.STREAM, agent_pb2.STREAM, {})
@@ -164,7 +164,7 @@ def test_mirror_echoes_points_exactly(example) -> None:
     assert ex.finish() == 0
 
 
-def test_mirror_rejects_options_and_batches(example) -> None:
+def test_mirror_rejects_options_and_batches(example: Callable[..., Example]) -> None:
     ex = example("mirror.py")
     with pytest.raises(udf.InitError, match="mirror takes no options, got: size"):
         ex.server.init([opt("size", 3)])
@@ -177,7 +177,7 @@ def test_mirror_rejects_options_and_batches(example) -> None:
 # --- moving_avg ---------------------------------------------------------------------------
 
 
-def test_moving_avg_info(example) -> None:
+def test_moving_avg_info(example: Callable[..., Example]) -> None:
     ex = example("moving_avg.py")
     info = ex.server.info()
     assert (info.wants, info.provides) == (agent_pb2.STREAM, agent_pb2.STREAM)
@@ -189,7 +189,7 @@ def test_moving_avg_info(example) -> None:
     assert ex.finish() == 0
 
 
-def test_moving_avg_per_group_values(example) -> None:
+def test_moving_avg_per_group_values(example: Callable[..., Example]) -> None:
     ex = example("moving_avg.py")
     ex.server.init([opt("field", "v"), opt("size", 3), opt("as", "mean")])
     inputs = [
@@ -227,7 +227,7 @@ def test_moving_avg_per_group_values(example) -> None:
     assert list(ex.server.point_out) == []  # nothing else was emitted
 
 
-def test_moving_avg_snapshot_restore_continues_windows(example) -> None:
+def test_moving_avg_snapshot_restore_continues_windows(example: Callable[..., Example]) -> None:
     options = [opt("field", "v"), opt("size", 3)]
     first = example("moving_avg.py")
     first.server.init(options)
@@ -257,7 +257,7 @@ def test_moving_avg_snapshot_restore_continues_windows(example) -> None:
     assert second.finish() == 0
 
 
-def test_moving_avg_restore_rejects_garbage(example) -> None:
+def test_moving_avg_restore_rejects_garbage(example: Callable[..., Example]) -> None:
     ex = example("moving_avg.py")
     ex.server.init([opt("field", "v"), opt("size", 2)])
     with pytest.raises(udf.RestoreError, match="error restoring snapshot: invalid moving_avg snapshot"):
@@ -284,7 +284,7 @@ def test_moving_avg_restore_rejects_garbage(example) -> None:
         ([opt("field", "v"), opt("size", 3), opt("window", 3)], "unknown option 'window'"),
     ],
 )
-def test_moving_avg_bad_options(example, options: list[Any], message: str) -> None:
+def test_moving_avg_bad_options(example: Callable[..., Example], options: list[Any], message: str) -> None:
     ex = example("moving_avg.py")
     with pytest.raises(udf.InitError) as info:
         ex.server.init(options)
@@ -292,7 +292,7 @@ def test_moving_avg_bad_options(example, options: list[Any], message: str) -> No
     assert ex.finish() == 0
 
 
-def test_moving_avg_over_sample_data(example) -> None:
+def test_moving_avg_over_sample_data(example: Callable[..., Example]) -> None:
     rows = read_cpu_lp()
     ex = example("moving_avg.py")
     ex.server.init([opt("field", "usage_user"), opt("size", 5), opt("as", "avg_user")])
@@ -307,7 +307,7 @@ def test_moving_avg_over_sample_data(example) -> None:
         )
         for tags, fields, ts in rows
     ]
-    produced = run_in_thread(lambda: [ex.server.point_in.put(p) for p in points])
+    produced = run_in_thread(put_all, ex.server.point_in, points)
     hosts = sorted({tags["host"] for tags, _, _ in rows})
     per_host = len(rows) // len(hosts)
     got = [ex.server.point_out.get(timeout=TIMEOUT) for _ in range(len(hosts) * (per_host - 4))]
@@ -336,7 +336,7 @@ def values_batch(values: list[Any], field: str = "v", **kwargs: Any) -> Batch:
     )
 
 
-def test_outliers_info(example) -> None:
+def test_outliers_info(example: Callable[..., Example]) -> None:
     ex = example("outliers.py")
     info = ex.server.info()
     assert (info.wants, info.provides) == (agent_pb2.BATCH, agent_pb2.BATCH)
@@ -347,7 +347,7 @@ def test_outliers_info(example) -> None:
     assert ex.finish() == 0
 
 
-def test_outliers_tukey_fences(example) -> None:
+def test_outliers_tukey_fences(example: Callable[..., Example]) -> None:
     ex = example("outliers.py")
     ex.server.init([opt("field", "v")])
     # sorted: -50 10 11 12 | 13 14 15 100 -> Q1 10.5, Q3 14.5, IQR 4, fences 4.5 and 20.5.
@@ -361,7 +361,7 @@ def test_outliers_tukey_fences(example) -> None:
     assert ex.finish() == 0
 
 
-def test_outliers_quartiles_exclude_the_median_and_fences_are_strict(example) -> None:
+def test_outliers_quartiles_exclude_the_median_and_fences_are_strict(example: Callable[..., Example]) -> None:
     ex = example("outliers.py")
     ex.server.init([opt("field", "v"), opt("scale", 1.0)])
     # 1..8 + x (odd count): the median 5 is in neither half, so Q1 = 2.5 and
@@ -379,7 +379,7 @@ def test_outliers_quartiles_exclude_the_median_and_fences_are_strict(example) ->
     assert ex.finish() == 0
 
 
-def test_outliers_scale_small_batches_and_missing_fields(example) -> None:
+def test_outliers_scale_small_batches_and_missing_fields(example: Callable[..., Example]) -> None:
     ex = example("outliers.py")
     ex.server.init([opt("field", "v"), opt("scale", 10.0)])
     # Q1 2.5 Q3 7.5 IQR 5: with scale 10 the fences are -47.5 and 57.5.
@@ -402,7 +402,7 @@ def test_outliers_scale_small_batches_and_missing_fields(example) -> None:
     assert ex.finish() == 0
 
 
-def test_outliers_int_scale_accepted(example) -> None:
+def test_outliers_int_scale_accepted(example: Callable[..., Example]) -> None:
     ex = example("outliers.py")
     ex.server.init([opt("field", "v"), opt("scale", 0)])
     # scale 0: everything outside [Q1, Q3] = [2.5, 7.5] is an outlier.
@@ -421,7 +421,7 @@ def test_outliers_int_scale_accepted(example) -> None:
         ([opt("field", 3)], "option 'field' must be STRING, got INT"),
     ],
 )
-def test_outliers_bad_options(example, options: list[Any], message: str) -> None:
+def test_outliers_bad_options(example: Callable[..., Example], options: list[Any], message: str) -> None:
     ex = example("outliers.py")
     with pytest.raises(udf.InitError) as info:
         ex.server.init(options)
@@ -429,7 +429,7 @@ def test_outliers_bad_options(example, options: list[Any], message: str) -> None
     assert ex.finish() == 0
 
 
-def test_outliers_rejects_stream_points(example) -> None:
+def test_outliers_rejects_stream_points(example: Callable[..., Example]) -> None:
     ex = example("outliers.py")
     ex.server.init([opt("field", "v")])
     ex.server.point_in.put(Point(name="p", fields={"v": 1.0}))
@@ -437,7 +437,7 @@ def test_outliers_rejects_stream_points(example) -> None:
         ex.finish()
 
 
-def test_outliers_find_the_spikes_in_sample_data(example) -> None:
+def test_outliers_find_the_spikes_in_sample_data(example: Callable[..., Example]) -> None:
     rows = read_cpu_lp()
     assert len(rows) >= 200
     hosts = sorted({tags["host"] for tags, _, _ in rows})
@@ -471,7 +471,7 @@ def test_outliers_find_the_spikes_in_sample_data(example) -> None:
 # --- socket mode ------------------------------------------------------------------------------
 
 
-def read_stderr_line(proc: subprocess.Popen, needle: str) -> str:
+def read_stderr_line(proc: subprocess.Popen[bytes], needle: str) -> str:
     """Read the child's stderr until a line containing ``needle`` (bounded by TIMEOUT)."""
     assert proc.stderr is not None
     deadline = time.monotonic() + TIMEOUT

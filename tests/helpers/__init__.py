@@ -107,6 +107,12 @@ def run_in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
     return join
 
 
+def put_all(inlet: Any, items: Sequence[Any], timeout: float = TIMEOUT) -> None:
+    """Put each of ``items`` into ``inlet`` (a ``point_in``/``batch_in``), each put bounded by ``timeout``."""
+    for item in items:
+        inlet.put(item, timeout=timeout)
+
+
 def exchange(put: Callable[[Any], Any], channel: Any, items: list[Any]) -> list[Any]:
     """Put ``items`` from a producer thread while taking as many from ``channel`` here.
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import udf
 from udf import Point, RestartEvent, Supervisor
+from udf.options import Options
 
 from . import AGENTS, TIMEOUT
 
@@ -128,13 +129,13 @@ class PlainInterface(udf.Interface):
     def open(self) -> None:
         self.proc.open()
 
-    def close(self) -> None:
-        self.proc.close()
+    def close(self, timeout: float | None = None, *, discard_output: bool = False) -> None:
+        self.proc.close(timeout, discard_output=discard_output)
 
     def info(self) -> udf.Info:
         return self.proc.info()
 
-    def init(self, options: list[Any] | None) -> None:
+    def init(self, options: Options) -> None:
         self.proc.init(options)
 
     def abort(self, err: BaseException) -> None:

@@ -26,7 +26,7 @@ import udf
 from udf import Point
 from udf.errors import AgentError, ChannelClosed, ProcessExitedError, ProtocolError
 
-from ..helpers import AGENTS, ROOT, TIMEOUT, run_in_thread
+from ..helpers import AGENTS, ROOT, TIMEOUT, put_all, run_in_thread
 from ..helpers.fake_agent import FakeAgent
 
 
@@ -92,6 +92,7 @@ def processes() -> Any:
 
 def test_close_in_abort_callback_while_another_close_runs(processes: list[udf.Process]) -> None:
     from_callback: dict[str, Any] = {}
+    p: udf.Process
     p = lifecycle_agent("error-at-eof", abort_callback=lambda: from_callback.setdefault("close", _close(p)))
     processes.append(p)
     p.open()
@@ -219,7 +220,7 @@ def test_slow_healthy_agent_is_not_killed_while_taking_its_queued_input(processe
     p.open()
     got: list[Point] = []
     consumer = drain(p.point_out, got)
-    producer = run_in_thread(lambda: [p.point_in.put(point(i), timeout=TIMEOUT) for i in range(n)])
+    producer = run_in_thread(put_all, p.point_in, [point(i) for i in range(n)])
     producer()
     p.close()  # takes about 1.5 s: more than kill_grace, all of it progress
     consumer.join(TIMEOUT)
@@ -332,6 +333,7 @@ def test_put_after_the_agent_was_killed_names_the_exit(processes: list[udf.Proce
     p.open()
     p.info()
     assert p.error is None
+    assert p.pid is not None
     os.kill(p.pid, signal.SIGKILL)
     wait_for(lambda: p.error is not None, "the server to learn of the death")
     assert isinstance(p.error, ProcessExitedError)
@@ -365,7 +367,7 @@ def test_slow_consumer_loses_nothing_at_close(processes: list[udf.Process]) -> N
 
     consumer = threading.Thread(target=consume, name="fake-agent-consumer", daemon=True)
     consumer.start()
-    run_in_thread(lambda: [p.point_in.put(point(i), timeout=TIMEOUT) for i in range(n)])()
+    run_in_thread(put_all, p.point_in, [point(i) for i in range(n)])()
     p.close()
     consumer.join(TIMEOUT)
     assert len(got) == n and got == [point(i) for i in range(n)]
@@ -402,6 +404,7 @@ def test_killed_mid_stream_is_the_exit_not_a_protocol_error(processes: list[udf.
         producers = [run_in_thread(produce, p, h) for h in ("a", "b")]
         wanted = 100 * (run + 1)
         wait_for(lambda got=got, wanted=wanted: len(got) >= wanted, "outputs before the kill")
+        assert p.pid is not None
         os.kill(p.pid, signal.SIGKILL)
         for producer in producers:
             producer()
@@ -430,7 +433,7 @@ def test_close_waits_for_a_late_consumer_and_says_nothing_false(
     processes.append(p)
     p.open()
     p.info()  # the agent is up: its start-up (slow on a loaded machine) is not what kill_grace measures
-    run_in_thread(lambda: [p.point_in.put(point(i), timeout=TIMEOUT) for i in range(200)])()
+    run_in_thread(put_all, p.point_in, [point(i) for i in range(200)])()
     closing = run_in_thread(p.close)
     assert not threading.Event().wait(1.5)  # no consumer for longer than kill_grace
     got = list(p.point_out)  # the consumer comes late
@@ -444,7 +447,7 @@ def test_close_discarding_output_needs_no_consumer(processes: list[udf.Process])
     p = example("mirror", out_queue_size=16)
     processes.append(p)
     p.open()
-    run_in_thread(lambda: [p.point_in.put(point(i), timeout=TIMEOUT) for i in range(200)])()
+    run_in_thread(put_all, p.point_in, [point(i) for i in range(200)])()
     run_in_thread(lambda: p.close(discard_output=True))()
     assert p.returncode == 0
     assert p.stats().dropped + p.stats().points_out == 200

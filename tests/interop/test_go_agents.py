@@ -101,7 +101,7 @@ def feed_moving_avg(u: udf.Interface, values: dict[str, list[float]], start: int
                 u.point_in.put(Point(name="cpu", group=group, tags={"g": group}, fields={"v": vs[i]}, time=start + i))
                 out = u.point_out.get(timeout=TIMEOUT)
                 assert (out.name, out.group, out.tags, out.time) == ("cpu", group, {"g": group}, start + i)
-                got[group].append(out.fields["avg"])
+                got[group].append(float(out.fields["avg"]))
     return got
 
 

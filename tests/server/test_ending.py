@@ -70,7 +70,7 @@ def test_a_failed_write_waits_for_the_output_then_for_the_cause() -> None:
 
 def test_a_death_is_the_cause_of_every_failure() -> None:
     for failure in (dict(input_failure=WRITE), dict(output_failure=CUT)):
-        p = pieces(output_ended=True, cause=DEATH, fatal=True, **failure)  # type: ignore[arg-type]
+        p = pieces(output_ended=True, cause=DEATH, fatal=True, **failure)
         assert outcome(p) == (ABORT, DEATH)
         assert outcome(p, stopping=True) == (ABORT, DEATH)
 
@@ -132,9 +132,12 @@ def test_callbacks_fired_inside_run_in_their_own_thread() -> None:
 
     ran = threading.Event()
     names: list[str] = []
-    callbacks = AbortCallbacks(
-        lambda: (names.append(threading.current_thread().name), ran.set()), logging.getLogger("udf")
-    )
+
+    def callback() -> None:
+        names.append(threading.current_thread().name)
+        ran.set()
+
+    callbacks = AbortCallbacks(callback, logging.getLogger("udf"))
     callbacks.fire(udf.UDFError("x"), inline=False)
     assert ran.wait(TIMEOUT)
     callbacks.wait()

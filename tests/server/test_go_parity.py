@@ -101,7 +101,7 @@ def test_keepalive(agent: FakeAgent) -> None:
     agent.respond(init=agent_pb2.InitResponse(success=True))
     join()
     agent.close_output()
-    assert s.stop() is None
+    s.stop()
     assert all(r.WhichOneof("message") == "keepalive" for r in agent.drain_requests())
     assert agent.finish() == []
 

@@ -22,7 +22,7 @@ from udf.wire import encode_frame, encode_uvarint
 from ..helpers import TIMEOUT
 
 
-def frame(**fields) -> bytes:
+def frame(**fields: Any) -> bytes:
     return encode_frame(agent_pb2.Response(**fields).SerializeToString())
 
 
@@ -39,7 +39,7 @@ CONVERSATION: list[tuple[str, bytes]] = [
 ]
 
 
-def run_stream(data: bytes, **kwargs) -> tuple[list[Point], list[udf.Batch], BaseException | None]:
+def run_stream(data: bytes, **kwargs: Any) -> tuple[list[Point], list[udf.Batch], BaseException | None]:
     """Feed ``data`` as the agent's whole output to a fresh server; return what came out."""
     response_r, response_w = os.pipe()
     request_r, request_w = os.pipe()

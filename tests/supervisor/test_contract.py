@@ -22,7 +22,7 @@ from udf.lifecycle import IllegalTransition, Lifecycle
 from udf.supervision import closing
 from udf.supervision.state import TABLE, SupervisorEvent
 
-from ..helpers import TIMEOUT, run_in_thread
+from ..helpers import TIMEOUT, put_all, run_in_thread
 from ..helpers.supervision import Consumer, Factory, PlainInterface, Restarts, agent_command, point, supervisor
 
 
@@ -90,7 +90,7 @@ def stalled_supervisor(factory: Factory, n: int = 50) -> udf.Supervisor:
     """A supervisor that was sent ``n`` points and whose output nobody reads (its agent's queues hold 4)."""
     sup = supervisor(factory)
     sup.open()
-    run_in_thread(lambda: [sup.point_in.put(point(i)) for i in range(n)])()  # a few small points fit in the pipes
+    run_in_thread(put_all, sup.point_in, [point(i) for i in range(n)])()  # a few small points fit in the pipes
     wait_until(lambda: sup.point_out.qsize() == 4, "the agent's point_out filling up")
     return sup
 
@@ -305,7 +305,12 @@ def jammed_supervisor() -> tuple[udf.Supervisor, Jammed, Callable[[], Any], Cons
     """A supervisor of a Jammed transport; a producer blocked in its put (on the put path), its joiner, a consumer."""
     factory = Factory(*agent_command("echo.py"))
     made: list[Jammed] = []
-    sup = supervisor(lambda: made.append(Jammed(factory())) or made[-1])
+
+    def make() -> Jammed:
+        made.append(Jammed(factory()))
+        return made[-1]
+
+    sup = supervisor(make)
     sup.open()
     out = Consumer(sup.point_out)
     sup.point_in.put(point(0))

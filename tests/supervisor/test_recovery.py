@@ -13,7 +13,7 @@ import random
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -372,7 +372,7 @@ def test_a_bad_point_raises_at_put_and_is_not_accepted() -> None:
     sup.open()
     out = Consumer(sup.point_out)
     with pytest.raises(TypeError, match="'bad'"):
-        sup.point_in.put(Point(name="x", fields={"bad": object()}))
+        sup.point_in.put(Point(name="x", fields={"bad": object()}))  # type: ignore[dict-item]
     sup.point_in.put(point(1))
     sup.point_in.put_encoded(encode_point(point(2)))
     assert sup.stats().accepted == 2
@@ -501,7 +501,13 @@ def test_abort_stops_without_restarting() -> None:
     assert sup.stats().state == "closed"
     # One cause: every request, and close() again, raise the abort error itself; a later abort changes nothing.
     sup.abort(udf.UDFError("a later abort"))
-    requests = [sup.checkpoint, sup.snapshot_with_position, lambda: sup.init({}), lambda: sup.restore(b"x"), sup.close]
+    requests: list[Callable[[], object]] = [
+        sup.checkpoint,
+        sup.snapshot_with_position,
+        lambda: sup.init({}),
+        lambda: sup.restore(b"x"),
+        sup.close,
+    ]
     for request in requests:
         with pytest.raises(udf.UDFError) as raised_by_request:
             request()
@@ -544,7 +550,7 @@ def test_point_out_reads_each_agent_in_turn_and_is_receive_only() -> None:
     factory.kill_current()
     restarts.wait(1)  # nobody read meanwhile: the old agent's channel is simply drained
     sup.point_in.put(point(10))
-    rest = []
+    rest: list[int] = []
     while not rest or rest[-1] != 10:
         rest.append(sup.point_out.get(timeout=TIMEOUT).time)
     assert first == list(range(10)) and rest[-1] == 10 and set(rest) <= set(range(11))

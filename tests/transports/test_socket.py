@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any, cast
 
 import pytest
 
@@ -46,9 +46,9 @@ def sock_path() -> Iterator[str]:
 
 
 @pytest.fixture
-def children() -> Iterator[list[subprocess.Popen]]:
+def children() -> Iterator[list[subprocess.Popen[bytes]]]:
     """Child agents, killed and reaped at teardown should a test fail half-way."""
-    procs: list[subprocess.Popen] = []
+    procs: list[subprocess.Popen[bytes]] = []
     yield procs
     for child in procs:
         if child.poll() is None:
@@ -117,7 +117,7 @@ class Listener:
 
 def serve_echo(conn: socket.socket) -> None:
     with conn.makefile("rb") as inp, conn.makefile("wb", buffering=0) as out:
-        Echo().serve(inp, out)
+        Echo().serve(inp, cast(IO[bytes], out))
 
 
 def point(n: int) -> Point:
@@ -145,7 +145,7 @@ def converse(s: udf.Socket) -> None:
 # --- agents in child processes -----------------------------------------------------
 
 
-def test_unix_socket_agent(sock_path: str, children: list[subprocess.Popen], sockets: list[udf.Socket]) -> None:
+def test_unix_socket_agent(sock_path: str, children: list[subprocess.Popen[bytes]], sockets: list[udf.Socket]) -> None:
     child = subprocess.Popen([sys.executable, str(ECHO), "--unix", sock_path])
     children.append(child)
     fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
@@ -162,7 +162,7 @@ def test_unix_socket_agent(sock_path: str, children: list[subprocess.Popen], soc
         s.info()
 
 
-def test_tcp_agent(children: list[subprocess.Popen], sockets: list[udf.Socket]) -> None:
+def test_tcp_agent(children: list[subprocess.Popen[bytes]], sockets: list[udf.Socket]) -> None:
     child = subprocess.Popen([sys.executable, str(ECHO), "--tcp"], stdout=subprocess.PIPE)
     children.append(child)
     assert child.stdout is not None
@@ -184,7 +184,7 @@ def test_half_close_lets_the_agent_answer_after_eof(sock_path: str, sockets: lis
             got = list(requests(inp))  # ends at the host's half-close
             seen["requests"] = got
             echoes = [agent_pb2.Response(point=r.point) for r in got]
-            send(out, echoes + [agent_pb2.Response(point=agent_pb2.Point(name="after-eof"))])
+            send(cast(IO[bytes], out), echoes + [agent_pb2.Response(point=agent_pb2.Point(name="after-eof"))])
 
     listener = Listener(sock_path, serve)
     s = udf.Socket(sock_path, connect_timeout=TIMEOUT)
