@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -46,7 +46,7 @@ OPTIONS = {"field": "usage_user", "size": 10}
 START_NS = 1495152000 * 10**9
 
 
-def make_points(series: int, points: int, worker: int, workers: int) -> List[udf.Point]:
+def make_points(series: int, points: int, worker: int, workers: int) -> list[udf.Point]:
     """The workload's points of the series in shard ``worker`` of ``workers``, interleaved by time."""
     from udf.beam import shard_of
 
@@ -106,7 +106,7 @@ def run_worker(args: argparse.Namespace) -> None:
     )
 
 
-def measure(mode: str, workers: int, series: int, points: int, tmp: str) -> Dict[str, Any]:
+def measure(mode: str, workers: int, series: int, points: int, tmp: str) -> dict[str, Any]:
     """Launch the workers of one row and time them until the last one ends."""
     count = 1 if mode == "pipeline" else workers
     base = [sys.executable, os.path.abspath(__file__), "--series", str(series), "--points", str(points)]
@@ -154,7 +154,10 @@ def main() -> int:
         return 0
     print(f"moving_avg over {args.series} series x {args.points} points = {args.series * args.points} points")
     print(f"load average before: {open('/proc/loadavg').read().split()[:3]}; cpus: {os.cpu_count()}")
-    header = f"{'mode':<10} {'workers':>7} {'wall s':>7} {'points/s':>9} {'speed-up':>8} {'agents':>6} {'host cpu s':>10} {'agent cpu s':>11}"
+    header = (
+        f"{'mode':<10} {'workers':>7} {'wall s':>7} {'points/s':>9} {'speed-up':>8} {'agents':>6}"
+        f" {'host cpu s':>10} {'agent cpu s':>11}"
+    )
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory(prefix="beam-scale-") as tmp:

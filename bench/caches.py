@@ -37,7 +37,8 @@ import sys
 import threading
 import time
 import tracemalloc
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -58,7 +59,7 @@ MIRROR = os.path.join(os.path.dirname(HERE), "examples", "mirror.py")
 
 
 def codec_rate(cycles: int) -> float:
-    """Points/s through the codec ceiling in this process (its UDF_PUREPROTOBUF decides the paths), from empty caches."""
+    """Points/s through the codec ceiling in this process (its UDF_PUREPROTOBUF decides the paths), caches empty."""
     import ceiling
 
     points = workload.make_series_points(4000)
@@ -93,7 +94,7 @@ def _response_frame(body: bytes) -> bytes:
     return encode_frame(b"\x8a\x01" + encode_uvarint(len(body)) + body)
 
 
-def _traced(fill: Callable[[], Any]) -> Tuple[float, Any]:
+def _traced(fill: Callable[[], Any]) -> tuple[float, Any]:
     """MB allocated and still held after ``fill()``, and what it returned (held until measured)."""
     gc.collect()
     tracemalloc.start()
@@ -105,11 +106,17 @@ def _traced(fill: Callable[[], Any]) -> Tuple[float, Any]:
 
 
 def _telegraf_point(s: int, host_bytes: int = 0) -> Any:
-    host = "web-%04d.example.com" % s + "x" * host_bytes
+    host = f"web-{s:04d}.example.com" + "x" * host_bytes
     return agent_pb2.Point(
-        time=T0, name="cpu", database="telegraf", retentionPolicy="autogen", group=f"cpu\ncpu=cpu0,host={host}",
-        dimensions=["cpu", "host"], tags={"cpu": "cpu0", "dc": "us-west-2a", "host": host, "region": "us-west-2"},
-        fieldsDouble={"usage_user": 1.5, "usage_system": 2.5}, fieldsInt={"count": 7},
+        time=T0,
+        name="cpu",
+        database="telegraf",
+        retentionPolicy="autogen",
+        group=f"cpu\ncpu=cpu0,host={host}",
+        dimensions=["cpu", "host"],
+        tags={"cpu": "cpu0", "dc": "us-west-2a", "host": host, "region": "us-west-2"},
+        fieldsDouble={"usage_user": 1.5, "usage_system": 2.5},
+        fieldsInt={"count": 7},
     )
 
 
@@ -143,8 +150,16 @@ def _encoded(points: Iterator[Point]) -> None:
 
 def _plain(p: Any) -> Point:
     """A point for the encoder with the series of ``p``."""
-    return Point(p.name, p.database, p.retentionPolicy, p.group, udf.Dimensions(False, list(p.dimensions)),
-                 dict(p.tags), {"v": 1.5}, T0)
+    return Point(
+        p.name,
+        p.database,
+        p.retentionPolicy,
+        p.group,
+        udf.Dimensions(False, list(p.dimensions)),
+        dict(p.tags),
+        {"v": 1.5},
+        T0,
+    )
 
 
 def _largest_pad(kept: Callable[[int], bool]) -> int:
@@ -178,20 +193,24 @@ def cache_sizes(quick: bool) -> None:
         "encode": _largest_pad(_encode_keeps),
     }
     for case, pad in (("Telegraf-sized", 0), ("worst case", pads["decode"])):
-        mb, hand = _traced(lambda: _learned(_telegraf_point(s, pad) for s in range(n)))
+        mb, hand = _traced(lambda pad=pad: _learned(_telegraf_point(s, pad) for s in range(n)))
         count, used = hand.sizes()["series"]
-        print(f"decode: {count:,} series spans (one stream, {case}, hosts of +{pad:,} bytes): {mb:.2f} MB"
-              f" (estimated {used / 1e6:.2f} MB)")
+        print(
+            f"decode: {count:,} series spans (one stream, {case}, hosts of +{pad:,} bytes): {mb:.2f} MB"
+            f" (estimated {used / 1e6:.2f} MB)"
+        )
     for case, pad in (("Telegraf-sized", 0), ("worst case", pads["tags"])):
         one = _tag_sets(iter([_telegraf_point(0, pad)]))._tag_sets
         if not one.used:  # no views on this protobuf (udf._views.VIEWS): the path keeps no tag sets
             print(f"decode: no tag sets kept (one stream's protobuf path, {case}): this protobuf has no views")
             continue
         fit = min(n, one.entries, one.budget // one.used)  # as many as it holds before it is emptied
-        mb, parser = _traced(lambda: _tag_sets(_telegraf_point(s, pad) for s in range(fit)))
+        mb, parser = _traced(lambda pad=pad, fit=fit: _tag_sets(_telegraf_point(s, pad) for s in range(fit)))
         tag_sets = parser._tag_sets
-        print(f"decode: {len(tag_sets):,} tag sets (one stream's protobuf path, {case}, hosts of +{pad:,} bytes):"
-              f" {mb:.2f} MB (estimated {tag_sets.used / 1e6:.2f} MB)")
+        print(
+            f"decode: {len(tag_sets):,} tag sets (one stream's protobuf path, {case}, hosts of +{pad:,} bytes):"
+            f" {mb:.2f} MB (estimated {tag_sets.used / 1e6:.2f} MB)"
+        )
 
     def layouts() -> Any:  # one series, a new field set per point
         _fastdecode._COMPILED.clear()
@@ -211,9 +230,11 @@ def cache_sizes(quick: bool) -> None:
     print(f"decode: {heads:,} frame heads (with those frames' series): {mb:.2f} MB")
     for case, pad in (("Telegraf-sized", 0), ("worst case", pads["encode"])):
         _fastcodec._SERIES.clear()
-        mb, _ = _traced(lambda: _encoded(_plain(_telegraf_point(s, pad)) for s in range(n)))
-        print(f"encode: {len(_fastcodec._SERIES):,} stream series (shared, {case}, hosts of +{pad:,} bytes):"
-              f" {mb:.2f} MB (estimated {_fastcodec._SERIES.used / 1e6:.2f} MB)")
+        mb, _ = _traced(lambda pad=pad: _encoded(_plain(_telegraf_point(s, pad)) for s in range(n)))
+        print(
+            f"encode: {len(_fastcodec._SERIES):,} stream series (shared, {case}, hosts of +{pad:,} bytes):"
+            f" {mb:.2f} MB (estimated {_fastcodec._SERIES.used / 1e6:.2f} MB)"
+        )
 
     def writers() -> None:
         _fastcodec._WRITERS.clear()
@@ -235,12 +256,19 @@ def _without_generated_code() -> None:
     _fastcodec._writer_for = lambda keys, fields: _fastcodec._WRITERS.keep(keys, None, 100)
     source_of = _fastdecode._builder_source
     init = _fastdecode._Layout.__init__
-    specs: Dict[str, Any] = {}
-    kinds = [(re.compile(p), k) for p, k in ((r"^v\[(\d+)\]$", 0), (r"^nine_byte_varint\(v\[(\d+)\], v\[\d+\]\)$", 1),
-                                              (r"^\(v\[(\d+)\] & 0x7F \| v\[\d+\] >> 8 << 7\)$", 2),
-                                              (r"^varint_value\(v\[(\d+)\]\)$", 3), (r"^v\[(\d+)\]\.decode\(\)$", 4))]
+    specs: dict[str, Any] = {}
+    kinds = [
+        (re.compile(p), k)
+        for p, k in (
+            (r"^v\[(\d+)\]$", 0),
+            (r"^nine_byte_varint\(v\[(\d+)\], v\[\d+\]\)$", 1),
+            (r"^\(v\[(\d+)\] & 0x7F \| v\[\d+\] >> 8 << 7\)$", 2),
+            (r"^varint_value\(v\[(\d+)\]\)$", 3),
+            (r"^v\[(\d+)\]\.decode\(\)$", 4),
+        )
+    ]
 
-    def kind_of(expr: str) -> Tuple[int, int]:
+    def kind_of(expr: str) -> tuple[int, int]:
         for pattern, kind in kinds:
             match = pattern.match(expr)
             if match:
@@ -249,8 +277,11 @@ def _without_generated_code() -> None:
 
     def recording(fields: Any, time_expr: Any, by_name: Any) -> str:
         source = source_of(fields, time_expr, by_name)
-        specs[source] = (tuple((key,) + kind_of(expr) for key, expr in sorted(fields)),
-                         kind_of(time_expr) if time_expr else None, kind_of(by_name)[1] if by_name else None)
+        specs[source] = (
+            tuple((key,) + kind_of(expr) for key, expr in sorted(fields)),
+            kind_of(time_expr) if time_expr else None,
+            kind_of(by_name)[1] if by_name else None,
+        )
         return source
 
     nine, unpack_nine, varint = _fastdecode.nine_byte_varint, _fastdecode._NINE.unpack_from, _fastdecode.varint_value
@@ -299,9 +330,22 @@ def generator() -> None:
 
     def count(variant: str, part: str, workload_name: str, cycles: int) -> int:
         out = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
-             "--generator-run", variant, part, workload_name, str(cycles)],
-            env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True, check=True,
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                __file__,
+                "--generator-run",
+                variant,
+                part,
+                workload_name,
+                str(cycles),
+            ],
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return int(re.search(r"Collected : (\d+)", out.stderr).group(1))  # type: ignore[union-attr]
 
@@ -309,8 +353,10 @@ def generator() -> None:
         for variant in ("generated", "without"):
             base = count(variant, "encode", workload_name, 0)
             per = [(count(variant, part, workload_name, 2) - base) / (2 * 4000) for part in ("encode", "decode")]
-            print(f"{workload_name:7} {variant:9} encode {per[0]:,.0f}  decode {per[1]:,.0f}  instructions per point",
-                  flush=True)
+            print(
+                f"{workload_name:7} {variant:9} encode {per[0]:,.0f}  decode {per[1]:,.0f}  instructions per point",
+                flush=True,
+            )
 
 
 # --- 4. the worst case through a real agent -------------------------------------------------
@@ -333,9 +379,9 @@ def big_tags(series: int, tag_bytes: int) -> None:
 
     def points() -> Iterator[Point]:
         for i in range(series):
-            yield Point("m", tags={"big": "%08d" % i + "x" * (tag_bytes - 8)}, fields={"v": float(i)}, time=T0 + i)
+            yield Point("m", tags={"big": f"{i:08d}" + "x" * (tag_bytes - 8)}, fields={"v": float(i)}, time=T0 + i)
 
-    errors: List[BaseException] = []
+    errors: list[BaseException] = []
     with udf.Process(sys.executable, [MIRROR]) as agent:
         agent.info()
         agent.init({})
@@ -349,13 +395,11 @@ def big_tags(series: int, tag_bytes: int) -> None:
 
         producer = threading.Thread(target=produce, name="bench-producer", daemon=True)
         producer.start()
-        got = 0
         p: Any = None
-        for p in agent.point_out:  # taken while the producer puts
-            if p.tags["big"][:8] != "%08d" % got or len(p.tags["big"]) != tag_bytes:
+        for got, p in enumerate(agent.point_out):  # taken while the producer puts
+            if p.tags["big"][:8] != f"{got:08d}" or len(p.tags["big"]) != tag_bytes:
                 raise AssertionError(f"point {got} came back different")
-            got += 1
-            if got == series:
+            if got + 1 == series:
                 break
         producer.join(60)
     del p
@@ -377,7 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tag-kib", type=int, default=128, help="--big-tags: the tag's size")
     ap.add_argument("--generator", action="store_true", help="only: does the code generator pay (valgrind)")
     ap.add_argument("--rate-turn", type=int, metavar="CYCLES", help=argparse.SUPPRESS)
-    ap.add_argument("--generator-run", nargs=4, metavar=("VARIANT", "PART", "WORKLOAD", "CYCLES"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--generator-run", nargs=4, metavar=("VARIANT", "PART", "WORKLOAD", "CYCLES"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args(argv)
     if args.generator_run is not None:
         import ceiling
@@ -397,13 +443,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         big_tags(args.series, args.tag_kib * 1024)
         return 0
     turns, cycles = (1, 1) if args.quick else (5, 25)
-    rates: Dict[bool, List[float]] = {False: [], True: []}
+    rates: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(turns):
         for hand in (False, True):
             rates[hand].append(rate_turn(cycles, hand))
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
-    print(f"codec ceiling, 2,000 series: hand-written paths off (UDF_PUREPROTOBUF=1) {off:,.0f} pts/s, "
-          f"on {on:,.0f} pts/s: x{on / off:.2f} (median of {turns} turns each, load {os.getloadavg()[0]:.2f})")
+    print(
+        f"codec ceiling, 2,000 series: hand-written paths off (UDF_PUREPROTOBUF=1) {off:,.0f} pts/s, "
+        f"on {on:,.0f} pts/s: x{on / off:.2f} (median of {turns} turns each, load {os.getloadavg()[0]:.2f})"
+    )
     cache_sizes(args.quick)
     return 0
 

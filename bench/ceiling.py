@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gc
 import time
-from typing import Callable, List, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 from udf import Batch, Point
 from udf.convert import BATCH, POINTS, ResponseDecoder, encode_batch, encode_point
@@ -36,13 +36,13 @@ BLOCK = 100
 _STREAMS = {"points": ResponseDecoder(), "batches": ResponseDecoder()}
 
 
-def ceiling_roundtrip(points: Sequence[Point], block: int = BLOCK) -> List[Point]:
+def ceiling_roundtrip(points: Sequence[Point], block: int = BLOCK) -> list[Point]:
     """Encode every point to a ``Request`` frame, decode the mirrored ``Response`` frames back.
 
     Data frames echo byte for byte (``Request.point`` and ``Response.point`` are
     both field 17), so the block of request frames *is* the agent's answer.
     """
-    out: List[Point] = []
+    out: list[Point] = []
     decoder = _STREAMS["points"]
     for i in range(0, len(points), block):
         data = b"".join([encode_point(p) for p in points[i : i + block]])
@@ -55,9 +55,9 @@ def ceiling_roundtrip(points: Sequence[Point], block: int = BLOCK) -> List[Point
     return out
 
 
-def ceiling_batch_roundtrip(batches: Sequence[Batch], block: int = 1) -> List[Batch]:
+def ceiling_batch_roundtrip(batches: Sequence[Batch], block: int = 1) -> list[Batch]:
     """The same for batches: encode ``block`` batches, decode and assemble the mirrored frames."""
-    out: List[Batch] = []
+    out: list[Batch] = []
     decoder = _STREAMS["batches"]
     for i in range(0, len(batches), block):
         data = b"".join([encode_batch(b) for b in batches[i : i + block]])
@@ -73,7 +73,7 @@ def ceiling_batch_roundtrip(batches: Sequence[Batch], block: int = 1) -> List[Ba
 WARM_CYCLES = 3
 
 
-def _warm(frames: List[List[bytes]]) -> ResponseDecoder:
+def _warm(frames: list[list[bytes]]) -> ResponseDecoder:
     """A decoder that has decoded ``frames`` WARM_CYCLES times: learning, and a stream's steady state, not timed."""
     decoder = ResponseDecoder()
     for _ in range(WARM_CYCLES):
@@ -82,7 +82,7 @@ def _warm(frames: List[List[bytes]]) -> ResponseDecoder:
     return decoder
 
 
-def per_point_costs(points: Sequence[Point], cycles: int = 10, block: int = BLOCK) -> Tuple[float, float, float]:
+def per_point_costs(points: Sequence[Point], cycles: int = 10, block: int = BLOCK) -> tuple[float, float, float]:
     """Microseconds per point to encode, to split the frames and to decode them, one thread (decoders warmed up)."""
     blocks = [list(points[i : i + block]) for i in range(0, len(points), block)]
     data = [b"".join([encode_point(p) for p in chunk]) for chunk in blocks]
@@ -115,7 +115,7 @@ def per_point_costs(points: Sequence[Point], cycles: int = 10, block: int = BLOC
 WORKLOADS = {"anchor": "anchor (1 series)", "series": "2,000 series"}
 
 
-def _points(workload_name: str) -> List[Point]:
+def _points(workload_name: str) -> list[Point]:
     import os
     import sys
 
@@ -126,7 +126,7 @@ def _points(workload_name: str) -> List[Point]:
 
 
 def run_part(part: str, workload_name: str, cycles: int) -> None:
-    """Warm up (encode and decode every point once), then run ``part`` (encode, decode) ``cycles`` times: for valgrind."""
+    """Warm up (encode and decode each point once), then run ``part`` (encode, decode) ``cycles`` times (valgrind)."""
     points = _points(workload_name)
     data = [b"".join([encode_point(p) for p in points[i : i + BLOCK]]) for i in range(0, len(points), BLOCK)]
     frames = [FrameDecoder().feed_frames(d) for d in data]
@@ -151,9 +151,21 @@ def instructions() -> None:
 
     def count(part: str, workload_name: str, cycles: int) -> int:
         out = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, os.path.abspath(__file__),
-             "--run", part, workload_name, str(cycles)],
-            env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True, check=True,
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                os.path.abspath(__file__),
+                "--run",
+                part,
+                workload_name,
+                str(cycles),
+            ],
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return int(re.search(r"Collected : (\d+)", out.stderr).group(1))  # type: ignore[union-attr]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, List
+from collections.abc import Callable
 
 #: A frame whose first payload byte is one of these is echoed as is: 0x1a is
 #: field 3 (keepalive), and a byte >= 0x80 starts the two-byte tag of fields
@@ -56,7 +56,7 @@ def echo(fd_in: int, fd_out: int, answer: Callable[[bytes], bytes]) -> None:
         if not chunk:
             break
         buf = rest + chunk if rest else chunk
-        out: List[bytes] = []
+        out: list[bytes] = []
         end = len(buf)
         pos = run = 0
         while pos < end:
@@ -98,7 +98,7 @@ def echo(fd_in: int, fd_out: int, answer: Callable[[bytes], bytes]) -> None:
     os.close(fd_out)
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     edge = 1 if "--batch" in argv else 0  # agent_pb2.BATCH / agent_pb2.STREAM
     try:
         echo(sys.stdin.fileno(), sys.stdout.fileno(), make_answer(edge))

@@ -26,12 +26,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.flink_cluster import FlinkCluster  # noqa: E402
+from tests.adapters.flink_cluster import FlinkCluster  # noqa: E402
 
 EXAMPLE = os.path.join(ROOT, "examples", "flink_moving_avg.py")
 START_NS = 1495152000 * 10**9
@@ -59,7 +59,7 @@ def load() -> str:
         return " ".join(f.read().split()[:3])
 
 
-def measure(taskmanagers: int, data: Path, points: int, expected: int, shards: int, tmp: Path) -> Dict[str, Any]:
+def measure(taskmanagers: int, data: Path, points: int, expected: int, shards: int, tmp: Path) -> dict[str, Any]:
     """One row: start a cluster of ``taskmanagers`` one-slot TaskManagers, run the job, stop the cluster."""
     cluster = FlinkCluster(tmp / f"cluster-{taskmanagers}", taskmanagers=taskmanagers, slots=1)
     out = tmp / f"out-{taskmanagers}"
@@ -67,8 +67,19 @@ def measure(taskmanagers: int, data: Path, points: int, expected: int, shards: i
         cluster.start()
         started = time.monotonic()
         done = cluster.flink(
-            "run", "-py", EXAMPLE, "--input", str(data), "--output", str(out),
-            "--parallelism", str(taskmanagers), "--shards", str(shards), "--flush-every", "500",
+            "run",
+            "-py",
+            EXAMPLE,
+            "--input",
+            str(data),
+            "--output",
+            str(out),
+            "--parallelism",
+            str(taskmanagers),
+            "--shards",
+            str(shards),
+            "--flush-every",
+            "500",
             timeout=1800,
         )
         wall = time.monotonic() - started
@@ -81,7 +92,13 @@ def measure(taskmanagers: int, data: Path, points: int, expected: int, shards: i
     if job["state"] != "FINISHED" or lines != expected:
         raise SystemExit(f"{taskmanagers} TaskManager(s): job {job['state']}, {lines} of {expected} averages committed")
     duration = job["duration"] / 1000.0
-    return {"taskmanagers": taskmanagers, "job": duration, "wall": wall, "rate": points / duration, "wall_rate": points / wall}
+    return {
+        "taskmanagers": taskmanagers,
+        "job": duration,
+        "wall": wall,
+        "rate": points / duration,
+        "wall_rate": points / wall,
+    }
 
 
 def main() -> int:
@@ -92,14 +109,18 @@ def main() -> int:
     args = parser.parse_args()
     total = args.series * args.points
     expected = args.series * (args.points - SIZE + 1)
-    print(f"moving_avg (size {SIZE}) over {args.series} series x {args.points} points = {total} points, "
-          f"{args.shards} shards, checkpoints every 1 s, FileSink")
+    print(
+        f"moving_avg (size {SIZE}) over {args.series} series x {args.points} points = {total} points, "
+        f"{args.shards} shards, checkpoints every 1 s, FileSink"
+    )
     before = load()
     print(f"load average before: {before}; cpus: {os.cpu_count()}")
-    header = f"{'TaskManagers':>12} {'slots':>5} {'job s':>7} {'points/s':>9} {'speed-up':>8} {'run s':>7} {'points/s':>9}"
+    header = (
+        f"{'TaskManagers':>12} {'slots':>5} {'job s':>7} {'points/s':>9} {'speed-up':>8} {'run s':>7} {'points/s':>9}"
+    )
     print(header)
     print("-" * len(header))
-    rows: List[Dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="flink-scale-") as folder:
         tmp = Path(folder)
         data = tmp / "points.lp"

@@ -30,7 +30,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -40,7 +41,7 @@ MiB = 2**20
 SETTLE = 60.0
 
 
-def proc_figures(pid: int) -> Dict[str, int]:
+def proc_figures(pid: int) -> dict[str, int]:
     """Threads, open descriptors, RSS and peak RSS (bytes) of a process, from /proc."""
     figures = {"fds": len(os.listdir(f"/proc/{pid}/fd"))}
     with open(f"/proc/{pid}/status") as status:
@@ -56,7 +57,7 @@ def proc_figures(pid: int) -> Dict[str, int]:
 class Agent:
     """The example agent as a child process; its stderr lines are collected by a thread."""
 
-    def __init__(self, root: str, extra: List[str]) -> None:
+    def __init__(self, root: str, extra: list[str]) -> None:
         env = dict(os.environ, PYTHONPATH=root)
         argv = [sys.executable, os.path.join(root, "examples", "moving_avg.py"), "--socket", "tcp://127.0.0.1:0"]
         self.proc = subprocess.Popen(argv + extra, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
@@ -66,7 +67,7 @@ class Agent:
         if not match:
             raise SystemExit(f"the agent did not start: {line}{self.proc.stderr.read().decode()}")
         self.port = int(match.group(1))
-        self.lines: List[str] = []
+        self.lines: list[str] = []
         self._cond = threading.Condition()
         threading.Thread(target=self._collect, name="hostile-stderr", daemon=True).start()
 
@@ -85,10 +86,10 @@ class Agent:
         with self._cond:
             return self._cond.wait_for(predicate, timeout)
 
-    def figures(self) -> Dict[str, int]:
+    def figures(self) -> dict[str, int]:
         return proc_figures(self.proc.pid)
 
-    def baseline(self) -> Dict[str, int]:
+    def baseline(self) -> dict[str, int]:
         """The figures once the accept thread runs (it starts just after the "listening" line)."""
         deadline = time.monotonic() + SETTLE
         while self.figures()["threads"] < 2 and time.monotonic() < deadline:
@@ -126,7 +127,7 @@ def good_host(port: int) -> str:
     return f"{time.monotonic() - begin:.2f}"
 
 
-def closed_by_agent(socks: List[socket.socket]) -> List[socket.socket]:
+def closed_by_agent(socks: list[socket.socket]) -> list[socket.socket]:
     """Those of ``socks`` the agent has closed or ended its output on (EOF or reset), without waiting."""
     closed = []
     for sock in socks:
@@ -159,13 +160,13 @@ def send_all(sock: socket.socket, data: bytes) -> None:
 # --- scenarios: each returns its hostile sockets ---------------------------------------------------
 
 
-def idle(agent: Agent, n: int = 200) -> List[socket.socket]:
+def idle(agent: Agent, n: int = 200) -> list[socket.socket]:
     socks = [connect(agent.port) for _ in range(n)]
     agent.wait_lines(settled(agent, n))
     return socks
 
 
-def random_bytes(agent: Agent, n: int = 20) -> List[socket.socket]:
+def random_bytes(agent: Agent, n: int = 20) -> list[socket.socket]:
     rng = random.Random(21)
     socks = []
     for _ in range(n):
@@ -177,14 +178,14 @@ def random_bytes(agent: Agent, n: int = 20) -> List[socket.socket]:
     return socks
 
 
-def huge_prefix(agent: Agent) -> List[socket.socket]:
+def huge_prefix(agent: Agent) -> list[socket.socket]:
     sock = connect(agent.port)
     send_all(sock, b"\x80\x80\x80\x80\x10")  # 4 GiB announced
     agent.wait_lines(lambda: agent.count(r"E! |closed connection") >= 1, 10)
     return [sock]
 
 
-def partial_frames(agent: Agent, n: int, size: int = 40 * MiB) -> List[socket.socket]:
+def partial_frames(agent: Agent, n: int, size: int = 40 * MiB) -> list[socket.socket]:
     """``n`` peers each announce a ``size`` frame and send all of it but its last byte."""
     from udf.wire import encode_uvarint
 
@@ -199,7 +200,7 @@ def partial_frames(agent: Agent, n: int, size: int = 40 * MiB) -> List[socket.so
     return socks
 
 
-SCENARIOS: Dict[str, Callable[[Agent], List[socket.socket]]] = {
+SCENARIOS: dict[str, Callable[[Agent], list[socket.socket]]] = {
     "200 idle connections": idle,
     "20 connections of random bytes": random_bytes,
     "a 4 GiB length prefix": huge_prefix,
@@ -212,26 +213,54 @@ def run_agent(args: argparse.Namespace) -> None:
     extra = shlex.split(args.agent_args)
     print(f"agent: {args.root}/examples/moving_avg.py {' '.join(extra)}")
     header = ("scenario", "threads", "fds", "RSS MiB", "peak MiB", "ended by the agent", "good host (s)")
-    rows: List[Tuple[Any, ...]] = []
+    rows: list[tuple[Any, ...]] = []
     for name, scenario in SCENARIOS.items():
         if args.only and not any(word in name for word in args.only):
             continue
         agent = Agent(args.root, extra)
         try:
             base = agent.baseline()
-            rows.append((f"(baseline for: {name})", base["threads"], base["fds"], base["VmRSS"] / MiB, base["VmHWM"] / MiB, "", ""))
+            rows.append(
+                (
+                    f"(baseline for: {name})",
+                    base["threads"],
+                    base["fds"],
+                    base["VmRSS"] / MiB,
+                    base["VmHWM"] / MiB,
+                    "",
+                    "",
+                )
+            )
             socks = scenario(agent)
             during = agent.figures()
             served = good_host(agent.port)
             closed = set(closed_by_agent(socks))
-            rows.append((name, during["threads"], during["fds"], during["VmRSS"] / MiB, during["VmHWM"] / MiB,
-                         f"{len(closed)}/{len(socks)}", served))
+            rows.append(
+                (
+                    name,
+                    during["threads"],
+                    during["fds"],
+                    during["VmRSS"] / MiB,
+                    during["VmHWM"] / MiB,
+                    f"{len(closed)}/{len(socks)}",
+                    served,
+                )
+            )
             if args.wait_after:
                 time.sleep(args.wait_after)  # measurement only: past the agent's first-request timeout
                 later = agent.figures()
                 closed.update(closed_by_agent([sock for sock in socks if sock not in closed]))
-                rows.append((f"  {args.wait_after:g} s later", later["threads"], later["fds"], later["VmRSS"] / MiB,
-                             later["VmHWM"] / MiB, f"{len(closed)}/{len(socks)}", good_host(agent.port)))
+                rows.append(
+                    (
+                        f"  {args.wait_after:g} s later",
+                        later["threads"],
+                        later["fds"],
+                        later["VmRSS"] / MiB,
+                        later["VmHWM"] / MiB,
+                        f"{len(closed)}/{len(socks)}",
+                        good_host(agent.port),
+                    )
+                )
             for sock in socks:
                 sock.close()
         finally:
@@ -312,7 +341,7 @@ def flood(conn: socket.socket, what: str, count: int, size: int) -> None:
 
 def run_host(args: argparse.Namespace) -> None:
     header = ("hostile agent sends", "items", "host RSS before MiB", "after MiB", "queued in point_out", "host's error")
-    rows: List[Tuple[Any, ...]] = []
+    rows: list[tuple[Any, ...]] = []
     cases = [
         ("big points, no consumer", 4000, 256 * 1024),
         ("open batch, never ended", 1_000_000, 8),  # 20 MB of frames: under max_batch_bytes
@@ -324,8 +353,13 @@ def run_host(args: argparse.Namespace) -> None:
         agent = threading.Thread(target=hostile_agent, args=(listener, what, count, size), name="hostile-agent")
         agent.start()
         env = dict(os.environ, PYTHONPATH=ROOT)
-        out = subprocess.run([sys.executable, "-c", HOST_CHILD, str(port), what, str(count)],
-                             capture_output=True, text=True, env=env, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", HOST_CHILD, str(port), what, str(count)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         agent.join(60)
         listener.close()
         if out.returncode != 0:
@@ -337,7 +371,7 @@ def run_host(args: argparse.Namespace) -> None:
     print_table(header, rows)
 
 
-def print_table(header: Tuple[str, ...], rows: List[Tuple[Any, ...]]) -> None:
+def print_table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
     def cell(value: Any) -> str:
         return f"{value:.0f}" if isinstance(value, float) else str(value)
 
@@ -347,7 +381,7 @@ def print_table(header: Tuple[str, ...], rows: List[Tuple[Any, ...]]) -> None:
         print("| " + " | ".join(cell(v) for v in row) + " |")
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("side", nargs="?", choices=["agent", "host"], default="agent")
     parser.add_argument("--root", default=ROOT, help="the checkout whose agent is measured (default: this one)")

@@ -1,4 +1,4 @@
-"""Instructions per point of the host process for bench/run.py's rows, counted by valgrind: an A/B that load cannot blur.
+"""Instructions per point of the host process for bench/run.py's rows, counted by valgrind: an A/B load cannot blur.
 
 Wall-clock turns on a shared 2-core machine swing by up to 2x; callgrind counts
 the instructions this process executes (its threads; not the echo agent, a
@@ -19,7 +19,7 @@ import os
 import re
 import subprocess
 import sys
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROWS = ("stream", "batch", "series", "supervised")
@@ -47,10 +47,12 @@ def _run_row(row: str, n: int) -> None:
 def count(tree: str, row: str, n: int) -> int:
     """Instructions of one run of ``row`` with ``n`` points, with ``tree`` first on sys.path."""
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": tree}
+    script = os.path.join(tree, "bench", "instructions.py")
+    if not os.path.exists(script):
+        script = os.path.abspath(__file__)
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         os.path.join(tree, "bench", "instructions.py") if os.path.exists(os.path.join(tree, "bench", "instructions.py"))
-         else os.path.abspath(__file__), "--run", row, str(n)],
+         script, "--run", row, str(n)],
         env=env, capture_output=True, text=True, check=True, timeout=3600,
     )  # fmt: skip
     match = re.search(r"Collected : (\d+)", out.stderr)
@@ -70,14 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.run:
         _run_row(args.run[0], int(args.run[1]))
         return 0
-    trees: List[Tuple[str, str]] = [tuple(t.split("=", 1)) for t in args.tree] or [("this", os.path.dirname(HERE))]  # type: ignore[misc]
+    trees: list[tuple[str, str]] = [tuple(t.split("=", 1)) for t in args.tree] or [("this", os.path.dirname(HERE))]  # type: ignore[misc]
     rows = args.rows.split(",")
-    per_point: Dict[Tuple[str, str], float] = {}
+    per_point: dict[tuple[str, str], float] = {}
     for row in rows:
         for name, tree in trees:
             small, large = count(tree, row, args.small), count(tree, row, args.large)
             per_point[(name, row)] = (large - small) / (args.large - args.small)
-            print(f"# {name} {row}: {small:,} / {large:,} instructions -> {per_point[(name, row)]:,.0f} per point", flush=True)
+            print(
+                f"# {name} {row}: {small:,} / {large:,} instructions -> {per_point[(name, row)]:,.0f} per point",
+                flush=True,
+            )
     print()
     print("| row | " + " | ".join(f"{name} instructions/point" for name, _ in trees)
           + (" | B/A" if len(trees) == 2 else "") + " |")  # fmt: skip

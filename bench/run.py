@@ -44,7 +44,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -54,7 +55,6 @@ import supervised  # noqa: E402
 import workload  # noqa: E402
 
 import agent_pb2  # noqa: E402
-
 import udf  # noqa: E402
 from udf.convert import encode_point, encode_request  # noqa: E402
 from udf.wire import read_frame  # noqa: E402
@@ -78,7 +78,7 @@ GO_PAIRS = (("stream", "go-stream"), ("batch", "go-batch"), ("series", "go-strea
 # --- the agent ---------------------------------------------------------------------
 
 
-def agent_argv(batch: bool = False) -> List[str]:
+def agent_argv(batch: bool = False) -> list[str]:
     """The echo agent's command line: the same program for the Python and the Go Server."""
     return [sys.executable, ECHO_AGENT] + (["--batch"] if batch else [])
 
@@ -102,7 +102,7 @@ class EchoAgent:
             raise RuntimeError(f"echo agent exited with {self.proc.returncode}")
 
 
-def _started(batch: bool = False) -> Tuple[EchoAgent, udf.Server]:
+def _started(batch: bool = False) -> tuple[EchoAgent, udf.Server]:
     agent = EchoAgent(batch)
     server = agent.server()
     server.start()
@@ -126,12 +126,12 @@ def _producer(put: Callable[[Any], None], items: Sequence[Any], n: int) -> threa
     return threading.Thread(target=produce, name="bench-producer", daemon=True)
 
 
-def _consume(outlet: Any, n: int, sample: int) -> List[Any]:
+def _consume(outlet: Any, n: int, sample: int) -> list[Any]:
     """Take ``n`` items from ``outlet`` (in C) and return every ``sample``-th one, for checking."""
     return list(itertools.islice(outlet, 0, n, sample))
 
 
-def _check(sampled: List[Any], sent: Sequence[Any], sample: int, what: str) -> None:
+def _check(sampled: list[Any], sent: Sequence[Any], sample: int, what: str) -> None:
     for i, got in enumerate(sampled):
         if got != sent[(i * sample) % len(sent)]:
             raise AssertionError(f"{what} {i * sample} came back different: {got!r:.200}")
@@ -267,9 +267,9 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_memory(points: Sequence[Any], n: int, batches: Sequence[Any]) -> Dict[str, float]:
+def run_memory(points: Sequence[Any], n: int, batches: Sequence[Any]) -> dict[str, float]:
     """RSS growth of this process over ``n`` stream points, then ``n`` batched points, through one Server each."""
-    result: Dict[str, float] = {}
+    result: dict[str, float] = {}
     for label, items, batch in (("stream", points, False), ("batch", batches, True)):
         size = len(items[0].points) if batch else 1
         count = n // size
@@ -279,10 +279,8 @@ def run_memory(points: Sequence[Any], n: int, batches: Sequence[Any]) -> Dict[st
         outlet = server.batch_out if batch else server.point_out
         producer = _producer(inlet.put, items, count)
         producer.start()
-        got = 0
         base = peak = 0
-        for _ in outlet:
-            got += 1
+        for got, _ in enumerate(outlet, 1):
             if got == warm:
                 base = peak = _rss()
             elif got % 1000 == 0 and got > warm:
@@ -299,11 +297,11 @@ def run_memory(points: Sequence[Any], n: int, batches: Sequence[Any]) -> Dict[st
     return result
 
 
-def run_latency(points: Sequence[Any], samples: int, gap: float) -> Dict[str, float]:
+def run_latency(points: Sequence[Any], samples: int, gap: float) -> dict[str, float]:
     """One point at a time, ``gap`` seconds apart: round-trip percentiles in microseconds."""
     agent, server = _started()
     put, get = server.point_in.put, server.point_out.get
-    lat: List[float] = []
+    lat: list[float] = []
     for i in range(samples + 10):
         p = points[i % len(points)]
         t0 = time.perf_counter()
@@ -327,7 +325,7 @@ def run_latency(points: Sequence[Any], samples: int, gap: float) -> Dict[str, fl
 # --- the run ------------------------------------------------------------------------------
 
 
-def environment() -> Dict[str, Any]:
+def environment() -> dict[str, Any]:
     from google.protobuf import __version__ as pb_version
     from google.protobuf.internal import api_implementation
 
@@ -344,10 +342,10 @@ def _load() -> str:
     return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def go_ratios(rates: Dict[str, List[float]]) -> Dict[str, List[float]]:
+def go_ratios(rates: dict[str, list[float]]) -> dict[str, list[float]]:
     """Per round, each Python row over the Go row measured in the same round."""
     return {
-        py: [a / b for a, b in zip(rates[py], rates[go])]
+        py: [a / b for a, b in zip(rates[py], rates[go], strict=True)]
         for py, go in GO_PAIRS
         if rates.get(py) and rates.get(go)
     }
@@ -361,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--memory-points", type=int, help="points for the RSS check (default 1000000, quick 20000)")
     ap.add_argument("--latency-samples", type=int, help="idle round trips (default 2000, quick 50)")
     ap.add_argument("--only", help="comma-separated configurations to run, memory and latency included (default: all)")
-    ap.add_argument("--anchorbench", default=ANCHORBENCH, help="the Go original's benchmark binary (default: %(default)s)")
+    ap.add_argument(
+        "--anchorbench", default=ANCHORBENCH, help="the Go original's benchmark binary (default: %(default)s)"
+    )
     ap.add_argument("--json", help="write the results to this file")
     args = ap.parse_args(argv)
 
@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     anchorbench = args.anchorbench
     have_go = os.access(anchorbench, os.X_OK)
 
-    configs: Dict[str, Callable[[], float]] = {
+    configs: dict[str, Callable[[], float]] = {
         "go-stream": lambda: run_go("stream", n, len(points), anchorbench),
         "stream": lambda: run_stream(points, n),
         "go-batch": lambda: run_go("batch", n, len(batches), anchorbench),
@@ -397,73 +397,114 @@ def main(argv: Sequence[str] | None = None) -> int:
         wanted -= {"go-stream", "go-batch"}
     configs = {k: v for k, v in configs.items() if k in wanted}
     env = environment()
-    print(f"# udf bench: Python {env['python']}, protobuf {env['protobuf']}, {env['cpus']} CPUs, "
-          f"{_load()} (1, 5, 15 min); {frame}-byte point frames; {rounds} rounds of {n} points")
+    print(
+        f"# udf bench: Python {env['python']}, protobuf {env['protobuf']}, {env['cpus']} CPUs, "
+        f"{_load()} (1, 5, 15 min); {frame}-byte point frames; {rounds} rounds of {n} points"
+    )
     if not have_go:
         print(f"# Go original: {os.path.relpath(anchorbench, os.getcwd())} not found, so no Go rows and no Go figures")
 
-    rates: Dict[str, List[float]] = {k: [] for k in configs}
-    loads: List[float] = []
+    rates: dict[str, list[float]] = {k: [] for k in configs}
+    loads: list[float] = []
     for r in range(rounds):
         for name, fn in configs.items():
             seconds = fn()
             rates[name].append(counts.get(name, n) / seconds)
         loads.append(os.getloadavg()[0])
-        print(f"  round {r + 1}/{rounds} ({_load()}): " + "  ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items()),
-              flush=True)
+        print(
+            f"  round {r + 1}/{rounds} ({_load()}): " + "  ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items()),
+            flush=True,
+        )
 
     rows = []
     for name, values in rates.items():
         med = statistics.median(values)
         ceiling_name = CEILING_OF.get(name)
         ceiling = statistics.median(rates[ceiling_name]) if ceiling_name and rates.get(ceiling_name) else None
-        rows.append({"config": name, "median": med, "min": min(values), "max": max(values), "ceiling": ceiling_name,
-                     "ratio_to_ceiling": med / ceiling if ceiling else None, "turns": values})
+        rows.append(
+            {
+                "config": name,
+                "median": med,
+                "min": min(values),
+                "max": max(values),
+                "ceiling": ceiling_name,
+                "ratio_to_ceiling": med / ceiling if ceiling else None,
+                "turns": values,
+            }
+        )
 
     if rows:
         print()
         print(f"{'config':<12} {'median pts/s':>13} {'min':>11} {'max':>11} {'x ceiling':>10}  ceiling")
     for row in rows:
         ratio = f"{row['ratio_to_ceiling']:.2f}" if row["ratio_to_ceiling"] is not None else "-"
-        print(f"{row['config']:<12} {row['median']:>13,.0f} {row['min']:>11,.0f} {row['max']:>11,.0f} {ratio:>10}"
-              f"  {row['ceiling'] or '-'}")
+        print(
+            f"{row['config']:<12} {row['median']:>13,.0f} {row['min']:>11,.0f} {row['max']:>11,.0f} {ratio:>10}"
+            f"  {row['ceiling'] or '-'}"
+        )
 
     ratios = go_ratios(rates)
     if ratios:
         print("\nPython Server / Go original, per round (same agent program, same points, taking turns):")
-        print(f"{'round':>5} {'load':>5}  " + "  ".join(f"{py + ' / ' + go:>22}" for py, go in GO_PAIRS if py in ratios))
+        print(
+            f"{'round':>5} {'load':>5}  " + "  ".join(f"{py + ' / ' + go:>22}" for py, go in GO_PAIRS if py in ratios)
+        )
         for r in range(rounds):
-            cells = [f"{rates[py][r]:>9,.0f}/{rates[go][r]:>7,.0f} {ratios[py][r]:>4.2f}x"
-                     for py, go in GO_PAIRS if py in ratios]
+            cells = [
+                f"{rates[py][r]:>9,.0f}/{rates[go][r]:>7,.0f} {ratios[py][r]:>4.2f}x"
+                for py, go in GO_PAIRS
+                if py in ratios
+            ]
             print(f"{r + 1:>5} {loads[r]:>5.2f}  " + "  ".join(f"{c:>22}" for c in cells))
-        print(f"{'median':>11}  " + "  ".join(f"{statistics.median(ratios[py]):>21.2f}x" for py, _ in GO_PAIRS
-                                                if py in ratios))
+        print(
+            f"{'median':>11}  "
+            + "  ".join(f"{statistics.median(ratios[py]):>21.2f}x" for py, _ in GO_PAIRS if py in ratios)
+        )
     if "supervised" in rates and "stream" in rates:
-        per_round = [sup / plain for sup, plain in zip(rates["supervised"], rates["stream"])]
+        per_round = [sup / plain for sup, plain in zip(rates["supervised"], rates["stream"], strict=True)]
         print(f"supervised / stream, median of the per-round ratios: {statistics.median(per_round):.3f}")
     if "agent" in rates and "stream" in rates:
-        print(f"echo agent alone is {statistics.median(rates['agent']) / statistics.median(rates['stream']):.0f}x"
-              " faster than the stream row")
+        print(
+            f"echo agent alone is {statistics.median(rates['agent']) / statistics.median(rates['stream']):.0f}x"
+            " faster than the stream row"
+        )
 
     memory = latency = None
     if mem_n and "memory" in wanted:
         churn = workload.make_series_points(20_000, 20_000)  # more series than any cache holds
         memory = run_memory(churn, mem_n, batches)
-        print(f"\nRSS growth over {mem_n:,} points ({len(churn):,} series cycled): stream "
-              f"{memory['stream_rss_growth_mb']:+.1f} MB (peak {memory['stream_rss_peak_growth_mb']:+.1f}), batch "
-              f"{memory['batch_rss_growth_mb']:+.1f} MB (peak {memory['batch_rss_peak_growth_mb']:+.1f}); "
-              f"RSS at end {memory['batch_rss_end_mb']:.0f} MB ({_load()})")
+        print(
+            f"\nRSS growth over {mem_n:,} points ({len(churn):,} series cycled): stream "
+            f"{memory['stream_rss_growth_mb']:+.1f} MB (peak {memory['stream_rss_peak_growth_mb']:+.1f}), batch "
+            f"{memory['batch_rss_growth_mb']:+.1f} MB (peak {memory['batch_rss_peak_growth_mb']:+.1f}); "
+            f"RSS at end {memory['batch_rss_end_mb']:.0f} MB ({_load()})"
+        )
     if lat_n and "latency" in wanted:
         latency = run_latency(points, lat_n, 0.002)
-        print(f"idle round trip over {lat_n} points, 2 ms apart: p50 {latency['p50_us']:.0f} us, "
-              f"p90 {latency['p90_us']:.0f} us, p99 {latency['p99_us']:.0f} us, max {latency['max_us']:.0f} us ({_load()})")
+        print(
+            f"idle round trip over {lat_n} points, 2 ms apart: p50 {latency['p50_us']:.0f} us, "
+            f"p90 {latency['p90_us']:.0f} us, p99 {latency['p99_us']:.0f} us,"
+            f" max {latency['max_us']:.0f} us ({_load()})"
+        )
 
     if args.json:
         env["loadavg_after"] = os.getloadavg()
         with open(args.json, "w") as f:
-            json.dump({"env": env, "frame_bytes": frame, "points_per_turn": n, "rounds": rounds, "rows": rows,
-                       "round_loadavg": loads, "go": {"anchorbench": have_go, "ratios": ratios},
-                       "memory": memory, "latency": latency}, f, indent=2)
+            json.dump(
+                {
+                    "env": env,
+                    "frame_bytes": frame,
+                    "points_per_turn": n,
+                    "rounds": rounds,
+                    "rows": rows,
+                    "round_loadavg": loads,
+                    "go": {"anchorbench": have_go, "ratios": ratios},
+                    "memory": memory,
+                    "latency": latency,
+                },
+                f,
+                indent=2,
+            )
     return 0
 
 

@@ -28,7 +28,8 @@ import statistics
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -93,10 +94,10 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_memory(n: int, kills: int, snapshot_every: int = 10_000) -> Dict[str, Any]:
+def run_memory(n: int, kills: int, snapshot_every: int = 10_000) -> dict[str, Any]:
     """RSS of this process over ``n`` points through a Supervisor whose agent is SIGKILLed ``kills`` times."""
     points = workload.make_points(2000)
-    procs: List[udf.Process] = []
+    procs: list[udf.Process] = []
     restarted = threading.Semaphore(0)
 
     def factory() -> udf.Process:
@@ -116,11 +117,11 @@ def run_memory(n: int, kills: int, snapshot_every: int = 10_000) -> Dict[str, An
     sup.open()
     kill_at = {n * (k + 1) // (kills + 1) for k in range(kills)}
     warm = n // 10
-    samples: Dict[str, int] = {}
+    samples: dict[str, int] = {}
     max_log = 0
     got = 0
 
-    errors: List[BaseException] = []
+    errors: list[BaseException] = []
 
     def produce() -> None:
         try:
@@ -169,12 +170,16 @@ def run_memory(n: int, kills: int, snapshot_every: int = 10_000) -> Dict[str, An
 
 def _memory_main(n: int, kills: int) -> None:
     result = run_memory(n, kills)
-    print(f"load {os.getloadavg()[0]:.2f}; {result['points']:,} points, {result['kills']} kills, "
-          f"{result['restarts']} restarts, {result['replayed']:,} replayed, {result['outputs']:,} outputs "
-          f"in {result['seconds']:.1f}s")
-    print(f"RSS after warm-up {result['rss_warm_mb']:.1f} MB, peak {result['rss_peak_mb']:.1f} MB, "
-          f"end {result['rss_end_mb']:.1f} MB (growth {result['rss_end_mb'] - result['rss_warm_mb']:+.1f} MB); "
-          f"largest replay log sampled {result['max_log']:,} items (snapshot_every {result['snapshot_every']:,})")
+    print(
+        f"load {os.getloadavg()[0]:.2f}; {result['points']:,} points, {result['kills']} kills, "
+        f"{result['restarts']} restarts, {result['replayed']:,} replayed, {result['outputs']:,} outputs "
+        f"in {result['seconds']:.1f}s"
+    )
+    print(
+        f"RSS after warm-up {result['rss_warm_mb']:.1f} MB, peak {result['rss_peak_mb']:.1f} MB, "
+        f"end {result['rss_end_mb']:.1f} MB (growth {result['rss_end_mb'] - result['rss_warm_mb']:+.1f} MB); "
+        f"largest replay log sampled {result['max_log']:,} items (snapshot_every {result['snapshot_every']:,})"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,25 +193,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         _memory_main(args.memory, args.kills)
         return 0
     points = workload.make_points(2000)
-    configs: Dict[str, Callable[[], float]] = {
+    configs: dict[str, Callable[[], float]] = {
         "process": lambda: run_process(points, args.points),
         "supervised": lambda: run_supervised(points, args.points),
     }
     print(f"# load {os.getloadavg()[0]:.2f}; {args.rounds} rounds of {args.points:,} points, in turns")
-    rates: Dict[str, List[float]] = {k: [] for k in configs}
-    ratios: List[float] = []
+    rates: dict[str, list[float]] = {k: [] for k in configs}
+    ratios: list[float] = []
     for r in range(args.rounds):
         for name, fn in configs.items():
             rates[name].append(args.points / fn())
         ratios.append(rates["supervised"][-1] / rates["process"][-1])
-        print(f"  round {r + 1}/{args.rounds}: " + "  ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items())
-              + f"  ratio {ratios[-1]:.3f}", flush=True)
+        print(
+            f"  round {r + 1}/{args.rounds}: "
+            + "  ".join(f"{k} {v[-1]:,.0f}" for k, v in rates.items())
+            + f"  ratio {ratios[-1]:.3f}",
+            flush=True,
+        )
     print(f"\n{'config':<12} {'median pts/s':>13} {'min':>11} {'max':>11}")
     for name, values in rates.items():
         print(f"{name:<12} {statistics.median(values):>13,.0f} {min(values):>11,.0f} {max(values):>11,.0f}")
     med = statistics.median(ratios)
-    print(f"\nsupervised / process, median of per-round ratios: {med:.3f} (overhead {100 * (1 - med):.1f}%); "
-          f"load {os.getloadavg()[0]:.2f}")
+    print(
+        f"\nsupervised / process, median of per-round ratios: {med:.3f} (overhead {100 * (1 - med):.1f}%); "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
     return 0
 
 

@@ -15,7 +15,6 @@ Two shapes:
 from __future__ import annotations
 
 import random
-from typing import List
 
 from udf import Batch, BatchPoint, Dimensions, Point
 
@@ -37,7 +36,7 @@ def _anchor_fields(i: int) -> dict:
     return {"usage_user": i * 1.5, "usage_system": i * 0.5, "count": i}
 
 
-def make_anchor_points(n: int) -> List[Point]:
+def make_anchor_points(n: int) -> list[Point]:
     """anchorbench's stream items 0..n-1 (``-mode stream``, ``-pool n`` cycles the same)."""
     return [
         Point(
@@ -54,7 +53,7 @@ def make_anchor_points(n: int) -> List[Point]:
     ]
 
 
-def make_anchor_batches(n: int, size: int = 100) -> List[Batch]:
+def make_anchor_batches(n: int, size: int = 100) -> list[Batch]:
     """anchorbench's batch items 0..n-1 (``-mode batch -bs size``): ``size`` consecutive points each."""
     batches = []
     for b in range(n):
@@ -71,7 +70,7 @@ def make_anchor_batches(n: int, size: int = 100) -> List[Batch]:
 REGIONS = ("us-west-2", "us-east-1", "eu-central-1")
 
 
-def make_series_points(n: int, series: int = 2000, seed: int = 1) -> List[Point]:
+def make_series_points(n: int, series: int = 2000, seed: int = 1) -> list[Point]:
     """``n`` distinct points over ``series`` series (Telegraf ``cpu``, grouped by host and cpu).
 
     Series ``s`` is host ``web-NNNN.example.com`` (``s // 2``) and cpu ``cpu0``
@@ -84,8 +83,8 @@ def make_series_points(n: int, series: int = 2000, seed: int = 1) -> List[Point]
     points = []
     for i in range(n):
         s = i % series
-        host = "web-%04d.example.com" % (s // 2)
-        cpu = "cpu%d" % (s % 2)
+        host = f"web-{s // 2:04d}.example.com"
+        cpu = f"cpu{s % 2}"
         region = REGIONS[(s // 2) % len(REGIONS)]
         points.append(
             Point(

@@ -22,7 +22,8 @@ import argparse
 import os
 import shlex
 import sys
-from typing import Any, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 try:
     import udf
@@ -41,7 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_INPUT = os.path.join(HERE, "data", "hosts.lp")
 
 
-def parse_point(line: str) -> List[udf.Point]:
+def parse_point(line: str) -> list[udf.Point]:
     """One line of line protocol as a stream point grouped by host (none for a blank or comment line)."""
     parsed = parse_line(line)
     if parsed is None:
@@ -55,25 +56,30 @@ def format_point(point: udf.Point) -> str:
     return format_line(point.name, point.tags, point.fields, point.time)
 
 
-def build(pipeline: Any, input_path: str, agent: Sequence[str], field: str, size: int, shards: int, batch_size: int) -> Any:
+def build(
+    pipeline: Any, input_path: str, agent: Sequence[str], field: str, size: int, shards: int, batch_size: int
+) -> Any:
     """The pipeline's transforms: read, parse, RunUDF(moving_avg), format; returns the lines."""
     return (
         pipeline
         | "Read" >> beam.io.ReadFromText(input_path)
         | "Parse" >> beam.FlatMap(parse_point)
-        | "MovingAvg" >> RunUDF(agent, {"field": field, "size": size, "as": "avg"}, shards=shards, batch_size=batch_size)
+        | "MovingAvg"
+        >> RunUDF(agent, {"field": field, "size": size, "as": "avg"}, shards=shards, batch_size=batch_size)
         | "Format" >> beam.Map(format_point)
     )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", default=DEFAULT_INPUT, help="line protocol file (default: %(default)s)")
     parser.add_argument("--output", help="write text files with this prefix instead of printing")
     parser.add_argument("--field", default="usage_user", help="the field to average (default: %(default)s)")
     parser.add_argument("--size", type=int, default=5, help="window size (default: %(default)s)")
     parser.add_argument("--shards", type=int, default=8, help="agents to spread the series over (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=100, help="points per snapshot barrier (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=100, help="points per snapshot barrier (default: %(default)s)"
+    )
     parser.add_argument(
         "--agent",
         default=shlex.join([sys.executable, "-u", os.path.join(HERE, "moving_avg.py")]),
@@ -88,7 +94,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         runner = FnApiRunner()
     with beam.Pipeline(runner=runner, options=options) as pipeline:
-        lines = build(pipeline, args.input, shlex.split(args.agent), args.field, args.size, args.shards, args.batch_size)
+        lines = build(
+            pipeline, args.input, shlex.split(args.agent), args.field, args.size, args.shards, args.batch_size
+        )
         if args.output:
             lines | "Write" >> beam.io.WriteToText(args.output)
         else:

@@ -27,7 +27,7 @@ import argparse
 import os
 import shlex
 import sys
-from typing import List, Optional, Sequence
+from collections.abc import Sequence
 
 try:
     import udf
@@ -48,7 +48,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_INPUT = os.path.join(HERE, "data", "hosts.lp")
 
 
-def parse_point(line: str) -> List[udf.Point]:
+def parse_point(line: str) -> list[udf.Point]:
     """One line of line protocol as a stream point grouped by host (none for a blank or comment line)."""
     parsed = parse_line(line)
     if parsed is None:
@@ -62,7 +62,7 @@ def format_point(point: udf.Point) -> str:
     return format_line(point.name, point.tags, point.fields, point.time)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", default=DEFAULT_INPUT, help="line protocol file (default: %(default)s)")
     parser.add_argument("--output", help="write committed files into this folder (a FileSink) instead of printing")

@@ -34,7 +34,7 @@ import json
 import math
 import os
 import sys
-from typing import Any, Deque, Dict, Optional
+from typing import Any
 
 try:
     import agent_pb2
@@ -48,7 +48,7 @@ except ImportError:  # running from a checkout without installing: use the check
 OPTIONS = {"field": agent_pb2.STRING, "size": agent_pb2.INT, "as": agent_pb2.STRING}
 
 
-def numeric_field(point: Any, name: str) -> Optional[float]:
+def numeric_field(point: Any, name: str) -> float | None:
     """The value of field ``name`` as a float, or None if absent, a string or a bool."""
     value = field_value(point, name)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -64,7 +64,7 @@ class MovingAverageHandler(Handler):
         self.field = ""
         self.size = 0
         self.as_ = "avg"
-        self.windows: Dict[str, Deque[float]] = {}
+        self.windows: dict[str, collections.deque[float]] = {}
 
     def info(self) -> Any:
         response = agent_pb2.InfoResponse(wants=agent_pb2.STREAM, provides=agent_pb2.STREAM)
@@ -128,7 +128,7 @@ class MovingAverageHandler(Handler):
             windows = state["windows"]
             if not isinstance(windows, dict):
                 raise ValueError("'windows' must be an object")
-            restored: Dict[str, Deque[float]] = {}
+            restored: dict[str, collections.deque[float]] = {}
             for group, values in windows.items():
                 if not isinstance(values, list) or not all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in values

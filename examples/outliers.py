@@ -29,7 +29,8 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 try:
     import agent_pb2
@@ -54,7 +55,7 @@ def median(sorted_values: Sequence[float]) -> float:
     return (sorted_values[mid - 1] + sorted_values[mid]) / 2
 
 
-def quartiles(values: Sequence[float]) -> Tuple[float, float]:
+def quartiles(values: Sequence[float]) -> tuple[float, float]:
     """(Q1, Q3): medians of the lower and upper halves, excluding the median for odd counts."""
     xs = sorted(values)
     n = len(xs)
@@ -63,14 +64,14 @@ def quartiles(values: Sequence[float]) -> Tuple[float, float]:
     return median(xs[: n // 2]), median(xs[(n + 1) // 2 :])
 
 
-def fences(values: Sequence[float], scale: float) -> Tuple[float, float]:
+def fences(values: Sequence[float], scale: float) -> tuple[float, float]:
     """Tukey's fences (Q1 - scale*IQR, Q3 + scale*IQR)."""
     q1, q3 = quartiles(values)
     iqr = q3 - q1
     return q1 - scale * iqr, q3 + scale * iqr
 
 
-def numeric_field(point: Any, name: str) -> Optional[float]:
+def numeric_field(point: Any, name: str) -> float | None:
     """The value of field ``name`` as a float; None if absent, not a number, or NaN."""
     value = field_value(point, name)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
@@ -85,8 +86,8 @@ class OutliersHandler(Handler):
         super().__init__(agent)
         self.field = ""
         self.scale = 1.5
-        self._begin: Optional[Any] = None
-        self._points: List[Tuple[float, Any]] = []
+        self._begin: Any | None = None
+        self._points: list[tuple[float, Any]] = []
 
     def info(self) -> Any:
         response = agent_pb2.InfoResponse(wants=agent_pb2.BATCH, provides=agent_pb2.BATCH)

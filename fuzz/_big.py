@@ -8,14 +8,14 @@ frame layer once took for a UDF printing to its stdout.
 from __future__ import annotations
 
 import random
-from typing import Callable, List, Optional
+from collections.abc import Callable
 
 import agent_pb2
 from udf.wire import _looks_like_text, encode_frame, encode_uvarint
 
 
-def _sized(make: Callable[[int], bytes], size: int) -> Optional[bytes]:
-    """A payload ``make(k)`` of exactly ``size`` bytes (None if no ``k`` gives it: a nested length grew a byte there)."""
+def _sized(make: Callable[[int], bytes], size: int) -> bytes | None:
+    """A payload ``make(k)`` of exactly ``size`` bytes (None if no ``k`` gives it: a nested length grew a byte)."""
     k = size - 24
     for _ in range(3):  # the length grows by one byte per unit of k, but where a varint grows
         payload = make(k)
@@ -28,10 +28,12 @@ def _sized(make: Callable[[int], bytes], size: int) -> Optional[bytes]:
 def big_frame(rng: random.Random) -> bytes:
     """A valid Response frame of 16 KiB to 2 MiB: a snapshot, or a point with a big string field or tag."""
     R = agent_pb2.Response
-    makers: List[Callable[[int], bytes]] = [
+    makers: list[Callable[[int], bytes]] = [
         lambda k: R(snapshot=agent_pb2.SnapshotResponse(snapshot=b"s" * k)).SerializeToString(),
         lambda k: R(point=agent_pb2.Point(time=1, name="big", fieldsString={"s": "x" * k})).SerializeToString(),
-        lambda k: R(point=agent_pb2.Point(name="big", tags={"t": "v" * k}, fieldsDouble={"v": 1.5})).SerializeToString(),
+        lambda k: R(
+            point=agent_pb2.Point(name="big", tags={"t": "v" * k}, fieldsDouble={"v": 1.5})
+        ).SerializeToString(),
     ]
     payload = None
     while payload is None:  # a few sizes cannot be made exactly (where a nested length grows a byte): another

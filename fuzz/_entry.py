@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, List
+from collections.abc import Callable
 
 
 def fuzz_main(
-    argv: List[str],
+    argv: list[str],
     description: str,
     target: Callable[[bytes], object],
     run_loop: Callable[[int, int], int],

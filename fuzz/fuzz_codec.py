@@ -47,7 +47,8 @@ import os
 import random
 import struct
 import sys
-from typing import Any, Callable, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -58,8 +59,9 @@ except ImportError:  # run as a script: fuzz/ is sys.path[0]
     from _big import big_frame  # type: ignore[no-redef]
     from _entry import fuzz_main  # type: ignore[no-redef]
 
-import agent_pb2  # noqa: E402
 from google.protobuf.internal import api_implementation  # noqa: E402
+
+import agent_pb2  # noqa: E402
 from udf import _fastcodec, _fastdecode  # noqa: E402
 from udf.convert import (  # noqa: E402
     BATCH,
@@ -112,8 +114,12 @@ def _value(rng: random.Random) -> Any:
 
 def _tags(rng: random.Random) -> Any:
     n = rng.choice([0, 0, 1, 3, 5])
-    tags = {_string(rng) if rng.random() < 0.1 else rng.choice(_STRINGS[:6]): _string(rng) if rng.random() < 0.1
-            else rng.choice(_STRINGS[:8]) for _ in range(n)}
+    tags = {
+        _string(rng) if rng.random() < 0.1 else rng.choice(_STRINGS[:6]): _string(rng)
+        if rng.random() < 0.1
+        else rng.choice(_STRINGS[:8])
+        for _ in range(n)
+    }
     return tags if rng.random() < 0.97 else list(tags.items())
 
 
@@ -135,12 +141,18 @@ def random_point(rng: random.Random) -> Point:
     names = [rng.choice(_STRINGS[:8]) for _ in range(rng.choice([0, 1, 2]))]
     dims = Dimensions(rng.random() < 0.3 if rng.random() < 0.97 else 1, names if rng.random() < 0.97 else "host")
     return Point(
-        name=_string(rng), database=rng.choice(["", "telegraf"]), retention_policy=rng.choice(["", "autogen"]),
-        group=_string(rng), dimensions=dims, tags=_tags(rng), fields=_fields(rng), time=_time(rng),
+        name=_string(rng),
+        database=rng.choice(["", "telegraf"]),
+        retention_policy=rng.choice(["", "autogen"]),
+        group=_string(rng),
+        dimensions=dims,
+        tags=_tags(rng),
+        fields=_fields(rng),
+        time=_time(rng),
     )
 
 
-def _outcome(fn: Any) -> Tuple[str, Any]:
+def _outcome(fn: Any) -> tuple[str, Any]:
     try:
         return "ok", fn()
     except Exception as exc:
@@ -169,8 +181,12 @@ def check_batch(b: Batch) -> None:
     """encode_batch's point frames agree with protobuf's general path."""
     fast = _outcome(lambda: [agent_pb2.Request.FromString(f).point for f in FrameDecoder().feed(encode_batch(b))][1:-1])
     if fast[0] != "ok":
-        general = _outcome(lambda: [agent_pb2.BeginBatch(name=b.name, group=b.group).SerializeToString()]
-                           + [batch_point_to_message(bp, b.group).SerializeToString() for bp in b.points])
+        general = _outcome(
+            lambda: (
+                [agent_pb2.BeginBatch(name=b.name, group=b.group).SerializeToString()]
+                + [batch_point_to_message(bp, b.group).SerializeToString() for bp in b.points]
+            )
+        )
         if general[0] == "ok":
             raise AssertionError(f"encode_batch failed ({fast}) where protobuf gave {general}: {b!r:.300}")
         return
@@ -221,7 +237,7 @@ def _dress(rng: random.Random, value: Any) -> Any:
     if rng.random() < 0.5:
         return value
     if kind is str:
-        choices: List[Callable[[str], Any]] = [_Name]
+        choices: list[Callable[[str], Any]] = [_Name]
         if numpy is not None:
             choices.append(numpy.str_)
         if value in _Color._value2member_map_:
@@ -242,12 +258,21 @@ def dressed(rng: random.Random, p: Point) -> Point:
     tags = {_dress(rng, k): _dress(rng, v) for k, v in p.tags.items()} if isinstance(p.tags, dict) else p.tags
     fields = {_dress(rng, k): _dress(rng, v) for k, v in p.fields.items()} if isinstance(p.fields, dict) else p.fields
     names = [_dress(rng, n) for n in dims.tag_names] if isinstance(dims.tag_names, list) else dims.tag_names
-    return Point(_dress(rng, p.name), p.database, p.retention_policy, _dress(rng, p.group),
-                 Dimensions(_dress(rng, dims.by_name), names), tags, fields, _dress(rng, p.time))
+    return Point(
+        _dress(rng, p.name),
+        p.database,
+        p.retention_policy,
+        _dress(rng, p.group),
+        Dimensions(_dress(rng, dims.by_name), names),
+        tags,
+        fields,
+        _dress(rng, p.time),
+    )
 
 
 def _protobuf_of(p: Point) -> Any:
     """What protobuf itself makes of a dressed point: every value assigned as it is (numpy ones as ``.item()``)."""
+
     def own(v: Any) -> Any:  # numpy.bool_ is refused by protobuf 4.22's bool fields: hand it its plain value
         return v.item() if numpy is not None and isinstance(v, numpy.generic) and not isinstance(v, str) else v
 
@@ -288,8 +313,14 @@ def check_dressed(rng: random.Random, p: Point) -> None:
         return
     d = dressed(rng, p)
     if rng.random() < 0.1:
-        for cache in (_fastcodec._SERIES, _fastcodec._WRITERS, _fastcodec._DOUBLE_HEADS, _fastcodec._BOOL_HEADS,
-                      _fastcodec._INT_KEYS, _fastcodec._STR_KEYS):
+        for cache in (
+            _fastcodec._SERIES,
+            _fastcodec._WRITERS,
+            _fastcodec._DOUBLE_HEADS,
+            _fastcodec._BOOL_HEADS,
+            _fastcodec._INT_KEYS,
+            _fastcodec._STR_KEYS,
+        ):
             cache.clear()  # as eviction would
     ours = _outcome(lambda: _frame_point(encode_point(d)))
     theirs = _outcome(lambda: _canonical(agent_pb2.Point.FromString(_protobuf_of(d).SerializeToString())))
@@ -302,7 +333,7 @@ def check_dressed(rng: random.Random, p: Point) -> None:
 # --- decoding ------------------------------------------------------------------------
 
 
-def _fields_of(data: bytes) -> Optional[List[bytes]]:
+def _fields_of(data: bytes) -> list[bytes] | None:
     """Split a message's bytes into its field records (tag + value), or None if malformed."""
     out, pos = [], 0
     while pos < len(data):
@@ -348,13 +379,20 @@ def _shuffled_point_frame(rng: random.Random, msg: Any) -> bytes:
 
 
 def _pb_point(rng: random.Random) -> Any:
-    tags = {rng.choice(["host", "dc", "", "ü"]): rng.choice(["a", "b", "", "日本"]) for _ in range(rng.choice([0, 1, 3]))}
+    tags = {
+        rng.choice(["host", "dc", "", "ü"]): rng.choice(["a", "b", "", "日本"]) for _ in range(rng.choice([0, 1, 3]))
+    }
     return agent_pb2.Point(
-        time=rng.choice([0, 1, -5, 1_500_000_000_000_000_000, rng.randrange(1 << 56, 1 << 63)]), name=rng.choice(["", "cpu"]), group=rng.choice(["", "g"]),
-        dimensions=rng.choice([[], ["host"], ["a", "b"]]), byName=rng.random() < 0.3, tags=tags,
+        time=rng.choice([0, 1, -5, 1_500_000_000_000_000_000, rng.randrange(1 << 56, 1 << 63)]),
+        name=rng.choice(["", "cpu"]),
+        group=rng.choice(["", "g"]),
+        dimensions=rng.choice([[], ["host"], ["a", "b"]]),
+        byName=rng.random() < 0.3,
+        tags=tags,
         fieldsDouble={"v": rng.choice(_FLOATS[:7])} if rng.random() < 0.7 else {},
         fieldsInt={"n": rng.choice(_INTS[:11] + [rng.randrange(-(1 << 63), 1 << 63)])} if rng.random() < 0.5 else {},
-        fieldsString={"s": "x"} if rng.random() < 0.2 else {}, fieldsBool={"b": True} if rng.random() < 0.2 else {},
+        fieldsString={"s": "x"} if rng.random() < 0.2 else {},
+        fieldsBool={"b": True} if rng.random() < 0.2 else {},
     )
 
 
@@ -377,8 +415,10 @@ def seed_stream(rng: random.Random) -> bytes:
         frames.insert(0, encode_frame(R(begin=agent_pb2.BeginBatch(name="b", tags={"t": "v"})).SerializeToString()))
         frames.append(encode_frame(R(end=agent_pb2.EndBatch(name="b", tmax=3)).SerializeToString()))
     if rng.random() < 0.2:
-        frames.insert(rng.randrange(len(frames) + 1), encode_frame(
-            agent_pb2.Response(keepalive=agent_pb2.KeepaliveResponse(time=7)).SerializeToString()))
+        frames.insert(
+            rng.randrange(len(frames) + 1),
+            encode_frame(agent_pb2.Response(keepalive=agent_pb2.KeepaliveResponse(time=7)).SerializeToString()),
+        )
     return b"".join(frames)
 
 
@@ -412,9 +452,9 @@ def _normal(item: Any, exact: bool = False) -> Any:
     return item
 
 
-def _reference(payloads: List[bytes]) -> Tuple[List[Any], Optional[str]]:
+def _reference(payloads: list[bytes]) -> tuple[list[Any], str | None]:
     """Events by protobuf's own parse, frame by frame, and the public conversions."""
-    events: List[Any] = []
+    events: list[Any] = []
     assembler = BatchAssembler()
     for payload in payloads:
         try:
@@ -459,16 +499,16 @@ def _learning_at_once() -> ResponseDecoder:
     return decoder
 
 
-def _decoded(data: bytes, chunk: int) -> Tuple[List[Any], Optional[UDFError], List[bytes]]:
+def _decoded(data: bytes, chunk: int) -> tuple[list[Any], UDFError | None, list[bytes]]:
     """The reader's path on ``data`` read ``chunk`` bytes at a time: (events, error, the frames)."""
     splitter = FrameDecoder()
     decoder = _learning_at_once()
-    events: List[Any] = []
-    frames: List[bytes] = []
+    events: list[Any] = []
+    frames: list[bytes] = []
     try:
         # The first 64 reads ``chunk`` bytes each (the frame layer's start); later ones at least 64 KiB.
         cuts = list(range(0, min(len(data), 64 * chunk), chunk)) + list(range(64 * chunk, len(data), max(chunk, 65536)))
-        for i, j in zip(cuts, cuts[1:] + [len(data)]):
+        for i, j in zip(cuts, cuts[1:] + [len(data)], strict=True):
             got = splitter.feed_frames(data[i:j])
             frames += got
             more, error = decoder.decode_frames(got)
@@ -487,14 +527,14 @@ def decode_target(data: bytes) -> int:
     return len(_checked(data, chunk)[0])
 
 
-def _checked(data: bytes, chunk: int) -> Tuple[List[Any], Optional[UDFError]]:
+def _checked(data: bytes, chunk: int) -> tuple[list[Any], UDFError | None]:
     """:func:`decode_target`'s check, ``data`` read ``chunk`` bytes at a time; the events and the error."""
     fast, error, frames = _decoded(data, chunk)
     if isinstance(error, ProtocolError) and "wrote text" in str(error):
         first = FrameDecoder(text_hint=None).feed(data)
         if first and _reference(first[:1])[1] is None:
             raise AssertionError(f"a stream that starts with a valid frame was called text: {data!r:.200}")
-    payloads = [f[decode_uvarint(f)[1]:] for f in frames]  # type: ignore[index]
+    payloads = [f[decode_uvarint(f)[1] :] for f in frames]  # type: ignore[index]
     ref, ref_error = _reference(payloads)
     if error is not None and not frames:  # refused before any frame: the frame layer's business (a bad prefix, text)
         return fast, error
@@ -502,8 +542,10 @@ def _checked(data: bytes, chunk: int) -> Tuple[List[Any], Optional[UDFError]]:
     fast_data, ref_data = ([e for e in x if e[0] != "keepalive"] for x in (fast, ref))
     fast_ka, ref_ka = ([e for e in x if e[0] == "keepalive"] for x in (fast, ref))
     framing_error = isinstance(error, ProtocolError) and ref_error is None and len(fast) == len(ref)
-    if ((error is None) != (ref_error is None) and not framing_error) or _normal(fast_data) != _normal(ref_data) or (
-        _normal(fast_ka) != _normal(ref_ka)
+    if (
+        ((error is None) != (ref_error is None) and not framing_error)
+        or _normal(fast_data) != _normal(ref_data)
+        or (_normal(fast_ka) != _normal(ref_ka))
     ):
         raise AssertionError(f"decode paths disagree on {data!r:.400}: {error!r} vs {ref_error!r}")
     if not all(_in_key_order(item) for _, item in fast):
@@ -561,8 +603,15 @@ def run_loop(iterations: int, seed: int) -> int:
     return iterations
 
 
-def main(argv: List[str]) -> int:
-    return fuzz_main(argv, (__doc__ or "").splitlines()[0], decode_target, run_loop, lambda n: f"fuzz codec: {n} points and {n} agent outputs, both paths agree", 20_000)
+def main(argv: list[str]) -> int:
+    return fuzz_main(
+        argv,
+        (__doc__ or "").splitlines()[0],
+        decode_target,
+        run_loop,
+        lambda n: f"fuzz codec: {n} points and {n} agent outputs, both paths agree",
+        20_000,
+    )
 
 
 if __name__ == "__main__":

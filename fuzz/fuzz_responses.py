@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import random
 import sys
-from typing import List
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -78,7 +77,7 @@ def target(data: bytes) -> int:
     return len(fast[0])
 
 
-def seed_corpus() -> List[bytes]:
+def seed_corpus() -> list[bytes]:
     """Valid agent outputs to mutate: points, a batch, answers, keepalives."""
     R = agent_pb2.Response
     messages = [
@@ -86,7 +85,11 @@ def seed_corpus() -> List[bytes]:
         R(begin=agent_pb2.BeginBatch(name="b", size=2, tags={"h": "a"})),
         R(point=agent_pb2.Point(time=2, fieldsBool={"ok": True}, fieldsString={"s": "x"})),
         R(end=agent_pb2.EndBatch(name="b", tmax=2)),
-        R(info=agent_pb2.InfoResponse(wants=agent_pb2.BATCH, options={"f": agent_pb2.OptionInfo(valueTypes=[agent_pb2.STRING])})),
+        R(
+            info=agent_pb2.InfoResponse(
+                wants=agent_pb2.BATCH, options={"f": agent_pb2.OptionInfo(valueTypes=[agent_pb2.STRING])}
+            )
+        ),
         R(init=agent_pb2.InitResponse(success=True)),
         R(keepalive=agent_pb2.KeepaliveResponse(time=3)),
         R(snapshot=agent_pb2.SnapshotResponse(snapshot=b"state")),
@@ -117,12 +120,14 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(buf)
 
 
-def check_big_first_frame(rng: random.Random, corpus: List[bytes]) -> None:
+def check_big_first_frame(rng: random.Random, corpus: list[bytes]) -> None:
     """A stream that starts with a valid frame of 16 KiB to 2 MiB comes through clean; then its start is mutated."""
     data = big_frame(rng) + corpus[0]  # the corpus's whole stream ends with an ErrorResponse
     events, outcome = _run(data, rng.randrange(len(data) + 1), whole_frames=True)
     if outcome != "AgentError" or len(events) < 2:  # the big frame's event and the corpus's before its ErrorResponse
-        raise AssertionError(f"a stream that starts with a frame of {len(data)} bytes came out {outcome} after {len(events)} events")
+        raise AssertionError(
+            f"a stream that starts with a frame of {len(data)} bytes came out {outcome} after {len(events)} events"
+        )
     target(mutate(rng, data[:32]) + data[32:])
 
 
@@ -141,8 +146,15 @@ def run_loop(iterations: int, seed: int) -> int:
     return iterations
 
 
-def main(argv: List[str]) -> int:
-    return fuzz_main(argv, (__doc__ or "").splitlines()[0], target, run_loop, lambda n: f"fuzz: {n} inputs, no unexpected exception", 100_000)
+def main(argv: list[str]) -> int:
+    return fuzz_main(
+        argv,
+        (__doc__ or "").splitlines()[0],
+        target,
+        run_loop,
+        lambda n: f"fuzz: {n} inputs, no unexpected exception",
+        100_000,
+    )
 
 
 if __name__ == "__main__":

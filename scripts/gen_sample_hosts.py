@@ -3,7 +3,7 @@
 Deterministic (a fixed seed): 120 hosts in 4 regions, 10 points each, every 10 s
 from 2017-05-19T00:00:00Z, ``usage_user`` around 10 with a spike or a dip on
 every third host (which ``examples/outliers.py`` finds). Rerun after changing
-anything here; ``tests/test_beam_extra.py`` checks the file matches.
+anything here; ``tests/adapters/test_beam_extra.py`` checks the file matches.
 
     python3 scripts/gen_sample_hosts.py
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import sys
-from typing import List
 
 HOSTS = 120
 POINTS = 10
@@ -23,7 +22,7 @@ REGIONS = ("us-east", "us-west", "eu-west", "ap-south")
 PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "data", "hosts.lp")
 
 
-def lines() -> List[str]:
+def lines() -> list[str]:
     """The file's lines, host by host (each host's points in time order)."""
     rng = random.Random(20170519)
     out = []

@@ -19,7 +19,6 @@ import pathlib
 import pkgutil
 import re
 import sys
-from typing import Dict, List
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,8 +40,8 @@ def load_tables() -> None:
             pass  # an optional extra (beam, flink, ...) that is not installed: it holds no table
 
 
-def generate(text: str, seen: Dict[str, int]) -> str:
-    def replace(match: "re.Match[str]") -> str:
+def generate(text: str, seen: dict[str, int]) -> str:
+    def replace(match: re.Match[str]) -> str:
         name = match.group("name")
         if name not in TABLES:
             raise SystemExit(f"docs name an unknown state table {name!r}; known: {', '.join(sorted(TABLES))}")
@@ -52,12 +51,12 @@ def generate(text: str, seen: Dict[str, int]) -> str:
     return _BLOCK.sub(replace, text)
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if any doc is out of date")
     args = parser.parse_args(argv)
     load_tables()
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
     stale = []
     for path in sorted((ROOT / "docs").rglob("*.md")):
         text = path.read_text(encoding="utf-8")

@@ -12,11 +12,13 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-20}
 PARALLEL=${2:-2}
 PYTHON=${UDF_PYTHON:-.venv/bin/python}
-TESTS=(tests/test_lifecycle.py tests/test_agent_lifecycle.py tests/test_server.py tests/test_server_cases.py
-       tests/test_process.py tests/test_socket.py tests/test_faults.py tests/test_faults_process.py
-       tests/test_channel.py tests/test_stats.py tests/test_examples_transports.py tests/test_supervisor.py
-       tests/test_tls.py tests/test_fast_decode.py tests/test_one_cause.py tests/test_close.py tests/test_ending.py
-       tests/test_supervisor_contract.py)
+TESTS=(tests/core/test_channel.py tests/codec/test_fast_decode.py
+       tests/server/test_go_parity.py tests/server/test_conversations.py tests/server/test_malformed_streams.py
+       tests/server/test_ending.py tests/server/test_stats.py
+       tests/interface/test_no_wedge.py tests/interface/test_one_cause.py tests/interface/test_close.py
+       tests/transports/test_process.py tests/transports/test_process_faults.py tests/transports/test_socket.py
+       tests/transports/test_tls.py tests/agent/test_ending.py tests/examples/test_transports.py
+       tests/supervisor/test_recovery.py tests/supervisor/test_contract.py)
 out=$(mktemp -d)
 
 loop() {  # loop number

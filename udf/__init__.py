@@ -28,8 +28,8 @@ from .interface import Interface, TransportState
 from .models import Batch, BatchPoint, Dimensions, Point
 from .process import Process
 from .server import Server, ServerState
-from .stats import Stats
 from .socket import Socket
+from .stats import Stats
 from .supervisor import RestartEvent, Supervisor, SupervisorState
 
 __all__ = [

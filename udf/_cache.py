@@ -15,7 +15,8 @@ just not remembered.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 V = TypeVar("V")
 
@@ -41,7 +42,7 @@ class BoundedCache:
     ) -> None:
         self.name = name
         #: The entries: look up with ``data.get`` (never replaced, only emptied, so a bound ``get`` stays valid).
-        self.data: Dict[Any, Any] = {}
+        self.data: dict[Any, Any] = {}
         self.entries = entries
         self.budget = budget
         self.max_entry = max_entry

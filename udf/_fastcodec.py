@@ -16,14 +16,14 @@ changed after an earlier put can never get stale bytes. Every cache here is a
 a few KiB never kept. A miss costs time, never a different result: whether a
 series or field name is cached or not, the same point gives the same bytes.
 
-``tests/test_fast_paths.py`` and ``fuzz/fuzz_codec.py`` check these paths
+``tests/codec/test_fast_paths.py`` and ``fuzz/fuzz_codec.py`` check these paths
 against protobuf's own parse and serialize, on both protobuf backends.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import agent_pb2
 
@@ -56,7 +56,7 @@ _SMALL = [encode_uvarint(n) for n in range(0x4000)]
 _pack_time = struct.Struct("<BQB").pack
 
 
-def time_field(t: int) -> Optional[bytes]:
+def time_field(t: int) -> bytes | None:
     """Field 1 (``time``, int64) of a Point for an int ``t``: b"" for 0, None outside int64.
 
     A time from 1972 to 2262 is a nine-byte varint: its seven-bit groups are
@@ -91,7 +91,7 @@ _double_heads_get, _bool_heads_get = _DOUBLE_HEADS.data.get, _BOOL_HEADS.data.ge
 _int_keys_get, _str_keys_get = _INT_KEYS.data.get, _STR_KEYS.data.get
 
 
-def _key_part(key: Any, value_tag: bytes) -> Optional[bytes]:
+def _key_part(key: Any, value_tag: bytes) -> bytes | None:
     """``key`` as an entry's field 1 followed by ``value_tag``; None if it is not a plain, encodable str."""
     if type(key) is not str:
         return None
@@ -108,31 +108,31 @@ def _remember(cache: BoundedCache, key: str, value: bytes) -> bytes:
     return cache.keep(key, value, 2 * len(value) + 160)  # the key's str and the entry's bytes
 
 
-def _double_head(key: Any) -> Optional[bytes]:
+def _double_head(key: Any) -> bytes | None:
     part = _key_part(key, b"\x11")  # value: field 2, fixed64
     if part is None:
         return None
     return _remember(_DOUBLE_HEADS, key, b"\x42" + _SMALL[len(part) + 8] + part)  # fieldsDouble = 8
 
 
-def _bool_head(key: Any) -> Optional[bytes]:
+def _bool_head(key: Any) -> bytes | None:
     part = _key_part(key, b"\x10")  # value: field 2, varint
     if part is None:
         return None
     return _remember(_BOOL_HEADS, key, b"\x62" + _SMALL[len(part) + 1] + part)  # fieldsBool = 12
 
 
-def _int_key(key: Any) -> Optional[bytes]:
+def _int_key(key: Any) -> bytes | None:
     part = _key_part(key, b"\x10")
     return None if part is None else _remember(_INT_KEYS, key, part)
 
 
-def _str_key(key: Any) -> Optional[bytes]:
+def _str_key(key: Any) -> bytes | None:
     part = _key_part(key, b"\x12")  # value: field 2, length-delimited
     return None if part is None else _remember(_STR_KEYS, key, part)
 
 
-def _append_fields(parts: List[bytes], fields: Dict[Any, Any]) -> bool:
+def _append_fields(parts: list[bytes], fields: dict[Any, Any]) -> bool:
     """Append the encodings of ``fields`` to ``parts``; False if one needs protobuf's path."""
     append = parts.append
     small = _SMALL
@@ -188,19 +188,21 @@ def _series_cost(data: bytes) -> int:
     return 2 * len(data) + 1200
 
 
-def _plain_tags(tags: Dict[Any, Any]) -> bool:
-    for key, value in tags.items():
+def _plain_tags(tags: dict[Any, Any]) -> bool:
+    for key, value in tags.items():  # noqa: SIM110 - per point: a loop is faster than all() over a generator
         if type(key) is not str or type(value) is not str:
             return False
     return True
 
 
-def _series_bytes(key: Tuple[Any, ...]) -> Optional[bytes]:
+def _series_bytes(key: tuple[Any, ...]) -> bytes | None:
     """Serialize a stream point's series ``key`` with protobuf; None unless every part is a plain str/bool."""
     name, database, rp, group, by_name, tag_names, tag_items = key
     if not (type(name) is str and type(database) is str and type(rp) is str and type(group) is str):
         return None
-    if any(type(t) is not str for t in tag_names) or any(type(k) is not str or type(v) is not str for k, v in tag_items):
+    if any(type(t) is not str for t in tag_names) or any(
+        type(k) is not str or type(v) is not str for k, v in tag_items
+    ):
         return None
     try:
         msg = _PbPoint(name=name, database=database, retentionPolicy=rp, group=group, byName=by_name)
@@ -214,7 +216,7 @@ def _series_bytes(key: Tuple[Any, ...]) -> Optional[bytes]:
     return _SERIES.keep(key, data, _series_cost(data))
 
 
-def point_frame_body(p: Point) -> Optional[bytes]:
+def point_frame_body(p: Point) -> bytes | None:
     """The serialized ``agent_pb2.Point`` of ``p``, or None if it needs protobuf's general path."""
     dims = p.dimensions
     tags = p.tags
@@ -238,7 +240,7 @@ def point_frame_body(p: Point) -> Optional[bytes]:
     return _with_time_and_fields(series, t, fields)
 
 
-def batch_point_body(bp: BatchPoint, group: str) -> Optional[bytes]:
+def batch_point_body(bp: BatchPoint, group: str) -> bytes | None:
     """The serialized ``agent_pb2.Point`` of batch point ``bp`` (with ``group``), or None (general path)."""
     tags = bp.tags
     fields = bp.fields
@@ -265,20 +267,20 @@ def batch_point_body(bp: BatchPoint, group: str) -> Optional[bytes]:
     return _with_time_and_fields(series, t, fields)
 
 
-def _with_time_and_fields(series: bytes, t: int, fields: Dict[Any, Any]) -> Optional[bytes]:
+def _with_time_and_fields(series: bytes, t: int, fields: dict[Any, Any]) -> bytes | None:
     """A point's body: its series bytes, then its time and fields by hand; None if they need the general path."""
     keys = tuple(fields)
     writer = _writers_get(keys, _UNKNOWN)
     if writer is _UNKNOWN:
         writer = _writer_for(keys, fields)
     if writer is not None:
-        body: Optional[bytes] = writer(series, t, fields)
+        body: bytes | None = writer(series, t, fields)
         if body is not None:
             return body
     time = time_field(t)  # the field types differ from the writer's: one field at a time
     if time is None:
         return None
-    parts: List[bytes] = [series, time]
+    parts: list[bytes] = [series, time]
     if fields and not _append_fields(parts, fields):
         return None
     return b"".join(parts)
@@ -297,7 +299,7 @@ _writers_get = _WRITERS.data.get
 _UNKNOWN = object()
 
 
-def _string_entry(part: bytes, value: str) -> Optional[bytes]:
+def _string_entry(part: bytes, value: str) -> bytes | None:
     """A fieldsString (10) entry with key ``part`` (see :func:`_str_key`); None for a str that does not encode."""
     try:
         vb = value.encode("utf-8")
@@ -308,7 +310,7 @@ def _string_entry(part: bytes, value: str) -> Optional[bytes]:
     return b"".join((b"\x52", encode_uvarint(len(part) + len(vlen) + n), part, vlen, vb))
 
 
-def _writer_for(keys: Tuple[Any, ...], fields: Dict[Any, Any]) -> Any:
+def _writer_for(keys: tuple[Any, ...], fields: dict[Any, Any]) -> Any:
     """Compile (and cache) a writer for points whose fields have ``keys`` and the value types ``fields`` has.
 
     The writer is straight-line code: it checks each value's type (returning
@@ -323,14 +325,17 @@ def _writer_for(keys: Tuple[Any, ...], fields: Dict[Any, Any]) -> Any:
     if cost > WRITER_MAX_BYTES:
         return None  # never cached: such points' fields are written one at a time
     writer = None
-    names: Dict[str, Any] = {
-        "SMALL": _SMALL, "uvarint": encode_uvarint, "time_field": time_field, "string_entry": _string_entry,
+    names: dict[str, Any] = {
+        "SMALL": _SMALL,
+        "uvarint": encode_uvarint,
+        "time_field": time_field,
+        "string_entry": _string_entry,
     }
-    checks: List[str] = []
-    packed: List[str] = []
+    checks: list[str] = []
+    packed: list[str] = []
     fmt = ["<"]
-    body: List[str] = []
-    parts: List[str] = []
+    body: list[str] = []
+    parts: list[str] = []
     for i, (key, value) in enumerate(fields.items()):
         kind = type(value)
         if kind is float or kind is bool:
@@ -372,7 +377,9 @@ def _writer_for(keys: Tuple[Any, ...], fields: Dict[Any, Any]) -> Any:
             lines += [f"    {values}= f.values()", f"    if {' or '.join(checks)}:", "        return None"]
         lines += ["    time = time_field(t)", "    if time is None:", "        return None"]
         lines += body
-        lines.append(f"    return b\"\".join((series, time, {', '.join(parts)}))" if parts else "    return series + time")
+        lines.append(
+            f'    return b"".join((series, time, {", ".join(parts)}))' if parts else "    return series + time"
+        )
         exec(compile("\n".join(lines) + "\n", "<udf._fastcodec writer>", "exec"), names)
         writer = names["write"]
     return _WRITERS.keep(keys, writer, cost)

@@ -28,7 +28,7 @@ whole series fields (so the bytes after it start a field), a tail must equal a
 layout byte for byte outside its values, and the values a layout accepts (any
 eight bytes of a double, varints of the recorded length with their
 continuation bits, strings that decode as UTF-8) are exactly those protobuf
-accepts there. ``tests/test_fast_decode.py`` and ``fuzz/fuzz_codec.py``
+accepts there. ``tests/codec/test_fast_decode.py`` and ``fuzz/fuzz_codec.py``
 compare this path with protobuf's parse on both backends.
 
 What a stream learned lives in that stream's :class:`HandDecoder` (one per
@@ -50,7 +50,8 @@ big tags or string fields) is never learned: such points take protobuf's path.
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import agent_pb2
 
@@ -144,7 +145,7 @@ def _one_byte_length(data: bytes, pos: int) -> int:
 # --- tail layouts ----------------------------------------------------------------------
 
 #: The generated builder's signature: (values, series, frame, body start, leading time?, batch?) -> point.
-Builder = Callable[[Tuple[Any, ...], "Series", bytes, int, bool, bool], Any]
+Builder = Callable[[tuple[Any, ...], "Series", bytes, int, bool, bool], Any]
 
 _BUILDER_GLOBALS = {
     "Point": Point,
@@ -166,7 +167,7 @@ class _Layout:
         self.expected = expected
         self.unpack = struct.Struct(fmt).unpack
         self.source = source  # kept for debugging: repr() shows it
-        namespace: Dict[str, Any] = dict(_BUILDER_GLOBALS)
+        namespace: dict[str, Any] = dict(_BUILDER_GLOBALS)
         exec(compile(source, "<udf._fastdecode layout>", "exec"), namespace)
         self.build: Builder = namespace["build"]
         #: Estimated bytes: the mask and expected ints, the source, the code object.
@@ -176,7 +177,7 @@ class _Layout:
         return f"<layout\n{self.source}>"
 
 
-def _builder_source(fields: List[Tuple[str, str]], time: Optional[str], by_name: Optional[str]) -> str:
+def _builder_source(fields: list[tuple[str, str]], time: str | None, by_name: str | None) -> str:
     """The source of a layout's builder: a dict display of the fields and one constructor call.
 
     ``fields`` are (key, expression) in wire order; the display lists them in
@@ -201,7 +202,7 @@ def _builder_source(fields: List[Tuple[str, str]], time: Optional[str], by_name:
 
 
 class _Shape:
-    """A tail's shape as it is walked: which bytes are fixed (mask, expected), how to unpack the rest, what they mean."""
+    """A tail's shape as it is walked: which bytes are fixed (mask, expected), how to unpack the rest, their meaning."""
 
     def __init__(self, tail: bytes) -> None:
         self.tail = tail
@@ -210,9 +211,9 @@ class _Shape:
         self.fmt = ["<"]
         self.done = 0  # tail bytes already described by fmt
         self.slots = 0  # values unpacked so far
-        self.fields: List[Tuple[str, str]] = []
-        self.time: Optional[str] = None
-        self.by_name: Optional[str] = None
+        self.fields: list[tuple[str, str]] = []
+        self.time: str | None = None
+        self.by_name: str | None = None
 
     def literal(self, start: int, end: int) -> None:
         """Bytes [start, end) are fixed: a tag, a length, a key."""
@@ -285,7 +286,7 @@ class _Shape:
         return end
 
 
-def _layout_of(tail: bytes) -> Optional[_Layout]:
+def _layout_of(tail: bytes) -> _Layout | None:
     """The layout of ``tail`` (time, field map entries, byName, canonical encodings), or None if it has another shape.
 
     A layout another stream met is taken from :data:`_COMPILED`, else compiled and kept there.
@@ -294,7 +295,7 @@ def _layout_of(tail: bytes) -> Optional[_Layout]:
     pos = 0
     while pos < len(tail):
         tag = tail[pos]
-        if tag == _TIME or tag == _BY_NAME:
+        if tag == _TIME or tag == _BY_NAME:  # noqa: SIM109 - per point: no tuple built
             end = _varint_end(tail, pos + 1, 9 if tag == _TIME else 1)
             if end < 0:
                 return None
@@ -317,7 +318,7 @@ def _layout_of(tail: bytes) -> Optional[_Layout]:
         shape.fmt.append(f"{len(tail) - shape.done}x")
     mask, expected = int.from_bytes(shape.mask, "little"), int.from_bytes(shape.expected, "little")
     known = (len(tail), mask, expected)
-    layout: Optional[_Layout] = _COMPILED.data.get(known)
+    layout: _Layout | None = _COMPILED.data.get(known)
     if layout is None:
         source = _builder_source(fields, shape.time, shape.by_name)
         layout = _Layout(mask, expected, "".join(shape.fmt), source, len(tail))
@@ -332,7 +333,7 @@ _COMPILED = BoundedCache("decode: compiled layouts", COMPILED_CACHE_SIZE, COMPIL
 # --- one stream's hand decoder ------------------------------------------------------------
 
 #: A series: name, database, retention policy, group, byName, dimensions, tags.
-Series = Tuple[str, str, str, str, bool, Tuple[str, ...], Dict[str, str]]
+Series = tuple[str, str, str, str, bool, tuple[str, ...], dict[str, str]]
 
 
 class HandDecoder:
@@ -342,8 +343,21 @@ class HandDecoder:
     it is shared but the compiled builders of :data:`_COMPILED`.
     """
 
-    __slots__ = ("_heads", "_series", "_heads_get", "_series_get", "_span_lengths", "_layouts", "_layout_count",
-                 "_layout_bytes", "_learn_after", "_fast", "_seen", "_tried", "_missed")
+    __slots__ = (
+        "_heads",
+        "_series",
+        "_heads_get",
+        "_series_get",
+        "_span_lengths",
+        "_layouts",
+        "_layout_count",
+        "_layout_bytes",
+        "_learn_after",
+        "_fast",
+        "_seen",
+        "_tried",
+        "_missed",
+    )
 
     def __init__(self, learn_after: int = LEARN_AFTER) -> None:
         #: Frame heads (the first :data:`_HEAD_KEY` bytes) -> (where the body starts, whether it starts with a time).
@@ -351,9 +365,9 @@ class HandDecoder:
         #: Series span bytes -> the series they encode.
         self._series = BoundedCache("decode: series spans", SERIES_CACHE_SIZE, SERIES_CACHE_BYTES, shared=False)
         self._heads_get, self._series_get = self._heads.data.get, self._series.data.get  # the hot path's lookups
-        self._span_lengths: List[int] = []
+        self._span_lengths: list[int] = []
         #: Tail length -> the layouts of that length this stream met, most recent first.
-        self._layouts: Dict[int, List[_Layout]] = {}
+        self._layouts: dict[int, list[_Layout]] = {}
         self._layout_count = 0
         self._layout_bytes = 0
         # The window (see use()): frames until the hand path starts, whether reads try it, this window's counts.
@@ -465,7 +479,7 @@ class HandDecoder:
         self._layout_count += 1
         self._layout_bytes += layout.cost
 
-    def sizes(self) -> Dict[str, Tuple[int, int]]:
+    def sizes(self) -> dict[str, tuple[int, int]]:
         """(entries, estimated bytes) of each of this stream's caches (for bench/caches.py and the tests)."""
         return {
             "heads": (len(self._heads), self._heads.used),
@@ -475,8 +489,8 @@ class HandDecoder:
         }
 
 
-def _head_of(frame: bytes) -> Optional[Tuple[int, bool]]:
-    """Where the body of a frame that is one ``Response{point}`` and nothing else starts, and whether it starts with a time.
+def _head_of(frame: bytes) -> tuple[int, bool] | None:
+    """Where the body of a frame that is one ``Response{point}`` and nothing else starts, and if it starts with a time.
 
     None for any other frame, and for sizes of three bytes or more (16 KiB).
     """
@@ -510,7 +524,7 @@ def _head_of(frame: bytes) -> Optional[Tuple[int, bool]]:
     return at, leading
 
 
-def _span_end(frame: bytes, start: int) -> Tuple[int, bool]:
+def _span_end(frame: bytes, start: int) -> tuple[int, bool]:
     """Where the series span starting at ``start`` ends (a run of whole fields 2..7 and byName), and its byName.
 
     -1 if a field of it is malformed.
@@ -537,7 +551,7 @@ def _span_end(frame: bytes, start: int) -> Tuple[int, bool]:
     return pos, by_name
 
 
-def _series_of(span: bytes, span_by_name: bool, decoded: Any) -> Optional[Series]:
+def _series_of(span: bytes, span_by_name: bool, decoded: Any) -> Series | None:
     """The series of ``span`` (copies: the decoded point belongs to its consumer)."""
     if type(decoded) is Point:
         return (

@@ -31,7 +31,8 @@ conversions (maps read key by key).
 from __future__ import annotations
 
 import struct
-from typing import Any, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import agent_pb2
 
@@ -57,7 +58,7 @@ _pack_bits = struct.Struct("<Q").pack
 # --- parsed messages to models ------------------------------------------------------------
 
 
-def key_order(keys: Any) -> List[Any]:
+def key_order(keys: Any) -> list[Any]:
     """The keys of a map or dict in key order (the order of every decoded point's tags and fields)."""
     try:
         return sorted(keys)
@@ -175,7 +176,10 @@ def _point_view_file(double_bits: bool) -> Any:
 
     field = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(
-        name="udf_internal/point_view.proto", package="udf_internal", syntax="proto3", dependency=[agent_pb2.DESCRIPTOR.name]
+        name="udf_internal/point_view.proto",
+        package="udf_internal",
+        syntax="proto3",
+        dependency=[agent_pb2.DESCRIPTOR.name],
     )
     point = file.message_type.add()
     agent_pb2.Point.DESCRIPTOR.CopyToProto(point)
@@ -195,8 +199,8 @@ def _point_view_file(double_bits: bool) -> Any:
     return file
 
 
-def _private_classes(views: bool, double_bits: bool) -> Tuple[Any, Any]:
-    """The message classes of a run of frames and of one frame: (Responses, Response) or (ResponseViews, ResponseView)."""
+def _private_classes(views: bool, double_bits: bool) -> tuple[Any, Any]:
+    """The message classes of a run of frames and of a frame: (Responses, Response) or (ResponseViews, ResponseView)."""
     from google.protobuf import descriptor_pool
 
     pool = descriptor_pool.Default()
@@ -204,7 +208,9 @@ def _private_classes(views: bool, double_bits: bool) -> Tuple[Any, Any]:
         try:
             pool.FindMessageTypeByName("udf_internal.Responses")
         except KeyError:
-            pool.AddSerializedFile(_run_file("Responses", ".agent.Response", agent_pb2.DESCRIPTOR.name).SerializeToString())
+            pool.AddSerializedFile(
+                _run_file("Responses", ".agent.Response", agent_pb2.DESCRIPTOR.name).SerializeToString()
+            )
         return _message_class(pool, "udf_internal.Responses"), _PbResponse
     try:
         pool.FindMessageTypeByName("udf_internal.ResponseViews")
@@ -234,7 +240,7 @@ def _private_classes(views: bool, double_bits: bool) -> Tuple[Any, Any]:
     return _message_class(pool, "udf_internal.ResponseViews"), _message_class(pool, "udf_internal.ResponseView")
 
 
-def _backend() -> Tuple[bool, bool]:
+def _backend() -> tuple[bool, bool]:
     """(whether this protobuf runs the view schema, whether it is the pure-Python backend).
 
     The views run on the pure-Python backend, and on upb from 6.0: protobuf
@@ -259,7 +265,7 @@ _PLAIN_CLASSES = _private_classes(False, False)
 
 
 def one_member(payload: bytes) -> bool:
-    """Whether a Response payload is exactly one field (the tag, a length, that many bytes), as every agent writes it."""
+    """Whether a Response payload is exactly one field (a tag, a length, that many bytes), as every agent writes it."""
     if not payload:
         return False
     pos = 2 if payload[0] >= 0x80 else 1  # the oneof members' tags are one or two bytes
@@ -277,7 +283,9 @@ def payload_of(frame: bytes) -> bytes:
     return frame[decoded[1] :]
 
 
-def parse_payloads(payloads: List[bytes], parse: Any = _PbResponse.FromString) -> Tuple[List[Any], Optional[ProtocolError]]:
+def parse_payloads(
+    payloads: list[bytes], parse: Any = _PbResponse.FromString
+) -> tuple[list[Any], ProtocolError | None]:
     """Parse frame payloads one by one; stop at the first that does not decode."""
     responses = []
     for payload in payloads:
@@ -288,7 +296,7 @@ def parse_payloads(payloads: List[bytes], parse: Any = _PbResponse.FromString) -
     return responses, None
 
 
-def parse_run(run_class: Any, frame_class: Any, frames: List[bytes]) -> Tuple[Sequence[Any], Optional[ProtocolError]]:
+def parse_run(run_class: Any, frame_class: Any, frames: list[bytes]) -> tuple[Sequence[Any], ProtocolError | None]:
     """Parse whole frames in one call; if that fails, frame by frame to find which one does not decode."""
     if not frames:
         return [], None
@@ -315,11 +323,11 @@ class Parser:
         self._fields = _fields_by_bits if PURE_PYTHON_BACKEND else fields_from_message
         self._tag_sets = BoundedCache("decode: tag sets", TAGS_CACHE_SIZE, TAGS_CACHE_BYTES, shared=False)
 
-    def run(self, frames: List[bytes]) -> Tuple[Sequence[Any], Optional[ProtocolError]]:
+    def run(self, frames: list[bytes]) -> tuple[Sequence[Any], ProtocolError | None]:
         """Whole frames parsed in one call: the responses, and the error of the first frame that does not decode."""
         return parse_run(self._run, self._frame, frames)
 
-    def payloads(self, payloads: List[bytes]) -> Tuple[List[Any], Optional[ProtocolError]]:
+    def payloads(self, payloads: list[bytes]) -> tuple[list[Any], ProtocolError | None]:
         """Payloads parsed one by one."""
         return parse_payloads(payloads, self._frame.FromString)
 
@@ -384,4 +392,3 @@ class Parser:
                 raise ProtocolError(f"malformed Response: undecodable point tags: {exc}") from None
             self._tag_sets.keep(key, tags, 3 * len(data) + 800)  # the raw entries, the dict and its strings
         return tags.copy()
-

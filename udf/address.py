@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 __all__ = ["Address", "parse_address", "TCP_PREFIX"]
 
@@ -29,7 +29,7 @@ class Address(NamedTuple):
     display: str
 
 
-def parse_address(address: Union[str, "os.PathLike[str]"]) -> Address:
+def parse_address(address: str | os.PathLike[str]) -> Address:
     """Parse a unix socket path or ``tcp://host:port``; ``ValueError`` saying what is wrong."""
     text = os.fspath(address)
     if not isinstance(text, str):

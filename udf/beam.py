@@ -29,7 +29,7 @@ See ``docs/beam.md``. Importing this module registers the coder for
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Sequence, Tuple, Union
 
 import agent_pb2
 
@@ -39,7 +39,7 @@ try:
     from apache_beam.metrics import Metrics
     from apache_beam.options.pipeline_options import StandardOptions
     from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
-except ImportError as exc:  # pragma: no cover - exercised by tests/test_beam_extra.py
+except ImportError as exc:  # pragma: no cover - exercised by tests/adapters/test_beam_extra.py
     raise ImportError(f"udf.beam needs Apache Beam: pip install 'kapacitor-udf[beam]' ({exc})") from exc
 
 from .convert import BATCH, ResponseDecoder, encode_batch, point_from_message, point_to_message
@@ -146,7 +146,7 @@ class _RunUDFFn(beam.DoFn):  # type: ignore[misc]
         self._options = options  # serialized agent_pb2.Option: pickles anywhere
         self._edge = edge
         self._timeout = timeout
-        self._agents: Optional[ShardAgents] = None
+        self._agents: ShardAgents | None = None
 
     def setup(self) -> None:
         counters = {name: Metrics.counter(METRICS_NAMESPACE, name) for name in COUNTERS}
@@ -164,7 +164,7 @@ class _RunUDFFn(beam.DoFn):  # type: ignore[misc]
     def process(
         self,
         element: Tuple[int, Iterable[Item]],
-        agent_state: Any = beam.DoFn.StateParam(AGENT_STATE),
+        agent_state: Any = beam.DoFn.StateParam(AGENT_STATE),  # noqa: B008 - Beam's way to ask for state
     ) -> Iterator[Item]:
         shard, group = element
         edge = self._edge
@@ -210,7 +210,7 @@ class RunUDF(beam.PTransform):  # type: ignore[misc]
         options: OptionsArg = None,
         *,
         edge: str = "stream",
-        key: Optional[Callable[[Any], str]] = None,
+        key: Callable[[Any], str] | None = None,
         shards: int = 64,
         batch_size: int = 500,
         timeout: float = 10.0,
@@ -237,4 +237,3 @@ class RunUDF(beam.PTransform):  # type: ignore[misc]
                 item_type
             )
         )
-

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import queue
 import time
-from typing import Any, Generic, Iterator, Optional, TypeVar
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar
 
 from .errors import ChannelClosed
 
@@ -27,7 +28,7 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
     def __init__(self, maxsize: int = 0) -> None:
         super().__init__(maxsize)
         self._closed = False
-        self._cause: Optional[BaseException] = None
+        self._cause: BaseException | None = None
         # Threads waiting in get() / put(), counted under the mutex: a notify
         # (a pure-Python call of a few microseconds) is only made for a waiter.
         self._getters = 0
@@ -39,11 +40,11 @@ class Channel(queue.Queue, Generic[T]):  # type: ignore[type-arg]
         return self._closed
 
     @property
-    def cause(self) -> Optional[BaseException]:
+    def cause(self) -> BaseException | None:
         """Why the channel was closed, if its closer said (see :meth:`close`)."""
         return self._cause
 
-    def close(self, cause: Optional[BaseException] = None) -> None:
+    def close(self, cause: BaseException | None = None) -> None:
         """Close the channel (idempotent) and wake every blocked ``put``/``get``.
 
         ``cause`` (the first one given, also by a later call) is named by

@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
 
 from .server import Server
 from .stats import Stats
@@ -68,8 +68,8 @@ class Escalation:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._steps: List[str] = []
-        self._reason: Optional[str] = None
+        self._steps: list[str] = []
+        self._reason: str | None = None
 
     def record(self, step: str, reason: str) -> None:
         with self._lock:
@@ -77,7 +77,7 @@ class Escalation:
             if self._reason is None:
                 self._reason = reason
 
-    def taken(self) -> Tuple[List[str], Optional[str]]:
+    def taken(self) -> tuple[list[str], str | None]:
         """The steps taken so far, and the reason of the first."""
         with self._lock:
             return list(self._steps), self._reason
@@ -141,7 +141,7 @@ class CloseWatch:
         seen, last_change = self._fingerprint(), began
         next_warning = began + WARN_AFTER
         # First the server's I/O (its progress counts), then each of the transport's events.
-        waits: List[Tuple[Callable[[float], bool], bool]] = [(server.wait_io, True)]
+        waits: list[tuple[Callable[[float], bool], bool]] = [(server.wait_io, True)]
         waits += [(event.wait, False) for event in self._finished]
         for phase, (wait, counts_io) in enumerate(waits):
             phase_began = time.monotonic()
@@ -164,7 +164,7 @@ class CloseWatch:
                 # Woken by the end awaited (the server's I/O, or the transport's event), else to look again.
                 wait(max(0.001, min(escalate_at, next_warning, now + min(SAMPLE_EVERY, WARN_AFTER / 4)) - now))
 
-    def _fingerprint(self) -> Tuple[object, ...]:
+    def _fingerprint(self) -> tuple[object, ...]:
         """Everything that moves while a close makes progress, the consumer's pace included."""
         stats = self._server.stats()
         done = tuple(event.is_set() for event in self._finished)

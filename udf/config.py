@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any
 
 from .errors import UDFError
 from .extras import install_hint
@@ -60,7 +61,7 @@ _MS = 1_000_000
 _S = 1_000_000_000
 _M = 60 * _S
 _H = 60 * _M
-_UNITS: Dict[str, int] = {
+_UNITS: dict[str, int] = {
     "ns": _NS,
     "us": _US,
     "\u00b5s": _US,  # micro sign
@@ -81,7 +82,7 @@ class ConfigError(UDFError):
 # --- durations (Go's time.ParseDuration and Duration.String) -------------------
 
 
-def parse_duration(text: str, extra_units: Optional[Mapping[str, int]] = None) -> int:
+def parse_duration(text: str, extra_units: Mapping[str, int] | None = None) -> int:
     """Parse a Go duration string (``"1h2m3.5s"``, ``"500ms"``, ``"-2us"``) into nanoseconds.
 
     Same grammar, units and errors as Go's ``time.ParseDuration``: a sequence of
@@ -168,7 +169,7 @@ def _quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _frac(value: int, digits: int) -> Tuple[int, str]:
+def _frac(value: int, digits: int) -> tuple[int, str]:
     """Split ``value`` at ``digits`` decimal places; the fraction without trailing zeros."""
     whole, rest = divmod(value, 10**digits)
     text = f"{rest:0{digits}d}".rstrip("0") if rest else ""
@@ -215,7 +216,7 @@ def _duration_from_toml(value: Any) -> int:
     elif isinstance(value, str):
         text = value
     else:
-        raise ValueError(f"timeout must be a duration string like \"10s\", got {type(value).__name__}")
+        raise ValueError(f'timeout must be a duration string like "10s", got {type(value).__name__}')
     if text == "":
         return 0
     return parse_duration(text)
@@ -233,7 +234,7 @@ class FunctionConfig:
 
     name: str
     prog: str = ""
-    args: Tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: int = 0
     socket: str = ""
@@ -262,7 +263,7 @@ class FunctionConfig:
         elif self.prog == "":
             raise ConfigError("must set either prog or socket")
 
-    def environment(self, base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """The process environment Kapacitor gives the UDF: ``base`` (default ``os.environ``) plus ``env``.
 
         A configured variable overrides an inherited one of the same name.
@@ -273,9 +274,9 @@ class FunctionConfig:
 
     def create(
         self,
-        logger: Optional[logging.Logger] = None,
-        abort_callback: Optional[Callable[[], Any]] = None,
-        connect_timeout: Optional[float] = None,
+        logger: logging.Logger | None = None,
+        abort_callback: Callable[[], Any] | None = None,
+        connect_timeout: float | None = None,
     ) -> Interface:
         """A new, unopened :class:`udf.Socket` or :class:`udf.Process` for this function.
 
@@ -345,9 +346,9 @@ class Config:
     def create(
         self,
         name: str,
-        logger: Optional[logging.Logger] = None,
-        abort_callback: Optional[Callable[[], Any]] = None,
-        connect_timeout: Optional[float] = None,
+        logger: logging.Logger | None = None,
+        abort_callback: Callable[[], Any] | None = None,
+        connect_timeout: float | None = None,
     ) -> Interface:
         """A new, unopened :class:`udf.Process` or :class:`udf.Socket` for ``name`` (Go: ``Service.Create``)."""
         return self.function(name).create(logger=logger, abort_callback=abort_callback, connect_timeout=connect_timeout)
@@ -356,7 +357,7 @@ class Config:
 # --- loading ---------------------------------------------------------------------
 
 
-def _toml_loads(text: str) -> Dict[str, Any]:
+def _toml_loads(text: str) -> dict[str, Any]:
     if _toml is None:  # pragma: no cover - Python 3.10 without tomli
         raise ConfigError(f"reading kapacitor.conf on Python 3.10 needs the tomli package: {install_hint('config')}")
     try:
@@ -439,7 +440,7 @@ def loads(text: str, validate: bool = True) -> Config:
     return from_mapping(_toml_loads(text), validate=validate)
 
 
-def load(path: Union[str, "os.PathLike[str]"], validate: bool = True) -> Config:
+def load(path: str | os.PathLike[str], validate: bool = True) -> Config:
     """Read and parse a kapacitor.conf file; see :func:`from_mapping`.
 
     An unreadable file or invalid TOML raises :class:`ConfigError` naming the file.

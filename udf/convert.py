@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import agent_pb2
 
@@ -73,10 +74,10 @@ class Info:
 
     __slots__ = ("wants", "provides", "options")
 
-    def __init__(self, wants: int, provides: int, options: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, wants: int, provides: int, options: dict[str, Any] | None = None) -> None:
         self.wants = wants
         self.provides = provides
-        self.options: Dict[str, Any] = options if options is not None else {}
+        self.options: dict[str, Any] = options if options is not None else {}
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Info):
@@ -198,7 +199,7 @@ def _tags_to_message(target: Any, tags: Tags) -> None:
         target[key] = value
 
 
-def _plain_point(p: Point) -> Optional[Point]:
+def _plain_point(p: Point) -> Point | None:
     """``p`` with its values made plain (:func:`_plain_value`), or None if its containers are not the usual ones."""
     dims = p.dimensions
     if type(dims) is not Dimensions or not isinstance(dims.tag_names, list):
@@ -218,7 +219,7 @@ def _plain_point(p: Point) -> Optional[Point]:
     )
 
 
-def _plain_batch_point(bp: BatchPoint) -> Optional[BatchPoint]:
+def _plain_batch_point(bp: BatchPoint) -> BatchPoint | None:
     """:func:`_plain_point` for a batch point."""
     tags, fields = bp.tags, bp.fields
     if not (isinstance(tags, dict) and isinstance(fields, dict)):
@@ -324,7 +325,7 @@ def _envelope(tag: bytes, body: bytes) -> bytes:
 
 
 #: ``_envelope_head(_TAG_POINT, n)`` by ``n``, computed once per size (points up to 16 KiB).
-_POINT_HEADS: List[Optional[bytes]] = [None] * 0x4000
+_POINT_HEADS: list[bytes | None] = [None] * 0x4000
 
 
 def _point_frame(body: bytes) -> bytes:
@@ -360,10 +361,7 @@ def encode_point(p: Point) -> bytes:
     body = _point_body(p)  # the common case: cached series bytes, hand-written fields
     if body is None:
         plain = _plain_point(p)
-        if plain is None:
-            body = point_body_general(p)
-        else:
-            body = _point_body(plain) or point_body_general(plain)
+        body = point_body_general(p) if plain is None else _point_body(plain) or point_body_general(plain)
     return _point_frame(body)
 
 
@@ -457,7 +455,7 @@ class BatchAssembler:
 
     def __init__(self) -> None:
         self._by_name = False
-        self._points: Optional[List[BatchPoint]] = None
+        self._points: list[BatchPoint] | None = None
 
     @property
     def in_batch(self) -> bool:
@@ -465,7 +463,7 @@ class BatchAssembler:
         return self._points is not None
 
     @property
-    def pending(self) -> Optional[List[BatchPoint]]:
+    def pending(self) -> list[BatchPoint] | None:
         """The open batch's points so far (a hot loop may append to it), or ``None`` outside a batch."""
         return self._points
 
@@ -493,13 +491,15 @@ class BatchAssembler:
         if self._points is not None:
             count = len(self._points)
             self._points = None
-            raise ProtocolError(f"the agent's output ended inside a batch ({count} points after BeginBatch, no EndBatch)")
+            raise ProtocolError(
+                f"the agent's output ended inside a batch ({count} points after BeginBatch, no EndBatch)"
+            )
 
 
 # --- many responses in one parse ------------------------------------------------------
 
 
-def parse_responses(frames: List[bytes]) -> Tuple[Sequence[Any], Optional[ProtocolError]]:
+def parse_responses(frames: list[bytes]) -> tuple[Sequence[Any], ProtocolError | None]:
     """Parse whole frames (length prefix included) as ``agent_pb2.Response`` messages.
 
     Returns ``(responses, None)``, or, when a frame does not decode, the
@@ -544,12 +544,12 @@ class ResponseDecoder:
         self._parser = _views.Parser(views=not PURE_PROTOBUF)
         self._hand = None if PURE_PROTOBUF else _fastdecode.HandDecoder()
 
-    def decode(self, payloads: List[bytes]) -> Tuple[List[Tuple[str, Any]], Optional[UDFError]]:
+    def decode(self, payloads: list[bytes]) -> tuple[list[tuple[str, Any]], UDFError | None]:
         """Decode frame payloads (as :meth:`udf.wire.FrameDecoder.feed` returns them)."""
         responses, error = self._parser.payloads(payloads)
         return self._events(responses, error, payloads, False)
 
-    def decode_frames(self, frames: List[bytes]) -> Tuple[List[Tuple[str, Any]], Optional[UDFError]]:
+    def decode_frames(self, frames: list[bytes]) -> tuple[list[tuple[str, Any]], UDFError | None]:
         """Decode whole frames (:meth:`udf.wire.FrameDecoder.feed_frames`), the reader's path.
 
         A point whose series and layout were seen before is decoded by hand
@@ -564,8 +564,8 @@ class ResponseDecoder:
         fast = hand.decode
         parser = self._parser
         batch = self._assembler.pending
-        events: List[Tuple[str, Any]] = []
-        points: Optional[List[Any]] = None
+        events: list[tuple[str, Any]] = []
+        points: list[Any] | None = None
         misses = 0
         try:
             for frame in frames:
@@ -596,13 +596,13 @@ class ResponseDecoder:
         return events, None
 
     def _events(
-        self, responses: Sequence[Any], error: Optional[UDFError], raw: List[bytes], whole: bool
-    ) -> Tuple[List[Tuple[str, Any]], Optional[UDFError]]:
+        self, responses: Sequence[Any], error: UDFError | None, raw: list[bytes], whole: bool
+    ) -> tuple[list[tuple[str, Any]], UDFError | None]:
         """Events of parsed ``responses``; ``raw`` are their frames (``whole``) or payloads, in the same order."""
         parser = self._parser
         batch = self._assembler.pending
-        events: List[Tuple[str, Any]] = []
-        points: Optional[List[Point]] = None
+        events: list[tuple[str, Any]] = []
+        points: list[Point] | None = None
         try:
             for i, response in enumerate(responses):
                 if not response.HasField("point"):
@@ -624,7 +624,7 @@ class ResponseDecoder:
             return events, ProtocolError(f"malformed Response: {exc}")
         return events, error
 
-    def _answer(self, response: Any, payload: bytes, events: List[Tuple[str, Any]]) -> Optional[List[BatchPoint]]:
+    def _answer(self, response: Any, payload: bytes, events: list[tuple[str, Any]]) -> list[BatchPoint] | None:
         """Handle a Response that is not a point: append its event; return the open batch's list, if any."""
         response = self._parser.answer(response, payload)
         kind = response.WhichOneof("message")

@@ -29,13 +29,14 @@ never imports this module or PyFlink.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 try:
     from pyflink.common import Types
     from pyflink.datastream import DataStream, KeyedProcessFunction, RuntimeContext, TimeDomain
     from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
-except ImportError as exc:  # pragma: no cover - exercised by tests/test_flink_extra.py
+except ImportError as exc:  # pragma: no cover - exercised by tests/adapters/test_flink_extra.py
     raise ImportError(f"udf.flink needs PyFlink: pip install 'kapacitor-udf[flink]' (and Java 11+) ({exc})") from exc
 
 from .options import Options
@@ -71,7 +72,7 @@ class _RunUDFFunction(KeyedProcessFunction):  # type: ignore[misc]
     """Per shard (the key): keep pending items in keyed state; hand them to the shard's agent."""
 
     def __init__(
-        self, command: List[str], options: List[bytes], edge: int, timeout: float, flush_every: int, interval_ms: int
+        self, command: list[str], options: list[bytes], edge: int, timeout: float, flush_every: int, interval_ms: int
     ) -> None:
         self._command = command
         self._options = options  # serialized agent_pb2.Option: pickles anywhere
@@ -79,7 +80,7 @@ class _RunUDFFunction(KeyedProcessFunction):  # type: ignore[misc]
         self._timeout = timeout
         self._flush_every = flush_every
         self._interval_ms = interval_ms
-        self._agents: Optional[ShardAgents] = None
+        self._agents: ShardAgents | None = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         #: The shard's items not handed over yet (time, then request frames: see pending_entry).
@@ -153,7 +154,7 @@ def run_udf(
     options: Options = None,
     *,
     edge: str = "stream",
-    key: Optional[Callable[[Any], str]] = None,
+    key: Callable[[Any], str] | None = None,
     shards: int = 64,
     flush_every: int = 500,
     flush_interval: float = 1.0,
@@ -187,4 +188,3 @@ def run_udf(
         .process(function, output_type=Types.PICKLED_BYTE_ARRAY())
         .name(name)
     )
-

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import abc
 import logging
-from typing import Any, Callable, Optional, Protocol, Tuple
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .channel import Channel
 from .convert import Info
@@ -18,10 +19,10 @@ __all__ = ["Inlet", "Interface", "ServerBacked", "TransportState"]
 class Inlet(Protocol):
     """The send side of ``point_in``/``batch_in``: what producers and the Supervisor call."""
 
-    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Send an item, blocking while the queue is full (backpressure); a bad item raises at once."""
 
-    def put_encoded(self, frame: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
+    def put_encoded(self, frame: bytes, block: bool = True, timeout: float | None = None) -> None:
         """Send an item already encoded by ``udf.convert.encode_point``/``encode_batch`` (a replay log's frames)."""
 
 
@@ -33,7 +34,7 @@ class Interface(abc.ABC):
         """Start the UDF and the server talking to it (Go: ``Open``)."""
 
     @abc.abstractmethod
-    def close(self, timeout: Optional[float] = None, *, discard_output: bool = False) -> None:
+    def close(self, timeout: float | None = None, *, discard_output: bool = False) -> None:
         """Stop cleanly and release everything; raise the first error (Go: ``Close``).
 
         Keep draining ``point_out``/``batch_out`` meanwhile, or pass
@@ -48,7 +49,7 @@ class Interface(abc.ABC):
 
     @abc.abstractmethod
     def init(self, options: Options) -> None:
-        """Initialize the UDF (Go: ``Init``): a list of ``agent_pb2.Option`` or a mapping ``{name: value or [values]}``."""
+        """Initialize the UDF (Go: ``Init``): a list of ``agent_pb2.Option``, or ``{name: value or [values]}``."""
 
     @abc.abstractmethod
     def abort(self, err: BaseException) -> None:
@@ -86,7 +87,7 @@ class Interface(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def error(self) -> Optional[BaseException]:
+    def error(self) -> BaseException | None:
         """The first error (the one cause every call raises once the agent failed), or ``None``."""
 
     @abc.abstractmethod
@@ -98,18 +99,18 @@ class Interface(abc.ABC):
         """Call ``callback(err)`` once when the conversation aborts, ``err`` being its first error."""
 
     @abc.abstractmethod
-    def snapshot_with_position(self) -> Tuple[bytes, int]:
+    def snapshot_with_position(self) -> tuple[bytes, int]:
         """A snapshot, and how many items ``put()`` had accepted before it was asked for."""
 
     def stats(self) -> Stats:
         """Health counters of the server underneath (see :class:`udf.Stats`)."""
         raise NotImplementedError(f"{type(self).__name__} does not report stats")
 
-    def __enter__(self) -> "Interface":
+    def __enter__(self) -> Interface:
         self.open()
         return self
 
-    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         """Close; if the body raised, abort with its exception first (no output is wanted any more).
 
         The body's exception then propagates unmasked: an error from closing

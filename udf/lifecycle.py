@@ -16,7 +16,8 @@ its state-diagram script are the model). Pure: no threads, no I/O.
 from __future__ import annotations
 
 import enum
-from typing import Any, Dict, List, Generic, Mapping, Tuple, Type, TypeVar
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar
 
 from .errors import UDFError
 
@@ -39,7 +40,7 @@ class StateTable(Generic[S, E]):
     """One object's registered transition table: its name, enums and ``(state, event) -> state`` dict."""
 
     def __init__(
-        self, name: str, states: Type[S], events: Type[E], transitions: Mapping[Tuple[S, E], S], doc: str = ""
+        self, name: str, states: type[S], events: type[E], transitions: Mapping[tuple[S, E], S], doc: str = ""
     ) -> None:
         for (state, event), target in transitions.items():
             if not isinstance(state, states) or not isinstance(target, states) or not isinstance(event, events):
@@ -47,7 +48,7 @@ class StateTable(Generic[S, E]):
         self.name = name
         self.states = states
         self.events = events
-        self.transitions: Dict[Tuple[S, E], S] = dict(transitions)
+        self.transitions: dict[tuple[S, E], S] = dict(transitions)
         self.doc = doc
 
     def target(self, state: S, event: E) -> S:
@@ -62,11 +63,11 @@ class StateTable(Generic[S, E]):
 
 
 #: Every registered table by name ("udf.Server", ...): what the docs are generated from.
-TABLES: Dict[str, "StateTable[Any, Any]"] = {}
+TABLES: dict[str, StateTable[Any, Any]] = {}
 
 
 def transition_table(
-    name: str, states: Type[S], events: Type[E], transitions: Mapping[Tuple[S, E], S], doc: str = ""
+    name: str, states: type[S], events: type[E], transitions: Mapping[tuple[S, E], S], doc: str = ""
 ) -> StateTable[S, E]:
     """Declare and register an object's transition table (at import time, once per name)."""
     table = StateTable(name, states, events, transitions, doc)
@@ -97,17 +98,17 @@ class Lifecycle(Generic[S, E]):
         return self.table.allows(self.state, event)
 
 
-def render_markdown(table: "StateTable[Any, Any]") -> str:
+def render_markdown(table: StateTable[Any, Any]) -> str:
     """The table as a Markdown grid: a row per state, a column per event, the next state in each cell.
 
     A cell with "—" is an illegal transition (the object raises, or refuses the call).
     """
-    events: List[Any] = list(table.events.__members__.values())
+    events: list[Any] = list(table.events.__members__.values())
     lines = [
         "| state | " + " | ".join(f"`{e.value}`" for e in events) + " |",
         "|---" * (len(events) + 1) + "|",
     ]
-    states: List[Any] = list(table.states.__members__.values())
+    states: list[Any] = list(table.states.__members__.values())
     for state in states:
         cells = []
         for event in events:

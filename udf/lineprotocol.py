@@ -15,11 +15,12 @@ import functools
 import math
 import re
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any
 
 from .extras import install_hint
-from .models import INT64_MAX, INT64_MIN, FieldValue, Fields, Tags
+from .models import INT64_MAX, INT64_MIN, Fields, FieldValue, Tags
 from .wire import excerpt
 
 __all__ = [
@@ -43,7 +44,7 @@ MIN_TIME = INT64_MIN + 2
 MAX_TIME = INT64_MAX - 1
 
 #: Timestamp precisions (InfluxDB's names and Go-style aliases) to nanoseconds.
-PRECISIONS: Dict[str, int] = {
+PRECISIONS: dict[str, int] = {
     "ns": 1,
     "n": 1,
     "us": 1_000,
@@ -54,7 +55,7 @@ PRECISIONS: Dict[str, int] = {
     "h": 3_600_000_000_000,
 }
 
-_parser: Optional[Callable[[str], Any]] = None
+_parser: Callable[[str], Any] | None = None
 _parser_error: type[Exception] = ValueError
 
 
@@ -84,7 +85,7 @@ class ParsedLine:
     measurement: str
     tags: Tags = field(default_factory=dict)
     fields: Fields = field(default_factory=dict)
-    time: Optional[int] = None
+    time: int | None = None
 
 
 class LineProtocolError(ValueError):
@@ -101,7 +102,7 @@ class LineProtocolError(ValueError):
         self.line = line
 
 
-def parse_line(line: str, precision: str = "ns") -> Optional[ParsedLine]:
+def parse_line(line: str, precision: str = "ns") -> ParsedLine | None:
     """Parse one line; None for a blank or ``#`` comment line; ``ValueError`` saying why if invalid.
 
     ``precision`` scales the timestamp to nanoseconds.
@@ -121,7 +122,7 @@ def parse_line(line: str, precision: str = "ns") -> Optional[ParsedLine]:
     for key, value in fields.items():
         if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
             raise ValueError(f"field {key!r}: integer {value} does not fit in int64")
-    ts: Optional[int] = data["time"]
+    ts: int | None = data["time"]
     if ts is not None:
         try:
             scale = PRECISIONS[precision]
@@ -134,12 +135,12 @@ def parse_line(line: str, precision: str = "ns") -> Optional[ParsedLine]:
 
 
 def read_lines(
-    lines: Iterable[Union[str, bytes]],
+    lines: Iterable[str | bytes],
     source: str = "<stdin>",
     precision: str = "ns",
     now: Callable[[], int] = time.time_ns,
     start: int = 1,
-) -> Iterator[Tuple[int, ParsedLine]]:
+) -> Iterator[tuple[int, ParsedLine]]:
     """Yield ``(line number, point)`` for every point in ``lines``; time always set.
 
     A line without a timestamp gets ``now()`` (the time it was read, as InfluxDB

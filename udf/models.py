@@ -9,7 +9,6 @@ so a round trip never changes a timestamp. Field values are ``float``, ``int``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Union
 
 __all__ = ["FieldValue", "Fields", "Tags", "Dimensions", "Point", "BatchPoint", "Batch", "INT64_MIN", "INT64_MAX"]
 
@@ -17,9 +16,9 @@ __all__ = ["FieldValue", "Fields", "Tags", "Dimensions", "Point", "BatchPoint", 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 
-FieldValue = Union[float, int, str, bool]
-Fields = Dict[str, FieldValue]
-Tags = Dict[str, str]
+FieldValue = float | int | str | bool
+Fields = dict[str, FieldValue]
+Tags = dict[str, str]
 
 
 @dataclass(slots=True)
@@ -27,7 +26,7 @@ class Dimensions:
     """How a point is grouped (Go: ``models.Dimensions``)."""
 
     by_name: bool = False
-    tag_names: List[str] = field(default_factory=list)
+    tag_names: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -62,4 +61,4 @@ class Batch:
     group: str = ""
     by_name: bool = False
     tags: Tags = field(default_factory=dict)
-    points: List[BatchPoint] = field(default_factory=list)
+    points: list[BatchPoint] = field(default_factory=list)

@@ -32,7 +32,8 @@ import os
 import signal
 import subprocess
 import threading
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from .closing import Stall
 from .errors import ProcessExitedError, UDFError
@@ -78,7 +79,7 @@ _GO_SIGNAL_NAMES = {
     "SIGALRM": "alarm clock",
     "SIGTERM": "terminated",
 }
-_SIGNAL_NAMES: Dict[int, str] = {
+_SIGNAL_NAMES: dict[int, str] = {
     int(getattr(signal, name)): text for name, text in _GO_SIGNAL_NAMES.items() if hasattr(signal, name)
 }
 
@@ -120,12 +121,12 @@ class Process(ServerBacked):
 
     def __init__(
         self,
-        prog: Union[str, "os.PathLike[str]"],
-        args: Sequence[Union[str, "os.PathLike[str]"]] = (),
-        env: Optional[Mapping[str, str]] = None,
-        logger: Optional[logging.Logger] = None,
-        timeout: Union[float, datetime.timedelta] = 0.0,
-        abort_callback: Optional[Callable[[], Any]] = None,
+        prog: str | os.PathLike[str],
+        args: Sequence[str | os.PathLike[str]] = (),
+        env: Mapping[str, str] | None = None,
+        logger: logging.Logger | None = None,
+        timeout: float | datetime.timedelta = 0.0,
+        abort_callback: Callable[[], Any] | None = None,
         *,
         kill_grace: float = DEFAULT_KILL_GRACE,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
@@ -137,51 +138,51 @@ class Process(ServerBacked):
             raise TypeError("args must be a sequence of arguments, not a single string")
         if kill_grace < 0:
             raise ValueError(f"kill_grace must not be negative, got {kill_grace}")
-        self._argv: List[str] = [os.fspath(prog), *(os.fspath(a) for a in args)]
-        self._env: Optional[Dict[str, str]] = dict(env) if env is not None else None
+        self._argv: list[str] = [os.fspath(prog), *(os.fspath(a) for a in args)]
+        self._env: dict[str, str] | None = dict(env) if env is not None else None
         self._kill_grace = float(kill_grace)
 
         super().__init__(
             logger, timeout, abort_callback, max_frame_size, in_queue_size, out_queue_size, max_batch_bytes
         )
-        self._proc: Optional["subprocess.Popen[bytes]"] = None
-        self._threads: List[threading.Thread] = []
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._threads: list[threading.Thread] = []
 
         self._exited = threading.Event()  # set by the waiter once the child is reaped
         self._stderr_done = threading.Event()  # set by the stderr thread at EOF
 
         self._tail_lock = threading.Lock()
-        self._tail: Deque[str] = collections.deque(maxlen=STDERR_TAIL)
+        self._tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self._exit_lock = threading.Lock()
-        self._exit_error: Optional[ProcessExitedError] = None
-        self._exit_signals: List[str] = []  # the escalation steps _exit_error names
+        self._exit_error: ProcessExitedError | None = None
+        self._exit_signals: list[str] = []  # the escalation steps _exit_error names
 
     # --- information ------------------------------------------------------------
 
     @property
-    def args(self) -> List[str]:
+    def args(self) -> list[str]:
         """The command line: ``[prog, *args]``."""
         return list(self._argv)
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         """The child's process id, once opened."""
         return self._proc.pid if self._proc is not None else None
 
     @property
-    def returncode(self) -> Optional[int]:
+    def returncode(self) -> int | None:
         """The child's exit status once reaped (negative: killed by that signal)."""
         return self._proc.returncode if self._proc is not None and self._exited.is_set() else None
 
     @property
-    def stderr_tail(self) -> List[str]:
+    def stderr_tail(self) -> list[str]:
         """The last lines the child wrote to stderr (at most :data:`STDERR_TAIL`)."""
         with self._tail_lock:
             return list(self._tail)
 
     # --- lifecycle ----------------------------------------------------------------
 
-    def _start_agent(self) -> "Server":
+    def _start_agent(self) -> Server:
         """open(): start the program in its own process group, with a server on its pipes."""
         try:
             proc = subprocess.Popen(
@@ -216,13 +217,13 @@ class Process(ServerBacked):
         for thread in self._threads:
             thread.start()
 
-    def _helper_threads(self) -> List[threading.Thread]:
+    def _helper_threads(self) -> list[threading.Thread]:
         return self._threads
 
     def _grace(self) -> float:
         return self._kill_grace
 
-    def _finish_events(self) -> List[threading.Event]:
+    def _finish_events(self) -> list[threading.Event]:
         return [self._exited]
 
     def _exit_wait(self) -> str:
@@ -260,7 +261,7 @@ class Process(ServerBacked):
             return f"stopped reading its input (no progress for {grace:g}s)"
         return f"did not exit within {grace:g}s after its input was closed"
 
-    def _release(self, err: Optional[BaseException]) -> Optional[BaseException]:
+    def _release(self, err: BaseException | None) -> BaseException | None:
         """After the server stopped: reap the child, join the helpers, close the pipes; the error close() raises."""
         proc = self._proc
         assert proc is not None
@@ -378,7 +379,7 @@ class Process(ServerBacked):
 
     # --- the server's API (the rest comes from ServerBacked) -----------------------
 
-    def __enter__(self) -> "Process":
+    def __enter__(self) -> Process:
         self.open()
         return self
 
@@ -386,7 +387,7 @@ class Process(ServerBacked):
         return f"<udf.Process {self._argv!r} pid={self.pid} returncode={self.returncode}>"
 
 
-def _signal_group(proc: "subprocess.Popen[bytes]", signum: int) -> None:
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
     """Signal the child's process group (the child and what it started; it leads the group)."""
     try:
         os.killpg(proc.pid, signum)

@@ -28,7 +28,8 @@ import os
 import struct
 import threading
 import zlib
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import agent_pb2
 
@@ -63,7 +64,7 @@ EDGES = {"stream": agent_pb2.STREAM, "batch": agent_pb2.BATCH}
 #: The counters :class:`ShardAgents` reports through its ``count`` callback.
 COUNTERS = ("agents_started", "agent_failures", "restores")
 
-Item = Union[Point, Batch]
+Item = Point | Batch
 
 
 # --- keys and shards -------------------------------------------------------------------
@@ -100,10 +101,10 @@ def check_arguments(
     command: Sequence[Any],
     options: Options,
     edge: str,
-    key: Optional[Callable[[Any], str]],
+    key: Callable[[Any], str] | None,
     timeout: float,
     **counts: int,
-) -> Tuple[List[str], List[bytes], Callable[[Any], str]]:
+) -> tuple[list[str], list[bytes], Callable[[Any], str]]:
     """Validate an adapter's arguments, naming what is wrong; return argv, serialized options and key.
 
     ``counts`` are the positive ints (``shards``, ``batch_size``, ``flush_every``...).
@@ -149,7 +150,7 @@ def pending_entry(item: Item, edge: int) -> bytes:
     return _TIME.pack(item.tmax + 2**63) + encode_batch(item)
 
 
-def pending_frames(entries: Sequence[bytes]) -> List[bytes]:
+def pending_frames(entries: Sequence[bytes]) -> list[bytes]:
     """The frames of ``entries`` in time order (items of equal time in the order they came)."""
     return [entry[8:] for entry in sorted(entries, key=lambda entry: entry[:8])]
 
@@ -182,7 +183,7 @@ class _Agent:
         self.token = b""
         self.broken = False
 
-    def start(self, who: str, options: List[Any], snapshot: bytes) -> None:
+    def start(self, who: str, options: list[Any], snapshot: bytes) -> None:
         """Open, check the edge, init and (with a snapshot) restore; InitError/RestoreError as raised."""
         process = self.process
         process.open()
@@ -196,7 +197,7 @@ class _Agent:
         if snapshot:
             process.restore(snapshot)
 
-    def run(self, frames: Sequence[bytes]) -> Tuple[List[Item], bytes]:
+    def run(self, frames: Sequence[bytes]) -> tuple[list[Item], bytes]:
         """Send ``frames``, take the snapshot barrier; return every output and the snapshot.
 
         A helper thread drains the output while this one puts (never relying on
@@ -205,7 +206,7 @@ class _Agent:
         process = self.process
         inlet = process.point_in if self.edge == agent_pb2.STREAM else process.batch_in
         out: Channel[Any] = process.point_out if self.provides == agent_pb2.STREAM else process.batch_out
-        outputs: List[Item] = []
+        outputs: list[Item] = []
 
         def drain() -> None:
             # Ends at the barrier, or when the abort below (or the agent's end) closes `out`.
@@ -276,9 +277,9 @@ class ShardAgents:
         self._log = logger
         self._max_agents = max_agents
         self._count = count
-        self._agents: "collections.OrderedDict[int, _Agent]" = collections.OrderedDict()
+        self._agents: collections.OrderedDict[int, _Agent] = collections.OrderedDict()
 
-    def hand_over(self, shard: int, frames: Sequence[bytes], saved: ShardState) -> Tuple[List[Item], ShardState]:
+    def hand_over(self, shard: int, frames: Sequence[bytes], saved: ShardState) -> tuple[list[Item], ShardState]:
         """Run ``frames`` (in order) through the shard's agent; return the outputs and the new state.
 
         Write the returned state to the engine's state before emitting the
@@ -345,4 +346,3 @@ class ShardAgents:
 
     def __len__(self) -> int:
         return len(self._agents)
-

@@ -17,7 +17,8 @@ import random
 import socket
 import ssl
 import time
-from typing import Any, Callable, Iterator, Optional, Union
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .address import parse_address as _parse_address
 from .closing import Stall
@@ -86,23 +87,23 @@ class Socket(ServerBacked):
 
     def __init__(
         self,
-        path: Union[str, "os.PathLike[str]"],
-        logger: Optional[logging.Logger] = None,
-        timeout: Union[float, datetime.timedelta] = 0.0,
-        abort_callback: Optional[Callable[[], Any]] = None,
+        path: str | os.PathLike[str],
+        logger: logging.Logger | None = None,
+        timeout: float | datetime.timedelta = 0.0,
+        abort_callback: Callable[[], Any] | None = None,
         connect_timeout: float = 300.0,
         *,
         initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
         backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         jitter: float = DEFAULT_JITTER,
-        on_retry: Optional[RetryHook] = None,
+        on_retry: RetryHook | None = None,
         close_grace: float = DEFAULT_CLOSE_GRACE,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         in_queue_size: int = OUTBOX_SIZE,
         out_queue_size: int = OUT_CHANNEL_SIZE,
-        ssl_context: Optional[ssl.SSLContext] = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._kind, self._address, self._display = _parse_address(path)
         if ssl_context is not None and self._kind != "tcp":
@@ -124,7 +125,7 @@ class Socket(ServerBacked):
         super().__init__(
             logger, timeout, abort_callback, max_frame_size, in_queue_size, out_queue_size, max_batch_bytes
         )
-        self._sock: Optional[socket.socket] = None
+        self._sock: socket.socket | None = None
         self._reader: Any = None
 
     @property
@@ -134,7 +135,7 @@ class Socket(ServerBacked):
 
     # --- lifecycle ----------------------------------------------------------------
 
-    def _start_agent(self) -> "Server":
+    def _start_agent(self) -> Server:
         """open(): connect (retrying with backoff, cancelled by abort() or close()) and build the server."""
         deadline = time.monotonic() + self._connect_timeout
         sock = self._connect()
@@ -230,7 +231,7 @@ class Socket(ServerBacked):
         self._kill()
         return False
 
-    def _release(self, err: Optional[BaseException]) -> Optional[BaseException]:
+    def _release(self, err: BaseException | None) -> BaseException | None:
         """After the server stopped: close the connection; the error close() raises."""
         for stream in (self._reader, self._sock):
             if stream is not None:
@@ -254,10 +255,9 @@ class Socket(ServerBacked):
 
     # --- the server's API (the rest comes from ServerBacked) -----------------------
 
-    def __enter__(self) -> "Socket":
+    def __enter__(self) -> Socket:
         self.open()
         return self
 
     def __repr__(self) -> str:
         return f"<udf.Socket {self._display}>"
-

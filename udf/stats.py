@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
 
 __all__ = ["Stats"]
 
@@ -33,11 +32,11 @@ class Stats:
     batches_out: int
     bytes_in: int
     bytes_out: int
-    requests: Dict[str, int] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
     errors: int = 0
-    error: Optional[str] = None
+    error: str | None = None
     in_queue: int = 0
     point_out_queue: int = 0
     batch_out_queue: int = 0
-    keepalive_rtt: Optional[float] = None
+    keepalive_rtt: float | None = None
     dropped: int = 0

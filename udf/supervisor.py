@@ -22,7 +22,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import queue
-from typing import Any, Callable, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 from .channel import Channel
 from .convert import Info
@@ -87,19 +88,19 @@ class Supervisor(Interface):
         factory: Callable[[], Interface],
         options: Options = None,
         *,
-        logger: Optional[logging.Logger] = None,
+        logger: logging.Logger | None = None,
         restore: bool = True,
         replay: bool = True,
         snapshot_interval: float = 60.0,
         snapshot_every: int = 10_000,
-        backoff: Tuple[float, float, float] = (0.5, 1.5, 30.0),
+        backoff: tuple[float, float, float] = (0.5, 1.5, 30.0),
         max_restarts: int = 5,
         period: float = 60.0,
-        on_restart: Optional[RestartHook] = None,
+        on_restart: RestartHook | None = None,
     ) -> None:
         backoff = _checked(factory, snapshot_every, backoff, max_restarts, period)
         self._logger = logger if logger is not None else logging.getLogger("udf")
-        commands: "queue.SimpleQueue[Command]" = queue.SimpleQueue()
+        commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._core = Core(ReplayLog(snapshot_every, keep=bool(replay)), commands.put)
         self._monitor = Monitor(
             self._core,
@@ -150,7 +151,7 @@ class Supervisor(Interface):
         self._core.open()
         self._monitor.open_first()
 
-    def close(self, timeout: Optional[float] = None, *, discard_output: bool = False) -> None:
+    def close(self, timeout: float | None = None, *, discard_output: bool = False) -> None:
         """Stop cleanly: the current agent drains its input and output; raise the first unrecovered error.
 
         A failure met while closing is recovered (restart, restore, replay)
@@ -166,7 +167,7 @@ class Supervisor(Interface):
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must not be negative, got {timeout!r}")
         monitor = self._monitor
-        found: List[SupervisorState] = []  # the state close() found, once it closed the input
+        found: list[SupervisorState] = []  # the state close() found, once it closed the input
         watch = closing.CloseWatch(
             timeout, self._logger, self._close_progress, lambda: self._waiting_for(input_closed=bool(found))
         )
@@ -206,7 +207,7 @@ class Supervisor(Interface):
         if not input_closed:
             return "a producer blocked in put() (the agent takes no more input)"
         parts = [self._monitor.doing]
-        for outlet, what in zip(self._monitor.outlets, ("points", "batches")):
+        for outlet, what in zip(self._monitor.outlets, ("points", "batches"), strict=True):
             backlog = outlet.qsize()
             if backlog:
                 parts.append(f"{outlet.name}: {backlog:,} {what} not consumed")
@@ -215,7 +216,7 @@ class Supervisor(Interface):
     def _close_progress(self) -> Any:
         """Anything that changes while a close gets further: its step, the outputs consumed, the agent's I/O."""
         agent = self._core.agent
-        io: Tuple[int, ...] = ()
+        io: tuple[int, ...] = ()
         if agent is not None:
             try:
                 stats = agent.stats()
@@ -227,12 +228,12 @@ class Supervisor(Interface):
         return (self._monitor.doing, agent.gen if agent is not None else -1, backlog, io)
 
     @property
-    def error(self) -> Optional[BaseException]:
+    def error(self) -> BaseException | None:
         """Why it stopped for good (what every call raises from then on: a give-up, an abort), or ``None``."""
         return self._core.final
 
     def kill(self) -> None:
-        """Kill the current agent now: the supervisor recovers from it as from any failure (restart, restore, replay)."""
+        """Kill the current agent now: the supervisor recovers as from any failure (restart, restore, replay)."""
         agent = self._core.agent
         if agent is None:
             raise UDFError("supervisor not opened: call open() first")
@@ -315,7 +316,7 @@ class Supervisor(Interface):
         """
         return self.snapshot_with_position()[0]
 
-    def snapshot_with_position(self) -> Tuple[bytes, int]:
+    def snapshot_with_position(self) -> tuple[bytes, int]:
         """A checkpoint, and how many items ``put()`` had accepted before it (the items it covers)."""
         core = self._core
         while True:
@@ -330,7 +331,7 @@ class Supervisor(Interface):
                 error = agent.error
                 self._monitor.send(AgentFailed(agent.gen, error or exc, error is None))
                 with core.lock:
-                    core.wait_running(None, lambda: core.agent is not agent)
+                    core.wait_running(None, lambda: core.agent is not agent)  # noqa: B023 - called before the loop goes on
                 continue
             if core.cut(agent, data, seq):
                 return data, seq
@@ -358,7 +359,7 @@ class Supervisor(Interface):
 
 def _checked(
     factory: Any, snapshot_every: Any, backoff: Any, max_restarts: Any, period: Any
-) -> Tuple[float, float, float]:
+) -> tuple[float, float, float]:
     """Check the constructor's arguments (TypeError/ValueError naming the bad one); return the backoff as floats."""
     if not callable(factory):
         raise TypeError(f"factory must be callable, got {type(factory).__name__}")

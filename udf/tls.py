@@ -17,7 +17,8 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from .errors import UDFError
 
@@ -85,7 +86,7 @@ def describe_tls_error(exc: BaseException) -> str:
 class _Reader:
     """The decrypted input as a stream (``read1``/``read``); ``close()`` leaves the socket to its owner."""
 
-    def __init__(self, conn: "TLSConnection") -> None:
+    def __init__(self, conn: TLSConnection) -> None:
         self._conn = conn
 
     def read(self, size: int = -1, /) -> bytes:
@@ -100,7 +101,7 @@ class _Reader:
 class _Writer:
     """The encrypted output as a stream: ``close()`` sends close_notify then a TCP FIN (end of input)."""
 
-    def __init__(self, conn: "TLSConnection") -> None:
+    def __init__(self, conn: TLSConnection) -> None:
         self._conn = conn
         self._closed = False
 
@@ -132,7 +133,7 @@ class TLSConnection:
         context: ssl.SSLContext,
         *,
         server_side: bool,
-        server_hostname: Optional[str] = None,
+        server_hostname: str | None = None,
     ) -> None:
         self._sock = sock
         self._incoming = ssl.MemoryBIO()
@@ -153,7 +154,7 @@ class TLSConnection:
         self.writer = _Writer(self)
 
     @property
-    def version(self) -> Optional[str]:
+    def version(self) -> str | None:
         """The negotiated protocol (``"TLSv1.3"``), once the handshake is done."""
         with self._lock:
             return self._tls.version()
@@ -167,8 +168,8 @@ class TLSConnection:
         self,
         timeout: float,
         peer: str,
-        limit: Optional[str] = None,
-        cancelled: Optional[Callable[[], bool]] = None,
+        limit: str | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> None:
         """Complete the handshake within ``timeout`` seconds, or raise a ``UDFError`` naming the failure.
 
@@ -184,7 +185,7 @@ class TLSConnection:
         first = True
         try:
             while True:
-                failure: Optional[ssl.SSLError] = None
+                failure: ssl.SSLError | None = None
                 with self._lock:
                     try:
                         self._tls.do_handshake()
@@ -210,7 +211,7 @@ class TLSConnection:
                         self._incoming.write(data)
                     else:
                         self._incoming.write_eof()
-        except socket.timeout:
+        except TimeoutError:
             within = limit if limit is not None else f"{timeout:g}s"
             raise UDFError(f"TLS handshake with {peer} did not complete within {within}") from None
         except UDFError:
@@ -223,18 +224,18 @@ class TLSConnection:
             except OSError:
                 pass
 
-    def _receive(self, deadline: float, peer: str, cancelled: Optional[Callable[[], bool]]) -> bytes:
+    def _receive(self, deadline: float, peer: str, cancelled: Callable[[], bool] | None) -> bytes:
         """The handshake's next bytes from the socket, by the deadline (``socket.timeout``) unless cancelled."""
         while True:
             if cancelled is not None and cancelled():
                 raise UDFError(f"TLS handshake with {peer} cancelled")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise socket.timeout()
+                raise TimeoutError()
             self._sock.settimeout(remaining if cancelled is None else min(remaining, CANCEL_CHECK))
             try:
                 return self._sock.recv(_CHUNK)
-            except socket.timeout:
+            except TimeoutError:
                 continue
 
     def recv(self, size: int) -> bytes:
@@ -242,7 +243,7 @@ class TLSConnection:
         while True:
             with self._lock:
                 try:
-                    data: Optional[bytes] = self._tls.read(size)
+                    data: bytes | None = self._tls.read(size)
                 except ssl.SSLWantReadError:
                     data = None
                 except ssl.SSLZeroReturnError:
@@ -346,9 +347,9 @@ class TLSConnection:
 def make_context(
     *,
     server_side: bool,
-    cert: Optional[str] = None,
-    key: Optional[str] = None,
-    ca: Optional[str] = None,
+    cert: str | None = None,
+    key: str | None = None,
+    ca: str | None = None,
     require_client_cert: bool = False,
 ) -> ssl.SSLContext:
     """An ``ssl.SSLContext`` from certificate files, as the command lines' ``--tls-*`` flags give them.
@@ -378,7 +379,9 @@ def make_context(
             ctx.load_cert_chain(cert, key)
         except (OSError, ValueError) as exc:
             raise UDFError(
-                f"cannot load TLS certificate {cert}" + (f" with key {key}" if key else "") + f": {describe_tls_error(exc)}"
+                f"cannot load TLS certificate {cert}"
+                + (f" with key {key}" if key else "")
+                + f": {describe_tls_error(exc)}"
             ) from None
     if server_side:
         if require_client_cert:
@@ -415,7 +418,7 @@ def add_tls_arguments(parser: Any, *, server_side: bool) -> None:
         )
 
 
-def context_from_arguments(args: Any, *, server_side: bool) -> Optional[ssl.SSLContext]:
+def context_from_arguments(args: Any, *, server_side: bool) -> ssl.SSLContext | None:
     """The context the ``--tls-*`` flags of :func:`add_tls_arguments` ask for, or ``None`` without TLS."""
     require = bool(getattr(args, "tls_require_client_cert", False))
     wanted = args.tls_cert or args.tls_key or args.tls_ca or require or getattr(args, "tls", False)

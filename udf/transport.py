@@ -20,7 +20,8 @@ import datetime
 import enum
 import logging
 import threading
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .channel import Channel
 from .closing import CloseWatch, Escalation, Stall, describe_wait
@@ -104,8 +105,8 @@ class ServerCalls(Interface):
         """The agent's state (Go: ``Snapshot``)."""
         return self._require_server().snapshot()
 
-    def snapshot_with_position(self) -> Tuple[bytes, int]:
-        """A snapshot and how many items ``put()`` had accepted before it (see :meth:`udf.Server.snapshot_with_position`)."""
+    def snapshot_with_position(self) -> tuple[bytes, int]:
+        """A snapshot and how many items ``put()`` accepted before it (:meth:`udf.Server.snapshot_with_position`)."""
         return self._require_server().snapshot_with_position()
 
     def restore(self, snapshot: bytes) -> None:
@@ -153,9 +154,9 @@ class ServerBacked(ServerCalls):
 
     def __init__(
         self,
-        logger: Optional[logging.Logger],
-        timeout: Union[float, datetime.timedelta],
-        abort_callback: Optional[Callable[[], Any]],
+        logger: logging.Logger | None,
+        timeout: float | datetime.timedelta,
+        abort_callback: Callable[[], Any] | None,
         max_frame_size: int,
         in_queue_size: int,
         out_queue_size: int,
@@ -169,17 +170,17 @@ class ServerBacked(ServerCalls):
         self._queue_sizes = (in_queue_size, out_queue_size)
         self._lock = threading.Lock()
         self._life = Lifecycle(TRANSPORT_TABLE, _NEW)
-        self._server: Optional[Server] = None
+        self._server: Server | None = None
         #: abort() before the server existed: open() raises it (and a connect wait is cancelled).
-        self._early_error: Optional[BaseException] = None
+        self._early_error: BaseException | None = None
         #: Wakes a connect retry wait: set by abort() or close() while opening.
         self._cancel = threading.Event()
-        self._listeners: List[Callable[[BaseException], Any]] = []
+        self._listeners: list[Callable[[BaseException], Any]] = []
         #: Set with SHUT_DOWN (or when nothing was opened): wakes every close() waiting.
         self._closed = threading.Event()
-        self._close_error: Optional[BaseException] = None
-        self._closer: Optional[threading.Thread] = None
-        self._watch: Optional[CloseWatch] = None
+        self._close_error: BaseException | None = None
+        self._closer: threading.Thread | None = None
+        self._watch: CloseWatch | None = None
         #: What the close watcher had to do to a stuck agent.
         self._escalation = Escalation()
 
@@ -191,7 +192,7 @@ class ServerBacked(ServerCalls):
         return self._life.state
 
     @property
-    def error(self) -> Optional[BaseException]:
+    def error(self) -> BaseException | None:
         """The first error (the one cause every call raises), readable without closing; ``None`` if none yet."""
         server = self._server
         if server is not None and server.error is not None:
@@ -235,7 +236,7 @@ class ServerBacked(ServerCalls):
                 closer.join()
             raise cancelled
 
-    def close(self, timeout: Optional[float] = None, *, discard_output: bool = False) -> None:
+    def close(self, timeout: float | None = None, *, discard_output: bool = False) -> None:
         """Stop the server, release everything and raise the first error (Go: ``Close``).
 
         Keep draining ``point_out``/``batch_out`` while this runs, or pass
@@ -277,7 +278,7 @@ class ServerBacked(ServerCalls):
         self._closer = threading.Thread(target=self._finish_close, name="udf-closer", daemon=True)
         return self._closer
 
-    def _wait_closed(self, timeout: Optional[float]) -> Optional[BaseException]:
+    def _wait_closed(self, timeout: float | None) -> BaseException | None:
         """Wait for the shutdown (at most ``timeout``, then kill and a little more); return its error."""
         # Set by the closer when the shutdown is over (or by open() when it failed).
         if not self._closed.wait(timeout):
@@ -315,7 +316,7 @@ class ServerBacked(ServerCalls):
             self._life.fire(_SHUT_DOWN)
         self._closed.set()
 
-    def _shutdown(self) -> Optional[BaseException]:
+    def _shutdown(self) -> BaseException | None:
         """Stop the server, watched (escalation, warnings), then release the transport; return the first error."""
         server = self._server
         assert server is not None
@@ -324,7 +325,7 @@ class ServerBacked(ServerCalls):
         )
         self._watch = watch
         watch.start()
-        err: Optional[BaseException] = None
+        err: BaseException | None = None
         try:
             server.stop(wait_callbacks=False)  # the close() callers wait for the callbacks, after the shutdown
         except Exception as exc:
@@ -374,7 +375,7 @@ class ServerBacked(ServerCalls):
     def _after_start(self) -> None:
         """Called by open() once the server runs (udf.Process starts its helper threads here)."""
 
-    def _helper_threads(self) -> List[threading.Thread]:
+    def _helper_threads(self) -> list[threading.Thread]:
         """The transport's own threads besides the server's (udf.Process's waiter, ...)."""
         return []
 
@@ -388,7 +389,7 @@ class ServerBacked(ServerCalls):
 
     @abc.abstractmethod
     def _escalate(self, step: int, grace: float, stall: Stall) -> bool:
-        """Take escalation step ``step`` against an agent idle for ``grace`` s (stuck at ``stall``); False once none is left."""
+        """Escalation step ``step`` against an agent idle ``grace`` s (stuck at ``stall``); False when none is left."""
 
     def _finish_events(self) -> Sequence[threading.Event]:
         """What marks the agent's end besides its I/O (udf.Process: its exit)."""
@@ -399,7 +400,7 @@ class ServerBacked(ServerCalls):
         return f"the {self._what} to finish"
 
     @abc.abstractmethod
-    def _release(self, err: Optional[BaseException]) -> Optional[BaseException]:
+    def _release(self, err: BaseException | None) -> BaseException | None:
         """After the server stopped (``err``): release the transport, return the error close() raises."""
 
     def _require_server(self) -> Server:

@@ -8,7 +8,8 @@ byte length of a message followed by the serialized message (Go:
 
 from __future__ import annotations
 
-from typing import IO, Any, Callable, List, Optional, Tuple, TypeVar
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
 
 from .errors import ProtocolError
 
@@ -41,9 +42,7 @@ M = TypeVar("M")
 # Varints below 2**14 (one or two bytes: every frame prefix up to 16 KiB, most
 # lengths and counts) are table lookups; _CONT2[n] is the 14 bits of n as two
 # bytes with the continuation bit set, so a larger value takes one step per 14 bits.
-_SMALL_UVARINTS = [bytes([n]) for n in range(0x80)] + [
-    bytes([(n & 0x7F) | 0x80, n >> 7]) for n in range(0x80, 0x4000)
-]
+_SMALL_UVARINTS = [bytes([n]) for n in range(0x80)] + [bytes([(n & 0x7F) | 0x80, n >> 7]) for n in range(0x80, 0x4000)]
 _CONT2 = [bytes([(n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80]) for n in range(0x4000)]
 
 
@@ -61,7 +60,7 @@ def encode_uvarint(value: int) -> bytes:
     return b"".join(parts)
 
 
-def decode_uvarint(data: bytes, pos: int = 0) -> Optional[tuple[int, int]]:
+def decode_uvarint(data: bytes, pos: int = 0) -> tuple[int, int] | None:
     """Decode a varint at ``data[pos:]``; return ``(value, next_pos)``.
 
     Returns ``None`` when ``data`` ends inside the varint (more bytes needed);
@@ -160,12 +159,12 @@ def _stream_start(start: bytes, limit: int) -> int:
 
 
 def _first_frame(data: bytes, limit: int) -> int:
-    """Whether ``data`` can begin a frame that protobuf parses: _FRAMES, _TEXT (it cannot), or the length needed to tell.
+    """Whether ``data`` can begin a frame protobuf parses: _FRAMES, _TEXT (it cannot), or the length needed to tell.
 
     The frame's payload is walked field by field (length-delimited values are
     skipped, not read). It cannot be a frame when it breaks a rule that every
     protobuf backend enforces on every message (upb and pure Python, 4.22 to
-    7.x; ``tests/test_codec_cases.py`` checks each against protobuf): a length
+    7.x; ``tests/codec/test_protobuf_agreement.py`` checks each against protobuf): a length
     prefix that is not a varint or exceeds ``limit``; field number 0; wire
     type 6 or 7; an end-group tag outside a group, or a group still open at
     the frame's end; a field that runs past the frame's end; a varint longer
@@ -215,7 +214,7 @@ def _first_frame(data: bytes, limit: int) -> int:
     return _FRAMES
 
 
-def _frame_varint(data: bytes, pos: int, end: int) -> Tuple[int, int]:
+def _frame_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
     """The varint at ``pos`` of a frame that ends at ``end``: ``(value, where it ends)``.
 
     Where it ends is _TEXT if it runs past the frame's end or ten bytes, and
@@ -263,13 +262,20 @@ class FrameDecoder:
     """
 
     __slots__ = (
-        "max_frame_size", "text_hint", "_buf", "_parts", "_have", "_need", "_error",
-        "_sniffing", "_held", "_held_size", "_held_need",
+        "max_frame_size",
+        "text_hint",
+        "_buf",
+        "_parts",
+        "_have",
+        "_need",
+        "_error",
+        "_sniffing",
+        "_held",
+        "_held_size",
+        "_held_need",
     )
 
-    def __init__(
-        self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *, text_hint: Optional[str] = TEXT_HINT
-    ) -> None:
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, *, text_hint: str | None = TEXT_HINT) -> None:
         if max_frame_size <= 0:
             raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
         self.max_frame_size = max_frame_size
@@ -280,16 +286,16 @@ class FrameDecoder:
         # Until the stream's first bytes are known to be frames, they are held here
         # (chunks, their total, the total needed before they are looked at again).
         self._sniffing = text_hint is not None
-        self._held: List[bytes] = []
+        self._held: list[bytes] = []
         self._held_size = 0
         self._held_need = 1
         self._buf = b""  # unconsumed bytes: at most one partial frame
         # A large partial frame is collected as a list of chunks, joined once
         # it is complete, so that a big frame in many small reads is not quadratic.
-        self._parts: List[bytes] = []
+        self._parts: list[bytes] = []
         self._have = 0
         self._need = 0
-        self._error: Optional[ProtocolError] = None
+        self._error: ProtocolError | None = None
 
     @property
     def buffered(self) -> int:
@@ -297,8 +303,8 @@ class FrameDecoder:
         return len(self._buf) + self._have + self._held_size
 
     @property
-    def suspected_text(self) -> Optional[str]:
-        """The text error :meth:`eof` would raise now, while the stream's first bytes read as text but may still begin a frame.
+    def suspected_text(self) -> str | None:
+        """The text error :meth:`eof` would raise now, while the stream's first bytes read as text but may be a frame.
 
         ``None`` once they are known to be frames (or are refused as text). A
         reader whose wait for the agent's first answer times out can say so
@@ -310,7 +316,7 @@ class FrameDecoder:
         held = b"".join(self._held)
         return str(_text_error(held, self.text_hint)) if _looks_like_text(held) else None
 
-    def feed(self, data: bytes) -> List[bytes]:
+    def feed(self, data: bytes) -> list[bytes]:
         """Add ``data`` to the stream and return the payloads it completed.
 
         A malformed length prefix raises :class:`ProtocolError`; if frames were
@@ -319,14 +325,14 @@ class FrameDecoder:
         """
         return self._feed(data, False)
 
-    def feed_frames(self, data: bytes) -> List[bytes]:
+    def feed_frames(self, data: bytes) -> list[bytes]:
         """Like :meth:`feed`, but return each completed frame whole: length prefix and payload.
 
         A run of whole frames can be parsed in one call (``udf.convert.parse_responses``).
         """
         return self._feed(data, True)
 
-    def _feed(self, data: bytes, whole: bool) -> List[bytes]:
+    def _feed(self, data: bytes, whole: bool) -> list[bytes]:
         if self._error is not None:
             raise self._error
         if self._sniffing:
@@ -345,7 +351,7 @@ class FrameDecoder:
             buf = self._buf + data
         else:
             buf = data
-        frames: List[bytes] = []
+        frames: list[bytes] = []
         append = frames.append
         limit = self.max_frame_size
         pos = 0
@@ -443,9 +449,7 @@ class FrameDecoder:
         if decoded is None:
             raise ProtocolError(f"unexpected EOF inside a length prefix after {len(buf)} bytes")
         size, start = decoded
-        raise ProtocolError(
-            f"unexpected EOF inside a frame: {start + size - len(buf)} bytes missing of {start + size}"
-        )
+        raise ProtocolError(f"unexpected EOF inside a frame: {start + size - len(buf)} bytes missing of {start + size}")
 
 
 def _read_exact(stream: IO[bytes], n: int) -> bytes:
@@ -459,7 +463,7 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_frame(stream: IO[bytes], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Optional[bytes]:
+def read_frame(stream: IO[bytes], max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes | None:
     """Read one frame's payload from a blocking stream; ``None`` at a clean EOF.
 
     Go: ``agent.ReadMessage`` (without the decode). Raises :class:`ProtocolError`
@@ -491,7 +495,7 @@ def read_message(
     stream: IO[bytes],
     parse: Callable[[bytes], M],
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-) -> Optional[M]:
+) -> M | None:
     """Read and decode one message, e.g. ``read_message(f, agent_pb2.Request.FromString)``.
 
     Returns ``None`` at a clean EOF. A payload that does not decode raises

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import IO, Any, Iterator, List
+from collections.abc import Iterator
+from typing import IO, Any
 
 import agent_pb2
 from udf.wire import read_message, write_message
@@ -18,7 +19,7 @@ def requests(stream: IO[bytes]) -> Iterator[Any]:
         yield request
 
 
-def send(stream: IO[bytes], responses: List[Any]) -> None:
+def send(stream: IO[bytes], responses: list[Any]) -> None:
     """Write responses (one frame each) and flush."""
     for response in responses:
         write_message(stream, response)
@@ -42,7 +43,7 @@ class Echo:
     def __init__(self) -> None:
         self.points = 0
 
-    def handle(self, request: Any) -> List[Any]:
+    def handle(self, request: Any) -> list[Any]:
         kind = request.WhichOneof("message")
         R = agent_pb2.Response
         if kind == "info":

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sys
 
+from _common import requests, send, stdio
+
 import agent_pb2
 from udf.wire import encode_frame
-
-from _common import requests, send, stdio
 
 
 def _frame(response: object) -> bytes:

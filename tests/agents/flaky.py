@@ -18,8 +18,9 @@ import argparse
 import os
 import sys
 
-import agent_pb2
 from _common import Echo, requests, send, stderr, stdio
+
+import agent_pb2
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .command import main
 from .handler import HandlerFactory
@@ -39,7 +39,7 @@ def load_factory(spec: str) -> HandlerFactory:
     return result
 
 
-def run(argv: Optional[Sequence[str]] = None) -> int:
+def run(argv: Sequence[str] | None = None) -> int:
     """The entry point; returns the exit status (2 for a usage error)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0].startswith("-"):

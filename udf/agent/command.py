@@ -15,7 +15,8 @@ import signal
 import ssl
 import sys
 import threading
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..address import TCP_PREFIX
 from ..errors import UDFError
@@ -70,9 +71,9 @@ def _raise_terminate(signum: int, frame: Any) -> None:
 
 def main(
     handler_factory: HandlerFactory,
-    argv: Optional[Sequence[str]] = None,
+    argv: Sequence[str] | None = None,
     *,
-    description: Optional[str] = None,
+    description: str | None = None,
 ) -> int:
     """Run a UDF from the command line; returns the exit status.
 
@@ -180,7 +181,7 @@ def _serve_stdio(handler_factory: HandlerFactory) -> int:
 
 
 def _serve_socket(
-    handler_factory: HandlerFactory, address: str, ssl_context: Optional[ssl.SSLContext], limits: Limits
+    handler_factory: HandlerFactory, address: str, ssl_context: ssl.SSLContext | None, limits: Limits
 ) -> int:
     """Serve connections until SIGINT (exit 130) or SIGTERM (exit 0)."""
     server = AgentServer(

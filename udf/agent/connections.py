@@ -27,7 +27,7 @@ from __future__ import annotations
 import socket
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING
 
 from ..lifecycle import Lifecycle
 from .states import CONNECTION_TABLE, ConnectionEvent, ConnectionState
@@ -98,10 +98,10 @@ class Connection:
         self.sock = sock
         self.deadline = deadline
         self.life = Lifecycle(CONNECTION_TABLE, state)
-        self.agent: Optional["Agent"] = None
-        self.tls: Optional["TLSConnection"] = None
+        self.agent: Agent | None = None
+        self.tls: TLSConnection | None = None
         #: The TLS handshake's thread (the server joins it at stop()).
-        self.thread: Optional[threading.Thread] = None
+        self.thread: threading.Thread | None = None
         #: Bytes charged to the shared pool (held beyond the reserved share).
         self.charged = 0
 
@@ -122,13 +122,13 @@ class Connections:
         self.reserved = limits.reserved
         self._shared = limits.shared
         self._lock = threading.Lock()
-        self._live: Dict[int, Connection] = {}
-        self._awaiting: Dict[int, Connection] = {}  # in accept order: the first has the earliest deadline
+        self._live: dict[int, Connection] = {}
+        self._awaiting: dict[int, Connection] = {}  # in accept order: the first has the earliest deadline
         self._charged = 0
 
     # --- decisions ------------------------------------------------------------------------
 
-    def admit(self, number: int, peer: str, sock: socket.socket, now: float, handshake: bool) -> Optional[Connection]:
+    def admit(self, number: int, peer: str, sock: socket.socket, now: float, handshake: bool) -> Connection | None:
         """Register a new connection, or ``None`` if ``max_connections`` are open already."""
         state = _C.HANDSHAKING if handshake else _C.AWAITING_REQUEST
         conn = Connection(number, peer, sock, now + self.limits.first_request_timeout, state)
@@ -139,12 +139,12 @@ class Connections:
             self._awaiting[number] = conn
         return conn
 
-    def fire(self, conn: Connection, event: ConnectionEvent) -> Tuple[ConnectionState, ConnectionState]:
+    def fire(self, conn: Connection, event: ConnectionEvent) -> tuple[ConnectionState, ConnectionState]:
         """The one place a connection's state changes: ``(before, after)``."""
         with self._lock:
             return self._fire_locked(conn, event)
 
-    def _fire_locked(self, conn: Connection, event: ConnectionEvent) -> Tuple[ConnectionState, ConnectionState]:
+    def _fire_locked(self, conn: Connection, event: ConnectionEvent) -> tuple[ConnectionState, ConnectionState]:
         before = conn.life.state
         after = conn.life.fire(event)
         if after not in _AWAITING:
@@ -156,7 +156,7 @@ class Connections:
             self._live.pop(conn.number, None)
         return before, after
 
-    def expired(self, now: float) -> List[Connection]:
+    def expired(self, now: float) -> list[Connection]:
         """Connections past their first-request deadline, now CLOSING: the caller closes them."""
         out = []
         with self._lock:
@@ -168,7 +168,7 @@ class Connections:
                 out.append(conn)
         return out
 
-    def next_deadline(self) -> Optional[float]:
+    def next_deadline(self) -> float | None:
         """The earliest first-request deadline still pending (monotonic seconds), or ``None``."""
         with self._lock:
             for conn in self._awaiting.values():
@@ -200,7 +200,7 @@ class Connections:
         """Bytes charged to the shared pool now (beyond the connections' reserved shares)."""
         return self._charged
 
-    def live(self) -> List[Connection]:
+    def live(self) -> list[Connection]:
         """Every connection not yet ended, in accept order."""
         with self._lock:
             return list(self._live.values())
@@ -210,7 +210,7 @@ class Connections:
         with self._lock:
             return sum(1 for conn in self._live.values() if conn.agent is not None)
 
-    def attach(self, conn: Connection, agent: "Agent", tls: Optional["TLSConnection"]) -> None:
+    def attach(self, conn: Connection, agent: Agent, tls: TLSConnection | None) -> None:
         with self._lock:
             conn.agent = agent
             conn.tls = tls

@@ -28,7 +28,8 @@ import logging
 import queue
 import sys
 import threading
-from typing import Any, Callable, Iterable, List, Optional, Protocol, Tuple, Union
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 import agent_pb2
 
@@ -64,13 +65,13 @@ def unbuffered(stream: Any) -> Any:
 
 
 class _Reader(Protocol):
-    def read(self, size: int = -1, /) -> Optional[bytes]: ...
+    def read(self, size: int = -1, /) -> bytes | None: ...
 
     def close(self) -> None: ...
 
 
 class _Writer(Protocol):
-    def write(self, data: bytes, /) -> Optional[int]: ...
+    def write(self, data: bytes, /) -> int | None: ...
 
     def close(self) -> None: ...
 
@@ -97,40 +98,40 @@ class Agent:
 
     def __init__(
         self,
-        reader: Optional[_Reader] = None,
-        writer: Optional[_Writer] = None,
-        handler: Optional[Handler] = None,
+        reader: _Reader | None = None,
+        writer: _Writer | None = None,
+        handler: Handler | None = None,
         *,
-        logger: Optional[logging.Logger] = None,
+        logger: logging.Logger | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         queue_size: int = REQUEST_QUEUE_SIZE,
         name: str = "udf-agent",
-        read_watch: Optional[ReadWatch] = None,
+        read_watch: ReadWatch | None = None,
     ) -> None:
         if queue_size <= 0:
             raise ValueError(f"queue_size must be positive, got {queue_size}")
         self._input: Any = reader if reader is not None else unbuffered(sys.stdin)
         self._output = FrameWriter(writer if writer is not None else unbuffered(sys.stdout))
-        self._handler: Optional[Handler] = None
+        self._handler: Handler | None = None
         self._logger = logger if logger is not None else _LOG
         self._max_frame_size = max_frame_size
         self._name = name
         self._read_watch = read_watch
-        self._requests: Channel[Tuple[str, Any]] = Channel(queue_size)
+        self._requests: Channel[tuple[str, Any]] = Channel(queue_size)
         self._lock = threading.Lock()  # guards the lifecycle, the error and the done callbacks
         self._changed = threading.Condition(self._lock)  # notified when the agent is done
         self._life = Lifecycle(AGENT_TABLE, AgentState.NEW)
-        self._error: Optional[BaseException] = None
-        self._done_callbacks: List[Callable[["Agent"], Any]] = []
-        self._reader: Optional[RequestReader] = None
-        self._threads: Tuple[threading.Thread, ...] = ()
+        self._error: BaseException | None = None
+        self._done_callbacks: list[Callable[[Agent], Any]] = []
+        self._reader: RequestReader | None = None
+        self._threads: tuple[threading.Thread, ...] = ()
         if handler is not None:
             self.handler = handler
 
     # --- configuration and facts -----------------------------------------------------
 
     @property
-    def handler(self) -> Optional[Handler]:
+    def handler(self) -> Handler | None:
         """The handler; setting it also sets ``handler.agent`` if it has none."""
         return self._handler
 
@@ -156,12 +157,12 @@ class Agent:
         return self._life.state
 
     @property
-    def error(self) -> Optional[BaseException]:
+    def error(self) -> BaseException | None:
         """The error that stopped the agent, or ``None`` (so far) for a clean run."""
         return self._error
 
     @property
-    def threads(self) -> Tuple[threading.Thread, ...]:
+    def threads(self) -> tuple[threading.Thread, ...]:
         """``(reader, handler)`` threads once started, else ``()``: e.g. to tell whether code runs on them."""
         return self._threads
 
@@ -175,7 +176,7 @@ class Agent:
         """Keepalive requests answered so far by the reader thread."""
         return 0 if self._reader is None else self._reader.keepalives
 
-    def add_done_callback(self, callback: Callable[["Agent"], Any]) -> None:
+    def add_done_callback(self, callback: Callable[[Agent], Any]) -> None:
         """Call ``callback(agent)`` once the agent is done (at once if it already is)."""
         with self._lock:
             if self._life.state is not AgentState.DONE:
@@ -205,7 +206,7 @@ class Agent:
         for thread in self._threads:
             thread.start()
 
-    def wait(self, timeout: Optional[float] = None) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:
         """Block until the agent is done (input ended, handler stopped, output closed).
 
         Returns False if ``timeout`` (seconds) passed first. The reason the
@@ -242,12 +243,12 @@ class Agent:
             raise UDFError("agent not started")
         self._fail(err, report=False, log=False)
 
-    def _fire(self, event: AgentEvent, error: Optional[BaseException] = None) -> Tuple[AgentState, AgentState]:
+    def _fire(self, event: AgentEvent, error: BaseException | None = None) -> tuple[AgentState, AgentState]:
         """The one place the state changes: ``(before, after)``; a FAIL's error is kept if it is the first.
 
         Once done, the done callbacks run here, outside the lock.
         """
-        callbacks: List[Callable[["Agent"], Any]] = []
+        callbacks: list[Callable[[Agent], Any]] = []
         with self._lock:
             before = self._life.state
             after = self._life.fire(event)
@@ -325,7 +326,7 @@ class Agent:
             parts.append(encode_frame(response.SerializeToString()))
         self._output.write(b"".join(parts), flush)
 
-    def emit_point(self, point: Union[Point, Any], flush: bool = True) -> None:
+    def emit_point(self, point: Point | Any, flush: bool = True) -> None:
         """Send a stream point: a :class:`udf.Point` or an ``agent_pb2.Point``."""
         if isinstance(point, Point):
             self._output.write(encode_point(point), flush)
@@ -341,7 +342,7 @@ class Agent:
         self._output.flush()
 
 
-def _drop_queued(requests: "Channel[Tuple[str, Any]]") -> None:
+def _drop_queued(requests: Channel[tuple[str, Any]]) -> None:
     """Empty a closed queue: what was queued before a failure is dropped, not handled."""
     while True:
         try:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import agent_pb2
 
@@ -30,9 +31,9 @@ class Handler:
     """
 
     #: The agent this handler belongs to (set by :class:`Agent`).
-    agent: Optional["Agent"] = None
+    agent: Agent | None = None
 
-    def __init__(self, agent: Optional["Agent"] = None) -> None:
+    def __init__(self, agent: Agent | None = None) -> None:
         self.agent = agent
 
     def info(self) -> Any:
@@ -77,7 +78,7 @@ class Handler:
 HandlerFactory = Callable[["Agent"], Handler]
 
 # Which message type each request's handler method returns.
-_RESPONSE_TYPES: Dict[str, Any] = {
+_RESPONSE_TYPES: dict[str, Any] = {
     "info": agent_pb2.InfoResponse,
     "init": agent_pb2.InitResponse,
     "snapshot": agent_pb2.SnapshotResponse,
@@ -96,4 +97,3 @@ def as_response(kind: str, result: Any) -> Any:
         f"handler.{kind}() returned {type(result).__name__}, expected agent_pb2.{expected.__name__}"
         " or agent_pb2.Response"
     )
-

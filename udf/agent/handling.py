@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
-from typing import Any, Tuple
+from typing import Any
 
 from ..channel import Channel
 from ..errors import ChannelClosed, UDFError, WriteError
@@ -31,7 +31,7 @@ class HandlerLoop:
     def __init__(
         self,
         handler: Handler,
-        requests: "Channel[Tuple[str, Any]]",
+        requests: Channel[tuple[str, Any]],
         output: FrameWriter,
         fail: Fail,
         logger: logging.Logger,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 import agent_pb2
 
@@ -11,20 +12,20 @@ from ..models import FieldValue
 __all__ = ["OptionPyValue", "option_value", "init_options", "parse_options", "field_value"]
 
 #: The Python value of one ``agent_pb2.OptionValue`` (a DURATION is an int of nanoseconds).
-OptionPyValue = Union[bool, int, float, str]
+OptionPyValue = bool | int | float | str
 
 
 def option_value(value: Any) -> OptionPyValue:
     """The Python value of an ``agent_pb2.OptionValue``; durations are ints of nanoseconds."""
     kind = value.WhichOneof("value")
     if kind is None:  # nothing set: the zero value of the declared type
-        zeros: Dict[int, OptionPyValue] = {agent_pb2.BOOL: False, agent_pb2.DOUBLE: 0.0, agent_pb2.STRING: ""}
+        zeros: dict[int, OptionPyValue] = {agent_pb2.BOOL: False, agent_pb2.DOUBLE: 0.0, agent_pb2.STRING: ""}
         return zeros.get(value.type, 0)
     result: OptionPyValue = getattr(value, kind)
     return result
 
 
-def init_options(init_req: Any) -> Dict[str, List[OptionPyValue]]:
+def init_options(init_req: Any) -> dict[str, list[OptionPyValue]]:
     """The options of an ``agent_pb2.InitRequest`` as ``{name: [values]}``.
 
     When an option is given several times, the last one wins.
@@ -34,9 +35,9 @@ def init_options(init_req: Any) -> Dict[str, List[OptionPyValue]]:
 
 def parse_options(
     init_req: Any,
-    types: Mapping[str, Union[int, Collection[int]]],
+    types: Mapping[str, int | Collection[int]],
     required: Iterable[str] = (),
-) -> Tuple[Dict[str, OptionPyValue], Dict[str, str]]:
+) -> tuple[dict[str, OptionPyValue], dict[str, str]]:
     """Check the options of an ``agent_pb2.InitRequest`` that take one value each.
 
     ``types`` maps each known option to its ``agent_pb2.ValueType`` (or a
@@ -44,8 +45,8 @@ def parse_options(
     each good option, and an error message for each unknown, missing (from
     ``required``), multi-valued or wrongly typed one, both keyed by name.
     """
-    values: Dict[str, OptionPyValue] = {}
-    errors: Dict[str, str] = {}
+    values: dict[str, OptionPyValue] = {}
+    errors: dict[str, str] = {}
     type_name = agent_pb2.ValueType.Name
     for opt in init_req.options:
         name = opt.name
@@ -69,7 +70,7 @@ def parse_options(
     return values, errors
 
 
-def field_value(point: Any, name: str) -> Optional[FieldValue]:
+def field_value(point: Any, name: str) -> FieldValue | None:
     """The value of field ``name`` of an ``agent_pb2.Point``, or ``None`` if absent.
 
     A name in several typed maps resolves as Go does (and as

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import threading
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 from ..errors import UDFError, WriteError
 from ..lifecycle import Lifecycle
@@ -26,7 +26,7 @@ _OPEN = OutputState.OPEN
 
 
 class OutputStream(Protocol):
-    def write(self, data: bytes, /) -> Optional[int]: ...
+    def write(self, data: bytes, /) -> int | None: ...
 
     def close(self) -> None: ...
 
@@ -62,9 +62,9 @@ class FrameWriter:
         """Write whatever is buffered."""
         self.write(b"", True)
 
-    def close(self) -> Optional[WriteError]:
+    def close(self) -> WriteError | None:
         """Flush and close the stream; returns the flush's failure, if any (closing never raises)."""
-        error: Optional[WriteError] = None
+        error: WriteError | None = None
         with self._lock:
             if self._buffer and self._life.state is _OPEN:
                 try:

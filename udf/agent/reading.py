@@ -11,7 +11,8 @@ behind stops the reader, which applies backpressure to the host.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, List, Optional, Protocol, Tuple
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import agent_pb2
 
@@ -29,7 +30,6 @@ READ_CHUNK = 256 * 1024
 #: Called after each read with the bytes of unfinished frames the reader holds
 #: and whether the read completed requests (how AgentServer enforces its limits).
 ReadWatch = Callable[[int, bool], None]
-
 
 
 class Fail(Protocol):
@@ -50,12 +50,12 @@ class RequestReader:
     def __init__(
         self,
         stream: Any,
-        requests: "Channel[Tuple[str, Any]]",
+        requests: Channel[tuple[str, Any]],
         output: FrameWriter,
         fail: Fail,
         logger: logging.Logger,
         max_frame_size: int,
-        watch: Optional[ReadWatch] = None,
+        watch: ReadWatch | None = None,
     ) -> None:
         self._stream = stream
         self._requests = requests
@@ -86,7 +86,7 @@ class RequestReader:
             except (OSError, ValueError):
                 pass
 
-    def _read(self, read: Callable[[int], Optional[bytes]]) -> None:
+    def _read(self, read: Callable[[int], bytes | None]) -> None:
         decoder = FrameDecoder(self._max_frame_size, text_hint="the input is text, not UDF frames")
         feed = decoder.feed
         parse = agent_pb2.Request.FromString
@@ -105,7 +105,7 @@ class RequestReader:
                 return
             if not queue_open:
                 continue  # stopped after an error: discard until EOF
-            batch: List[Tuple[str, Any]] = []
+            batch: list[tuple[str, Any]] = []
             payloads = feed(data)
             for payload in payloads:
                 request = parse_payload(parse, payload)
@@ -124,7 +124,7 @@ class RequestReader:
             if watch is not None:
                 watch(decoder.buffered, bool(payloads))
 
-    def _discard(self, read: Callable[[int], Optional[bytes]]) -> None:
+    def _discard(self, read: Callable[[int], bytes | None]) -> None:
         """Read and drop the input until its end; the frame decoder is gone, so nothing is held."""
         if self._watch is not None:
             self._watch(0, False)

@@ -20,7 +20,7 @@ import stat
 import struct
 import threading
 import time
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import agent_pb2
 
@@ -50,7 +50,7 @@ _LOG = logging.getLogger("udf.agent")
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
-def _bind_address(address: str) -> Tuple[int, Any]:
+def _bind_address(address: str) -> tuple[int, Any]:
     """``(family, sockaddr)`` to bind for an address of :mod:`udf.address`'s grammar."""
     kind, sockaddr, _ = parse_address(address)
     if kind == "unix":
@@ -93,10 +93,10 @@ class AgentServer:
         address: str,
         handler_factory: HandlerFactory,
         *,
-        logger: Optional[logging.Logger] = None,
+        logger: logging.Logger | None = None,
         backlog: int = 16,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-        ssl_context: Optional[ssl.SSLContext] = None,
+        ssl_context: ssl.SSLContext | None = None,
         mode: int = 0o600,
         handshake_timeout: float = 10.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
@@ -110,14 +110,14 @@ class AgentServer:
             raise ValueError(f"handshake_timeout must be positive, got {handshake_timeout}")
         self._connections = Connections(Limits(max_connections, first_request_timeout, max_buffered_bytes))
         family, sockaddr = _bind_address(address)
-        self._path: Optional[str] = sockaddr if family == socket.AF_UNIX else None
+        self._path: str | None = sockaddr if family == socket.AF_UNIX else None
         if ssl_context is not None and self._path is not None:
             raise ValueError(f"ssl_context needs a tcp://host:port address, not unix socket {self._path}")
         self._ssl_context = ssl_context
         self._handshake_timeout = float(handshake_timeout)
         self._listener = _listen(family, sockaddr, self._path, backlog, mode)
         self._address: str
-        self._inode: Optional[int] = None
+        self._inode: int | None = None
         if self._path is not None:
             self._address = self._path
             self._inode = os.stat(self._path).st_ino
@@ -135,7 +135,7 @@ class AgentServer:
         self._changed = threading.Condition(self._lock)  # notified when stopped
         self._life = Lifecycle(SERVER_TABLE, ServerState.NEW)
         self._count = 0  # connections accepted so far (only the accept thread counts)
-        self._accept_thread: Optional[threading.Thread] = None
+        self._accept_thread: threading.Thread | None = None
 
     @property
     def address(self) -> str:
@@ -248,7 +248,7 @@ class AgentServer:
         except OSError as exc:
             self._logger.warning("could not remove %s: %s", self._path, exc)
 
-    def __enter__(self) -> "AgentServer":
+    def __enter__(self) -> AgentServer:
         self.start()
         return self
 
@@ -344,7 +344,7 @@ class AgentServer:
         self._logger.debug("connection %d from %s: %s", conn.number, conn.peer, tls.version)
         self._serve(conn, tls.reader, tls.writer, tls)
 
-    def _serve(self, conn: Connection, reader: Any, writer: Any, tls: Optional[TLSConnection] = None) -> None:
+    def _serve(self, conn: Connection, reader: Any, writer: Any, tls: TLSConnection | None = None) -> None:
         agent = Agent(
             _ConnectionInput(conn, reader),
             writer,
@@ -417,7 +417,7 @@ class _ConnectionInput:
         pass  # the socket is closed by the server when the agent is done
 
 
-def _listen(family: int, sockaddr: Any, path: Optional[str], backlog: int, mode: int) -> socket.socket:
+def _listen(family: int, sockaddr: Any, path: str | None, backlog: int, mode: int) -> socket.socket:
     """A non-blocking listening socket; a unix socket file gets ``mode`` before anyone can connect."""
     listener = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -487,4 +487,3 @@ def _remove_stale_socket(path: str) -> None:
     finally:
         probe.close()
     raise OSError(errno.EADDRINUSE, f"another server is listening on {path}")
-

@@ -22,7 +22,8 @@ import datetime
 import logging
 import threading
 import time
-from typing import Any, Callable, Optional, Tuple, Union
+from collections.abc import Callable
+from typing import Any
 
 from ..channel import Channel
 from ..convert import Info, encode_batch, encode_point, encode_request
@@ -51,7 +52,7 @@ OUT_CHANNEL_SIZE = 1024
 _NEW, _RUNNING, _STOPPING, _STOPPED, _ABORTED = ServerState
 
 
-def _seconds(timeout: Union[float, datetime.timedelta]) -> float:
+def _seconds(timeout: float | datetime.timedelta) -> float:
     if isinstance(timeout, datetime.timedelta):
         return timeout.total_seconds()
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -93,10 +94,10 @@ class Server(RequestCalls):
         self,
         reader: Any,
         writer: Any,
-        logger: Optional[logging.Logger] = None,
-        timeout: Union[float, datetime.timedelta] = 0.0,
-        abort_callback: Optional[Callable[[], Any]] = None,
-        kill_callback: Optional[Callable[[], Any]] = None,
+        logger: logging.Logger | None = None,
+        timeout: float | datetime.timedelta = 0.0,
+        abort_callback: Callable[[], Any] | None = None,
+        kill_callback: Callable[[], Any] | None = None,
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
@@ -111,7 +112,7 @@ class Server(RequestCalls):
         # Decided under _lock, acted upon outside it: the state and the first error.
         self._lock = threading.Lock()
         self._life = Lifecycle(SERVER_TABLE, _NEW)
-        self._err: Optional[BaseException] = None
+        self._err: BaseException | None = None
         self._errors = 0  # error events, for stats()
         self._callbacks = AbortCallbacks(abort_callback, self._logger)
         self._progress = progress = Progress()
@@ -134,8 +135,8 @@ class Server(RequestCalls):
         self._keepalive = Keepalive(
             self._timeout, progress, outbox, self._count_ping, self._abort_inside, kill_callback, self._logger
         )
-        self._threads: Tuple[threading.Thread, ...] = ()  # the I/O threads (joined)
-        self._started_at: Optional[float] = None  # for stats().uptime
+        self._threads: tuple[threading.Thread, ...] = ()  # the I/O threads (joined)
+        self._started_at: float | None = None  # for stats().uptime
 
     # --- channels -------------------------------------------------------------
 
@@ -167,7 +168,7 @@ class Server(RequestCalls):
         return self._life.state
 
     @property
-    def error(self) -> Optional[BaseException]:
+    def error(self) -> BaseException | None:
         """The first error (the abort error), or ``None``; readable at any time."""
         return self._err
 
@@ -193,7 +194,9 @@ class Server(RequestCalls):
                 ]
                 if self._timeout > 0:
                     keepalive = self._keepalive.run
-                    threads.append(threading.Thread(target=keepalive, args=(self._ending.io_done,), name="udf-keepalive"))
+                    threads.append(
+                        threading.Thread(target=keepalive, args=(self._ending.io_done,), name="udf-keepalive")
+                    )
                     threads[-1].daemon = True
                 self._threads = tuple(threads)
         if state is _RUNNING or state is _STOPPING:
@@ -301,7 +304,7 @@ class Server(RequestCalls):
         self._point_out.close()
         self._batch_out.close()
 
-    def wait_io(self, timeout: Optional[float] = None, *, idle: Optional[float] = None) -> bool:
+    def wait_io(self, timeout: float | None = None, *, idle: float | None = None) -> bool:
         """Wait until the I/O has ended (Go: ``WaitIO``): both threads, and the end decided; False on timeout.
 
         ``idle``: also return False once the agent has made no progress for
@@ -312,7 +315,7 @@ class Server(RequestCalls):
             return True
         return self._wait_io(timeout, idle)
 
-    def _wait_io(self, timeout: Optional[float], idle: Optional[float] = None) -> bool:
+    def _wait_io(self, timeout: float | None, idle: float | None = None) -> bool:
         event = self._ending.io_done
         if self.in_server_thread():
             # Called from the reader, the writer or a callback (e.g. stop() in an
@@ -330,7 +333,7 @@ class Server(RequestCalls):
         """Wait until abort callbacks running in their own thread (see :mod:`.callbacks`) have returned."""
         self._callbacks.wait()
 
-    def _helpers(self) -> Tuple[threading.Thread, ...]:
+    def _helpers(self) -> tuple[threading.Thread, ...]:
         """The server's threads besides the callbacks': the I/O threads, the settler, the killer."""
         extra = tuple(t for t in (self._ending.settler, self._keepalive.killer) if t is not None)
         return self._threads + extra
@@ -371,12 +374,12 @@ class Server(RequestCalls):
 
     # --- what the parts call ------------------------------------------------------
 
-    def _reader_ended(self, failure: Optional[UDFError]) -> None:
+    def _reader_ended(self, failure: UDFError | None) -> None:
         """The reader's last call: no keepalive can be answered any more; the ending decides the rest."""
         self._keepalive.stop()
         self._ending.reader_ended(failure)
 
-    def _release_unstarted(self, err: Optional[BaseException]) -> None:
+    def _release_unstarted(self, err: BaseException | None) -> None:
         """stop() or abort() of a server never started: close the writer stream and the channels now."""
         close_quietly(self._writer.stream)
         self._point_out.close(err)
@@ -391,7 +394,7 @@ class Server(RequestCalls):
 
     # --- requests -------------------------------------------------------------
 
-    def _request(self, kind: str, request: Any) -> Tuple[Any, int]:
+    def _request(self, kind: str, request: Any) -> tuple[Any, int]:
         """Send a request and wait for its response or the end; return it and the data items queued before it."""
         frame = encode_request(request)
         with self._lock:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["AbortCallbacks", "AbortListener", "call_safely"]
 
@@ -33,15 +34,15 @@ def call_safely(logger: logging.Logger, what: str, fn: Callable[..., Any], *args
 class AbortCallbacks:
     """The callbacks of one server, and the thread they run in when the server aborts itself."""
 
-    def __init__(self, abort_callback: Optional[Callable[[], Any]], logger: logging.Logger) -> None:
+    def __init__(self, abort_callback: Callable[[], Any] | None, logger: logging.Logger) -> None:
         self._abort_callback = abort_callback
         self._logger = logger
         self._lock = threading.Lock()
-        self._listeners: List[AbortListener] = []
+        self._listeners: list[AbortListener] = []
         #: The error they ran with, once they ran (the server's first error).
-        self._fired: Optional[BaseException] = None
+        self._fired: BaseException | None = None
         #: The udf-abort-callbacks thread, when they run in one.
-        self.thread: Optional[threading.Thread] = None
+        self.thread: threading.Thread | None = None
 
     def add(self, listener: AbortListener) -> None:
         """Add a listener; after the callbacks ran, it is called at once with the same error."""
@@ -67,7 +68,7 @@ class AbortCallbacks:
         if inline:
             self._run(err, listeners)
 
-    def _run(self, err: BaseException, listeners: List[AbortListener]) -> None:
+    def _run(self, err: BaseException, listeners: list[AbortListener]) -> None:
         if self._abort_callback is not None:
             call_safely(self._logger, "abort callback", self._abort_callback)
         for listener in listeners:

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 from ..channel import Channel
 from ..errors import AgentClosedError
@@ -61,7 +62,7 @@ WAIT = "wait"  # a piece is missing: wait for it (bounded)
 CLEAN = "clean"  # the output ended and nothing failed
 ABORT = "abort"  # abort with the error that comes with it
 
-Outcome = Tuple[str, Optional[BaseException]]
+Outcome = tuple[str, BaseException | None]
 
 
 class EndPieces:
@@ -71,14 +72,14 @@ class EndPieces:
 
     def __init__(self) -> None:
         #: Why a write to the agent failed.
-        self.input_failure: Optional[BaseException] = None
+        self.input_failure: BaseException | None = None
         #: The first failure of either side (the input's, or the output's: a read
         #: error, EOF inside a frame or a batch).
-        self.first_failure: Optional[BaseException] = None
+        self.first_failure: BaseException | None = None
         self.output_ended = False
         self.output_ended_at = 0.0
         #: The owner's word on the end (a child's exit), and whether it is an error in itself.
-        self.cause: Optional[BaseException] = None
+        self.cause: BaseException | None = None
         self.fatal = False
 
 
@@ -141,7 +142,7 @@ class Ending:
         unwritten: Callable[[], bool],
         cause_grace: float,
         requests: PendingRequests,
-        outputs: "Tuple[Channel[Any], Channel[Any]]",
+        outputs: tuple[Channel[Any], Channel[Any]],
         abort: Callable[[BaseException], None],
     ) -> None:
         self._changed = changed  # notified on every new piece and at the abort; the settler waits on it
@@ -158,13 +159,13 @@ class Ending:
         #: Whether the clean end was made (once).
         self._clean = False
         #: The udf-settle thread, while one waits for a missing piece (joined by the server).
-        self.settler: Optional[threading.Thread] = None
+        self.settler: threading.Thread | None = None
         #: Set once the I/O is over: the reader and the writer ended, the end decided.
         self.io_done = threading.Event()
 
     # --- the pieces, as they come -------------------------------------------------------
 
-    def writer_ended(self, failure: Optional[BaseException]) -> None:
+    def writer_ended(self, failure: BaseException | None) -> None:
         """The writer's last call: a write failure means the agent stopped reading."""
 
         def record(pieces: EndPieces) -> None:
@@ -177,7 +178,7 @@ class Ending:
 
         self._record(record)
 
-    def reader_ended(self, failure: Optional[BaseException]) -> None:
+    def reader_ended(self, failure: BaseException | None) -> None:
         """The reader's last call: the agent's output ended (``failure``: cut short, or a read error)."""
 
         def record(pieces: EndPieces) -> None:
@@ -285,7 +286,7 @@ class Ending:
             input_overdue=pieces.output_ended and now - pieces.output_ended_at >= OUTPUT_GRACE,
         )
 
-    def _output_since(self, now: float, began: float) -> Optional[float]:
+    def _output_since(self, now: float, began: float) -> float | None:
         """Since when the output is over: its end, or when it became overdue; None while it may go on."""
         pieces = self.pieces
         if pieces.output_ended:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import agent_pb2
 
@@ -35,7 +36,7 @@ class Keepalive:
         outbox: Outbox,
         counted: Callable[[], None],
         abort: Callable[[BaseException], None],
-        kill_callback: Optional[Callable[[], Any]],
+        kill_callback: Callable[[], Any] | None,
         logger: logging.Logger,
     ) -> None:
         self._timeout = timeout
@@ -48,7 +49,7 @@ class Keepalive:
         #: Set by stop() (the server's stop(), abort() or the reader's end): nothing more to watch.
         self._quiet = threading.Event()
         #: The udf-killer thread, once a timeout started one.
-        self.killer: Optional[threading.Thread] = None
+        self.killer: threading.Thread | None = None
 
     def stop(self) -> None:
         """End the thread at its next wake-up (idempotent)."""

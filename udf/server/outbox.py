@@ -13,7 +13,8 @@ import collections
 import queue
 import threading
 import time
-from typing import Any, Callable, Deque, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import ChannelClosed
 
@@ -39,12 +40,12 @@ class Outbox:
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)  # the writer waits here
         self._not_full = threading.Condition(self._lock)  # producers wait here
-        self._requests: Deque[bytes] = collections.deque()
-        self._data: Deque[bytes] = collections.deque()
+        self._requests: collections.deque[bytes] = collections.deque()
+        self._data: collections.deque[bytes] = collections.deque()
         self._data_bytes = 0  # total size of the frames in _data
         self._maxsize = maxsize
         self._state = self.OPEN
-        self._cause: Optional[BaseException] = None  # why it was aborted, for put()'s error
+        self._cause: BaseException | None = None  # why it was aborted, for put()'s error
         # Who is waiting, so that the hot paths notify (a pure-Python call of a
         # few microseconds) only when someone is: the writer in take(), and how
         # many producers in put_data(). Both are guarded by _lock.
@@ -56,7 +57,7 @@ class Outbox:
         #: writing (set by take(), cleared by the writer after its write; written by the writer thread only).
         self.in_flight = False
 
-    def put_data(self, frame: bytes, block: bool = True, timeout: Optional[float] = None, kind: int = 0) -> None:
+    def put_data(self, frame: bytes, block: bool = True, timeout: float | None = None, kind: int = 0) -> None:
         with self._lock:
             data = self._data
             if len(data) >= self._maxsize or self._state != self.OPEN:
@@ -67,7 +68,7 @@ class Outbox:
             if self._writer_waiting:
                 self._wake_writer()
 
-    def _wait_for_room(self, block: bool, timeout: Optional[float]) -> None:
+    def _wait_for_room(self, block: bool, timeout: float | None) -> None:
         """put_data's slow path (call with _lock held): return once there is room, or raise.
 
         Raises ``queue.Full`` (not blocking, or at the timeout) or ChannelClosed.
@@ -149,11 +150,11 @@ class Outbox:
         return len(self._data)
 
     def unwritten(self) -> bool:
-        """Whether input accepted for the agent is still queued or being written (it would be lost if the agent ended now)."""
+        """Whether input accepted for the agent is still queued or being written (lost if the agent ended now)."""
         with self._lock:
             return self._state != self.CLOSED and (bool(self._data) or self.in_flight)
 
-    def take(self) -> Optional[List[bytes]]:
+    def take(self) -> list[bytes] | None:
         """Wait for frames and take them all (up to WRITE_BUDGET bytes); ``None`` means end."""
         with self._lock:
             requests, data = self._requests, self._data
@@ -199,11 +200,11 @@ class Inlet:
         self._outbox = outbox
         self._kind = kind  # which of outbox.accepted counts this inlet's items
 
-    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Send ``item`` to the agent, blocking while the outbox is full."""
         self._outbox.put_data(self._encode(item), block, timeout, self._kind)
 
-    def put_encoded(self, frame: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
+    def put_encoded(self, frame: bytes, block: bool = True, timeout: float | None = None) -> None:
         """Send an item already encoded by ``udf.convert.encode_point``/``encode_batch``.
 
         For callers that keep items as frames (a replay log): the frame is

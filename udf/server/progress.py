@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Optional
 
 __all__ = ["Progress"]
 
@@ -44,8 +43,8 @@ class Progress:
             return now
         return max(since, self.last_seen, self.last_write)
 
-    def wait_while_busy(self, event: threading.Event, idle: float, timeout: Optional[float] = None) -> bool:
-        """Wait for ``event`` as long as the agent makes progress: False once idle for ``idle`` s (or at ``timeout``)."""
+    def wait_while_busy(self, event: threading.Event, idle: float, timeout: float | None = None) -> bool:
+        """Wait for ``event`` while the agent makes progress: False once idle for ``idle`` s (or at ``timeout``)."""
         begin = time.monotonic()
         deadline = None if timeout is None else begin + timeout
         while True:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ..channel import Channel
 from ..convert import BATCH, POINTS, ResponseDecoder
@@ -45,10 +46,10 @@ class Reader:
         max_batch_bytes: int,
         life: Lifecycle[Any, Any],
         progress: Progress,
-        outputs: "tuple[Channel[Any], Channel[Any]]",
+        outputs: tuple[Channel[Any], Channel[Any]],
         answer: Callable[[str, Any], None],
         abort: Callable[[BaseException], None],
-        on_end: Callable[[Optional[UDFError]], None],
+        on_end: Callable[[UDFError | None], None],
         logger: logging.Logger,
     ) -> None:
         self._stream = stream
@@ -67,14 +68,14 @@ class Reader:
         self.batches_out = 0
         self.batch_ends = 0  # EndBatches decoded (delivered or dropped): where a batch's byte count restarts
         self.dropped = 0
-        self.keepalive_rtt: Optional[float] = None
+        self.keepalive_rtt: float | None = None
         #: The owner asked for no output (discard_output()): a closed channel is no news.
         self.discarding = False
 
     def run(self) -> None:
         """Read to EOF, dispatching until an error or an abort, then discarding; report the end."""
         read = getattr(self._stream, "read1", None) or self._stream.read
-        failure: Optional[UDFError] = None
+        failure: UDFError | None = None
         try:
             failure = self._read(read)
         except (OSError, ValueError) as exc:
@@ -91,7 +92,7 @@ class Reader:
         finally:
             self._on_end(failure)
 
-    def _read(self, read: Callable[[int], bytes]) -> Optional[UDFError]:
+    def _read(self, read: Callable[[int], bytes]) -> UDFError | None:
         """The loop; returns at EOF with what was left cut short (a frame, a batch), if anything."""
         decoder = FrameDecoder(self._max_frame_size)
         responses = ResponseDecoder()
@@ -146,7 +147,7 @@ class Reader:
         except (OSError, ValueError):
             pass
 
-    def _dispatch(self, frames: List[bytes], responses: ResponseDecoder) -> None:
+    def _dispatch(self, frames: list[bytes], responses: ResponseDecoder) -> None:
         """Decode a run of frames and hand each result to its destination, in order."""
         events, error = responses.decode_frames(frames)
         for kind, item in events:
@@ -169,7 +170,7 @@ class Reader:
                 self._logger.error("%s", error)
             raise error
 
-    def _deliver(self, channel: Channel[Any], items: List[Any]) -> bool:
+    def _deliver(self, channel: Channel[Any], items: list[Any]) -> bool:
         """Hand ``items`` to the consumer; False if dropped (its channel was closed by the consumer)."""
         # While blocked on a slow consumer the agent is not to blame: the
         # keepalive watcher and close()'s patience treat this time as progress.

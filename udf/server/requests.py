@@ -1,4 +1,4 @@
-"""Request calls: Go's four, and the callers waiting for their answers, a queue per kind (as Go keeps a channel per kind).
+"""Request calls: Go's four, and the callers waiting for their answers, a queue per kind (Go: a channel per kind).
 
 ``info()``, ``init()``, ``snapshot()`` and ``restore()`` each queue their frame
 and a :class:`Pending` together, so that the waiters of a kind are in the order
@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import collections
 import threading
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any
 
 import agent_pb2
 
@@ -35,7 +35,7 @@ class Pending:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.response: Any = None
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
 
     def resolve(self, response: Any) -> None:
         self.response = response
@@ -57,15 +57,15 @@ class PendingRequests:
     """The waiters by kind, and the counts of requests sent (guarded by the server's lock)."""
 
     def __init__(self) -> None:
-        self._waiting: Dict[str, Deque[Pending]] = {kind: collections.deque() for kind in REQUEST_KINDS}
+        self._waiting: dict[str, collections.deque[Pending]] = {kind: collections.deque() for kind in REQUEST_KINDS}
         #: Requests sent, by kind (keepalives included), for stats().
-        self.sent: Dict[str, int] = {}
+        self.sent: dict[str, int] = {}
         #: The agent's output ended: new requests are not written any more.
         self._unanswerable = False
         #: Why no request can be answered any more, once the end is decided.
-        self._closed: Optional[BaseException] = None
+        self._closed: BaseException | None = None
 
-    def add(self, kind: str, frame: bytes, outbox: Outbox) -> Tuple[Pending, int]:
+    def add(self, kind: str, frame: bytes, outbox: Outbox) -> tuple[Pending, int]:
         """Queue ``frame`` and its waiter; return the waiter and how many data items were accepted before it.
 
         Raises the reason once closed. After the agent's output ended the frame
@@ -85,7 +85,7 @@ class PendingRequests:
         """Count a request sent by someone else (a keepalive)."""
         self.sent[kind] = self.sent.get(kind, 0) + 1
 
-    def answer(self, kind: str) -> Optional[Pending]:
+    def answer(self, kind: str) -> Pending | None:
         """The oldest waiter of ``kind``, removed; ``None`` for a response nobody asked for."""
         waiting = self._waiting[kind]
         return waiting.popleft() if waiting else None
@@ -94,7 +94,7 @@ class PendingRequests:
         """The agent's output ended: nobody will answer; stop writing requests."""
         self._unanswerable = True
 
-    def close(self, reason: BaseException) -> List[Pending]:
+    def close(self, reason: BaseException) -> list[Pending]:
         """No request can be answered any more: return the waiters (to fail with ``reason``); later ones raise it.
 
         The first reason stays.
@@ -111,7 +111,7 @@ class RequestCalls(abc.ABC):
     """Go's request calls (``Info``, ``Init``, ``Snapshot``, ``Restore``) over one primitive, :meth:`_request`."""
 
     @abc.abstractmethod
-    def _request(self, kind: str, request: Any) -> Tuple[Any, int]:
+    def _request(self, kind: str, request: Any) -> tuple[Any, int]:
         """Send ``request`` and wait for its response; return it and the data items accepted before it."""
 
     def info(self) -> Info:
@@ -139,7 +139,7 @@ class RequestCalls(abc.ABC):
         """Ask the agent for a snapshot of its state (Go: ``Snapshot``)."""
         return self.snapshot_with_position()[0]
 
-    def snapshot_with_position(self) -> Tuple[bytes, int]:
+    def snapshot_with_position(self) -> tuple[bytes, int]:
         """A snapshot, and how many items (points and batches) ``put()`` had accepted before it was asked for.
 
         The snapshot covers exactly those items: the request is queued behind

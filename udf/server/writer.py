@@ -9,7 +9,8 @@ more (what the agent wrote before its end, and, for a process, its exit).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import UDFError, WriteError
 from ..streams import describe_error
@@ -22,7 +23,9 @@ __all__ = ["Writer", "close_quietly"]
 class Writer:
     """Writes what the outbox gives it to ``stream``; ``run`` is the ``udf-writer`` thread's body."""
 
-    def __init__(self, stream: Any, outbox: Outbox, progress: Progress, on_end: Callable[[Optional[UDFError]], None]) -> None:
+    def __init__(
+        self, stream: Any, outbox: Outbox, progress: Progress, on_end: Callable[[UDFError | None], None]
+    ) -> None:
         #: The agent's input, closed by this thread when it ends (or by the server if never started).
         self.stream = stream
         self._outbox = outbox
@@ -33,7 +36,7 @@ class Writer:
 
     def run(self) -> None:
         """Write until the outbox ends (stop or abort) or a write fails; close the stream; report."""
-        error: Optional[UDFError] = None
+        error: UDFError | None = None
         try:
             self._write_frames()
         except Exception as exc:  # OSError (EPIPE, ...), ValueError (closed file), a broken writer
@@ -78,7 +81,7 @@ def close_quietly(stream: Any) -> None:
         pass
 
 
-def _write_rest(write: Callable[[Any], Optional[int]], view: memoryview) -> None:
+def _write_rest(write: Callable[[Any], int | None], view: memoryview) -> None:
     """Finish a partial write (raw streams may accept fewer bytes than given)."""
     while view:
         written = write(view)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Hashable, Optional
+from collections.abc import Callable, Hashable
 
 __all__ = ["CLOSE_WARN_AFTER", "CLOSE_WARN_EVERY", "KILL_GRACE", "CloseWatch"]
 
@@ -29,7 +29,7 @@ class CloseWatch:
 
     def __init__(
         self,
-        timeout: Optional[float],
+        timeout: float | None,
         logger: logging.Logger,
         progress: Callable[[], Hashable],
         describe: Callable[[], str],
@@ -42,7 +42,7 @@ class CloseWatch:
         self._describe = describe
         self._last = progress()
         self._moved_at = now  # when progress() last changed
-        self._warned_at: Optional[float] = None  # the last WARNING since then
+        self._warned_at: float | None = None  # the last WARNING since then
 
     def wait(self, step: Callable[[float], bool]) -> bool:
         """Call ``step(seconds)`` until it returns True (then True), or until the deadline (then False).
@@ -74,5 +74,7 @@ class CloseWatch:
             return
         self._warned_at = now
         self._logger.warning(
-            "udf supervisor: close() has made no progress for %.0fs: waiting for %s", now - self._moved_at, self._describe()
+            "udf supervisor: close() has made no progress for %.0fs: waiting for %s",
+            now - self._moved_at,
+            self._describe(),
         )

@@ -9,7 +9,6 @@ a report about an agent already replaced is recognized as stale.
 from __future__ import annotations
 
 import dataclasses
-from typing import Union
 
 __all__ = ["AgentFailed", "SnapshotDue", "CloseAgents", "Abort", "Command"]
 
@@ -47,4 +46,4 @@ class Abort:
     error: BaseException
 
 
-Command = Union[AgentFailed, SnapshotDue, CloseAgents, Abort]
+Command = AgentFailed | SnapshotDue | CloseAgents | Abort

@@ -17,7 +17,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import ChannelClosed, ServerStoppedError, UDFError
 from ..lifecycle import Lifecycle
@@ -50,15 +51,15 @@ class Core:
         # The put path, read by StableInlet.put under the lock: from seq slow_at on a put
         # calls wait_for_room (-1: every put does); puts are the current agent's put_encoded.
         self.slow_at = -1
-        self.puts: Tuple[PutEncoded, ...] = ()
+        self.puts: tuple[PutEncoded, ...] = ()
         #: The agent requests go to (the last one that ran); one being started.
-        self.agent: Optional[Incarnation] = None
-        self.starting: Optional[Incarnation] = None
+        self.agent: Incarnation | None = None
+        self.starting: Incarnation | None = None
         #: Why it stopped for good (a give-up, an abort): the one error every call raises from then on.
-        self.final: Optional[BaseException] = None
+        self.final: BaseException | None = None
         #: close() or abort() was called: no more items are accepted.
         self.input_closed = False
-        self._listeners: List[Listener] = []  # called once final is set (by whoever set it)
+        self._listeners: list[Listener] = []  # called once final is set (by whoever set it)
 
     @property
     def state(self) -> SupervisorState:
@@ -85,7 +86,7 @@ class Core:
 
     # --- the put path (StableInlet.put, with the lock held) ---------------------------
 
-    def wait_for_room(self, block: bool, timeout: Optional[float]) -> int:
+    def wait_for_room(self, block: bool, timeout: float | None) -> int:
         """put()'s slow path: ask for a due snapshot; wait for a running agent and room in the log; the seq to use."""
         log = self.log
         if self._life.state is RUNNING and not self.input_closed and log.snapshot_due():
@@ -113,9 +114,7 @@ class Core:
         self._send(AgentFailed(agent.gen, error or exc.__cause__ or exc, error is None))
         self._fire(_E.AGENT_FAILED)
 
-    def wait_running(
-        self, timeout: Optional[float], ready: Optional[Callable[[], bool]] = None, put: bool = False
-    ) -> None:
+    def wait_running(self, timeout: float | None, ready: Callable[[], bool] | None = None, put: bool = False) -> None:
         """Wait (with the lock held) until an agent runs (and ``ready()``); raise if that will not happen.
 
         ``queue.Full`` at ``timeout``; once stopped for good, or closing, the
@@ -199,7 +198,7 @@ class Core:
             self.final = error
             return True
 
-    def close_input(self, timeout: float) -> Optional[SupervisorState]:
+    def close_input(self, timeout: float) -> SupervisorState | None:
         """close(): no more items are accepted; the state it was called in, or ``None`` if the lock was busy.
 
         A producer blocked in a put holds the lock: close() waits ``timeout``
@@ -215,7 +214,7 @@ class Core:
         finally:
             self.lock.release()
 
-    def abort(self, error: BaseException) -> Tuple[SupervisorState, List[Incarnation], List[Listener]]:
+    def abort(self, error: BaseException) -> tuple[SupervisorState, list[Incarnation], list[Listener]]:
         """Stop for good now with ``error`` (the first cause wins).
 
         Returns the state it was called in, the agents to abort and the callbacks to call.
@@ -241,7 +240,7 @@ class Core:
                 if agent is not None:
                     agent.abort(error)
 
-    def finish(self, closed_cleanly: bool) -> Tuple[Optional[BaseException], List[Listener]]:
+    def finish(self, closed_cleanly: bool) -> tuple[BaseException | None, list[Listener]]:
         """The monitor ends: the last agent was closed (or not); the first error, the callbacks still to call."""
         with self.lock:
             self.input_closed = True
@@ -281,7 +280,7 @@ class Core:
             agent.udf.restore(snapshot)
             self._cut(snapshot, self.log.accepted)
 
-    def replay_plan(self, agent: Incarnation, replay: bool) -> Tuple[int, List[Entry], int]:
+    def replay_plan(self, agent: Incarnation, replay: bool) -> tuple[int, list[Entry], int]:
         """What to replay into the new ``agent``: (first seq, entries, lost); it counts its items from there."""
         with self.lock:
             log = self.log
@@ -295,14 +294,14 @@ class Core:
 
     # --- abort callbacks ----------------------------------------------------------------
 
-    def add_listener(self, callback: Listener) -> Optional[BaseException]:
+    def add_listener(self, callback: Listener) -> BaseException | None:
         """Keep ``callback`` for the stop; return the error to call it with now if that already happened."""
         with self.lock:
             if self.final is None:
                 self._listeners.append(callback)
             return self.final
 
-    def _take_listeners(self) -> List[Listener]:
+    def _take_listeners(self) -> list[Listener]:
         """The callbacks kept so far (to call with ``final``, outside the lock); later ones are called at once."""
         if self.final is None:
             return []

@@ -9,9 +9,11 @@ using only what ``Interface`` declares (``open``, ``info``, ``init``,
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
-from ..convert import BATCH as BATCH_EVENT, POINTS, Info, ResponseDecoder
+from ..convert import BATCH as BATCH_EVENT
+from ..convert import POINTS, Info, ResponseDecoder
 from ..errors import ChannelClosed, InitError, RestoreError, UDFError
 from ..interface import Interface
 from ..stats import Stats
@@ -24,7 +26,7 @@ __all__ = ["RETIRE_GRACE", "Fatal", "ReplayFailed", "Incarnation", "describe_ite
 RETIRE_GRACE = 2.0
 
 #: ``put_encoded(frame, block, timeout)`` of an agent's inlet.
-PutEncoded = Callable[[bytes, bool, Optional[float]], None]
+PutEncoded = Callable[[bytes, bool, float | None], None]
 #: Where an incarnation reports its failures: ``report(gen, cause)`` (its abort callback).
 FailureReport = Callable[[int, BaseException], None]
 
@@ -56,15 +58,15 @@ class Incarnation:
         #: The seq of this agent's first item: its snapshot position ``p`` covers the items before ``base + p``.
         self.base = 0
         #: ``put_encoded`` of its point_in and batch_in, by kind (bound at start()).
-        self.puts: Tuple[PutEncoded, ...] = ()
+        self.puts: tuple[PutEncoded, ...] = ()
 
     @property
-    def error(self) -> Optional[BaseException]:
+    def error(self) -> BaseException | None:
         """The transport's first error (what every call to it raises), or ``None``."""
         return self.udf.error
 
     def start(
-        self, report: FailureReport, expected: Optional[Info], options: Optional[List[Any]], snapshot: Optional[bytes]
+        self, report: FailureReport, expected: Info | None, options: list[Any] | None, snapshot: bytes | None
     ) -> Info:
         """Open the agent, check its edge types against ``expected``, ``init(options)``, ``restore(snapshot)``.
 
@@ -98,7 +100,7 @@ class Incarnation:
                 raise Fatal(exc) from None
         return info
 
-    def replay(self, first: int, entries: List[Entry], careful_until: Optional[int]) -> int:
+    def replay(self, first: int, entries: list[Entry], careful_until: int | None) -> int:
         """Put ``entries`` (seq ``first`` on) in order, then confirm with a round trip; return how many.
 
         Up to seq ``careful_until`` (where an agent died while replayed into
@@ -128,7 +130,7 @@ class Incarnation:
                 raise ReplayFailed(self.explain(exc), where, first + count - 1) from None
         return count
 
-    def snapshot(self) -> Tuple[bytes, int]:
+    def snapshot(self) -> tuple[bytes, int]:
         """A snapshot, and the seq of the first item it does not cover."""
         data, position = self.udf.snapshot_with_position()
         return data, self.base + int(position)
@@ -158,7 +160,7 @@ class Incarnation:
         except UDFError:
             pass  # not opened
 
-    def stop(self, cause: BaseException, soft: bool) -> Optional[threading.Timer]:
+    def stop(self, cause: BaseException, soft: bool) -> threading.Timer | None:
         """Abort and kill the agent now, without waiting; :meth:`reap` then closes it.
 
         An agent whose output ended cleanly (``soft``) is instead given
@@ -175,9 +177,9 @@ class Incarnation:
         self.kill()
         return None
 
-    def reap(self, cause: BaseException, reaper: Optional[threading.Timer]) -> BaseException:
+    def reap(self, cause: BaseException, reaper: threading.Timer | None) -> BaseException:
         """Close the stopped agent; return the best explanation of its end (its own error first)."""
-        close_error: Optional[BaseException] = None
+        close_error: BaseException | None = None
         try:
             self.udf.close()
         except Exception as exc:
@@ -203,7 +205,9 @@ class Incarnation:
         try:
             return self.udf.stats()
         except NotImplementedError:
-            return Stats(state="", uptime=0.0, points_in=0, batches_in=0, points_out=0, batches_out=0, bytes_in=0, bytes_out=0)
+            return Stats(
+                state="", uptime=0.0, points_in=0, batches_in=0, points_out=0, batches_out=0, bytes_in=0, bytes_out=0
+            )
 
 
 def describe_item(frame: bytes, kind: int) -> str:

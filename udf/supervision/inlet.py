@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import queue
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ..convert import encode_batch, encode_point
 from ..errors import ChannelClosed
@@ -25,19 +26,19 @@ class StableInlet:
 
     __slots__ = ("_core", "_log", "_append", "_kind", "_encode", "_encoded")
 
-    def __init__(self, core: Core, kind: int, encode: Optional[Callable[[Any], bytes]] = None) -> None:
+    def __init__(self, core: Core, kind: int, encode: Callable[[Any], bytes] | None = None) -> None:
         self._core = core
         self._log = core.log
         self._append = core.log.appender(kind)
         self._kind = kind
-        self._encoded: Optional[StableInlet] = None
+        self._encoded: StableInlet | None = None
         if encode is None:
             encode = encode_point if kind == POINT else encode_batch
             # put_encoded: the same path with no encoding (bytes(frame) is frame itself).
             self._encoded = StableInlet(core, kind, bytes)
         self._encode = encode
 
-    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """Accept ``item``: log it for replay and send it to the current agent, in one order."""
         frame = self._encode(item)
         core = self._core
@@ -54,7 +55,7 @@ class StableInlet:
             except (queue.Full, ChannelClosed) as exc:
                 core.refused(seq, exc)
 
-    def put_encoded(self, frame: bytes, block: bool = True, timeout: Optional[float] = None) -> None:
+    def put_encoded(self, frame: bytes, block: bool = True, timeout: float | None = None) -> None:
         """Accept an item already encoded by ``udf.convert.encode_point``/``encode_batch``."""
         encoded = self._encoded if self._encoded is not None else self
         encoded.put(frame, block, timeout)

@@ -13,7 +13,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 from ..channel import Channel
 from ..convert import Info
@@ -51,16 +52,16 @@ class Monitor:
     def __init__(
         self,
         core: Core,
-        commands: "queue.SimpleQueue[Command]",
+        commands: queue.SimpleQueue[Command],
         factory: Callable[[], Interface],
         policy: RestartPolicy,
         *,
         logger: logging.Logger,
-        options: Optional[List[Any]],
+        options: list[Any] | None,
         restore: bool,
         replay: bool,
         snapshot_interval: float,
-        on_restart: Optional[Callable[[RestartEvent], Any]],
+        on_restart: Callable[[RestartEvent], Any] | None,
     ) -> None:
         self._core = core
         self._commands = commands
@@ -70,14 +71,14 @@ class Monitor:
         #: The init options of every agent (``init()`` replaces them); ``None``: none sent.
         self.options = options
         #: The first agent's answer to ``info()``: later agents must want and provide the same.
-        self.info: Optional[Info] = None
+        self.info: Info | None = None
         self._restore = restore
         self._replay = replay
         self._interval = snapshot_interval
         self._on_restart = on_restart
         #: ``point_out`` and ``batch_out``: each agent's channels in turn.
         self.outlets = (Outlet("point_out", self.output_ended), Outlet("batch_out", self.output_ended))
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         #: Set once it ended (the outputs finished): close() waits for this.
         self.finished = threading.Event()
         #: What it is doing, for close()'s messages.
@@ -87,7 +88,7 @@ class Monitor:
         self.replayed = 0
         self.lost = 0
         #: An agent died while replayed into, at or before this seq: replay carefully up to it.
-        self._suspect_until: Optional[int] = None
+        self._suspect_until: int | None = None
 
     @property
     def restarts(self) -> int:
@@ -112,7 +113,11 @@ class Monitor:
         """A consumer drained ``agent``'s closed channel and no successor is there: a failure, unless expected."""
         cause = channel.cause or agent.error
         if cause is None:
-            self.send(AgentFailed(agent.gen, AgentClosedError("agent closed its output while items were still expected"), True))
+            self.send(
+                AgentFailed(
+                    agent.gen, AgentClosedError("agent closed its output while items were still expected"), True
+                )
+            )
         else:
             self.send(AgentFailed(agent.gen, cause, False))
 
@@ -201,7 +206,7 @@ class Monitor:
             wait = None if next_timed is None else max(0.0, next_timed - time.monotonic())
             try:
                 # Woken by send(): the agents' abort callbacks, producers, requests, the outputs, close(), abort().
-                command: Optional[Command] = self._commands.get(timeout=wait)
+                command: Command | None = self._commands.get(timeout=wait)
             except queue.Empty:
                 command = None  # a timed snapshot
             agent = core.agent
@@ -256,7 +261,9 @@ class Monitor:
                 return False
             gen = self._gen + 1
             place = f" ({where})" if where else ""
-            self._logger.warning("udf agent failed: %s%s; restarting it (generation %d) in %.3fs", cause, place, gen, delay)
+            self._logger.warning(
+                "udf agent failed: %s%s; restarting it (generation %d) in %.3fs", cause, place, gen, delay
+            )
             self.doing = f"the backoff delay before restarting the agent (generation {gen})"
             if core.wait_stopped(delay):
                 return False
@@ -282,7 +289,7 @@ class Monitor:
             return True
         return False
 
-    def _replay_into(self, agent: Incarnation) -> Tuple[int, int]:
+    def _replay_into(self, agent: Incarnation) -> tuple[int, int]:
         """Re-send the log (the items since the last snapshot) in order, or count them lost: (replayed, lost)."""
         first, entries, lost = self._core.replay_plan(agent, self._replay)
         if not self._replay:

@@ -6,7 +6,8 @@ import collections
 import queue
 import threading
 import time
-from typing import Any, Callable, Deque, Generic, Iterator, List, Optional, Tuple, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 from ..channel import Channel
 from ..errors import ChannelClosed, UDFError
@@ -34,7 +35,7 @@ class Outlet(Channel[Any], Generic[A]):
         self.name = name
         self._on_drained = on_drained
         self._switch = threading.Condition(threading.Lock())
-        self._sources: Deque[Tuple[A, Channel[Any]]] = collections.deque()  # the first is read first
+        self._sources: collections.deque[tuple[A, Channel[Any]]] = collections.deque()  # the first is read first
         self._finished = False  # no more sources will come
         self._consumer_closed = False
 
@@ -46,14 +47,14 @@ class Outlet(Channel[Any], Generic[A]):
             self._sources.append((agent, channel))
             self._switch.notify_all()  # wakes a consumer waiting in _source
 
-    def finish(self, cause: Optional[BaseException]) -> None:
+    def finish(self, cause: BaseException | None) -> None:
         """No more agents: end once the channels are drained, naming ``cause``."""
         super().close(cause)
         with self._switch:
             self._finished = True
             self._switch.notify_all()
 
-    def close(self, cause: Optional[BaseException] = None) -> None:
+    def close(self, cause: BaseException | None = None) -> None:
         """The consumer wants no more: what is queued can still be read; the agents' further output is dropped."""
         super().close(cause)
         with self._switch:
@@ -63,10 +64,10 @@ class Outlet(Channel[Any], Generic[A]):
         for channel in sources:
             channel.close()
 
-    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         raise UDFError(f"{self.name} is the receive side of a supervisor: put into point_in/batch_in")
 
-    def put_many(self, items: List[Any]) -> None:
+    def put_many(self, items: list[Any]) -> None:
         raise UDFError(f"{self.name} is the receive side of a supervisor: put into point_in/batch_in")
 
     def qsize(self) -> int:
@@ -77,7 +78,7 @@ class Outlet(Channel[Any], Generic[A]):
     def empty(self) -> bool:
         return self.qsize() == 0
 
-    def _source(self, deadline: Optional[float]) -> Optional[Channel[Any]]:
+    def _source(self, deadline: float | None) -> Channel[Any] | None:
         """The channel to read now, waiting for the next agent's if needed; ``None`` at the end.
 
         Raises ``queue.Empty`` at ``deadline``.
@@ -105,10 +106,10 @@ class Outlet(Channel[Any], Generic[A]):
                         raise queue.Empty
                     self._switch.wait(remaining)
 
-    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """The next item from the current agent (or its successor); ChannelClosed at the end."""
         if not block:
-            deadline: Optional[float] = time.monotonic()
+            deadline: float | None = time.monotonic()
         elif timeout is not None:
             if timeout < 0:
                 raise ValueError("'timeout' must be a non-negative number")

@@ -13,7 +13,7 @@ owner (:class:`udf.supervision.core.Core`) guards it with its lock.
 from __future__ import annotations
 
 import collections
-from typing import Callable, Deque, List, Optional, Tuple, Union
+from collections.abc import Callable
 
 __all__ = ["POINT", "BATCH", "KIND_NAMES", "LOG_SLACK", "Entry", "ReplayLog"]
 
@@ -27,7 +27,7 @@ KIND_NAMES = ("point", "batch")
 LOG_SLACK = 16_384
 
 #: ``(kind, frame)``: the item as ``encode_point``/``encode_batch`` made it.
-Entry = Tuple[int, bytes]
+Entry = tuple[int, bytes]
 
 
 class ReplayLog:
@@ -44,10 +44,10 @@ class ReplayLog:
         # ``(BATCH, frame)``, so that the point path, the hot one, allocates
         # nothing (a tuple per point costs put() about 2%, in the allocation and
         # the garbage collector's passes). The same deque for the log's whole life.
-        self._entries: Deque[Union[bytes, Entry]] = collections.deque() if keep else collections.deque(maxlen=0)
+        self._entries: collections.deque[bytes | Entry] = collections.deque() if keep else collections.deque(maxlen=0)
         self.accepted = 0  # the next item's seq
         self.covered = 0  # items before this seq are in the snapshot (or were lost)
-        self.snapshot: Optional[bytes] = None
+        self.snapshot: bytes | None = None
         self.keep = keep
         self._every = snapshot_every
         self._due_at = snapshot_every  # the seq at which a count snapshot is due
@@ -96,7 +96,7 @@ class ReplayLog:
         self._due_at = max(self._due_at, seq + self._every)
         return True
 
-    def since_cut(self) -> Tuple[int, List[Entry]]:
+    def since_cut(self) -> tuple[int, list[Entry]]:
         """What to replay into a new agent after the snapshot: the first entry's seq, and the entries in order."""
         return self.covered, [(POINT, e) if isinstance(e, bytes) else e for e in self._entries]
 

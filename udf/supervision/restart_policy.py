@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import random
-from typing import Callable, Deque, Iterator, Tuple
+from collections.abc import Callable, Iterator
 
 from ..socket import backoff_delays
 
@@ -42,7 +42,7 @@ class RestartPolicy:
         self,
         max_restarts: int,
         period: float,
-        backoff: Tuple[float, float, float],
+        backoff: tuple[float, float, float],
         jitter: float = JITTER,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -52,7 +52,7 @@ class RestartPolicy:
         self._jitter = jitter
         self._rand = rand
         self._delays = self._new_delays()
-        self._times: Deque[float] = collections.deque()  # when the restarts within the last period began
+        self._times: collections.deque[float] = collections.deque()  # when the restarts within the last period began
         self._healthy_since = 0.0
         self._replay_failures = 0  # agents in a row that died while replayed into
         #: Restart attempts so far (``stats().restarts``).

@@ -1,0 +1,1 @@
+"""The engine adapters: udf.shards, udf.beam, udf.flink."""

@@ -1,0 +1,1 @@
+"""udf.agent: the agent library, its AgentServer, its ending and its limits."""

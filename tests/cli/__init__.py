@@ -1,0 +1,1 @@
+"""The command-line tool (udf.cli, python -m udf) and udf.config."""

@@ -1,0 +1,1 @@
+"""udf.channel, udf.lifecycle, udf.options, udf.address: the small pure modules."""

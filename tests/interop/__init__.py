@@ -1,0 +1,1 @@
+"""Interop with Kapacitor's Go agents, and docs/interop.md's matrix."""

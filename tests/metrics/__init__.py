@@ -1,0 +1,1 @@
+"""udf.metrics: the Prometheus collector."""

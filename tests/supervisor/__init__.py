@@ -1,0 +1,1 @@
+"""udf.Supervisor and udf.supervision."""

@@ -1,0 +1,1 @@
+"""The docs' commands, the README, the benchmark scripts."""

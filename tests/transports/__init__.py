@@ -1,0 +1,1 @@
+"""udf.Process, udf.Socket and TLS, against real child processes and sockets."""
