@@ -7,7 +7,10 @@ to end, then, for a process, its exit), a ``udf-close-watch`` thread:
   bytes from it, no input taken, and our reader not waiting on a slow consumer,
   which is never the agent's fault): the transport's next step (``udf.Process``:
   SIGTERM, then SIGKILL, to its process group; ``udf.Socket``: closing the
-  connection), again after as long without progress;
+  connection), again after as long without progress. Once the server has
+  aborted, what the agent still writes is discarded, so it is no progress: an
+  agent that keeps writing after an abort gets ``grace`` seconds to end (Go's
+  Kapacitor kills the process on an abort);
 * logs a WARNING naming what the close waits for (e.g. "point_out: 1,024 points
   not consumed") once the close has made no progress of any kind -- the
   consumer's included -- for :data:`WARN_AFTER` seconds, and again every
@@ -85,10 +88,11 @@ class Escalation:
 
 @dataclass(frozen=True)
 class Stall:
-    """Where a close is stuck, for the transport's words: the agent's I/O is over, its input was closed."""
+    """Where a close is stuck, for the transport's words: I/O over, input closed, the server aborted."""
 
     io_over: bool
     input_closed: bool
+    aborted: bool = False
 
 
 #: One escalation step: ``escalate(step, grace, stall)``; returns False when no step is left.
@@ -148,7 +152,8 @@ class CloseWatch:
             while not wait(0):
                 now = time.monotonic()
                 since = max(idle_since, phase_began)
-                active = progress.active_at(now, since) if counts_io else since
+                aborted = server.error is not None  # its output is discarded: no progress
+                active = progress.active_at(now, since) if counts_io and not aborted else since
                 escalate_at = active + self._grace if escalating else float("inf")
                 fingerprint = self._fingerprint()
                 if fingerprint != seen:
@@ -157,7 +162,7 @@ class CloseWatch:
                     self._warn(now - last_change, phase > 0)
                     next_warning = now + WARN_EVERY
                 if now >= escalate_at:
-                    escalating = self._escalate(step, self._grace, Stall(phase > 0, progress.input_closed))
+                    escalating = self._escalate(step, self._grace, Stall(phase > 0, progress.input_closed, aborted))
                     step += 1
                     idle_since = time.monotonic()
                     continue

@@ -257,6 +257,8 @@ class Process(ServerBacked):
             return f"exited ({status}) but its output stayed open after it exited (held by a child of it?)"
         if stall.io_over:
             return f"closed its output but did not exit within {grace:g}s"
+        if stall.aborted:
+            return f"did not end its output within {grace:g}s after the server aborted"
         if not stall.input_closed:
             return f"stopped reading its input (no progress for {grace:g}s)"
         return f"did not exit within {grace:g}s after its input was closed"

@@ -224,10 +224,12 @@ class Socket(ServerBacked):
         """close()'s one step against an agent that stops making progress: end the connection from our side."""
         if step > 0:
             return False
-        self._logger.warning(
-            "agent at %s made no progress for %gs while closing: closing the connection", self._display, grace
-        )
-        self._escalation.record("closing the connection", f"no progress for {grace:g}s after its input was closed")
+        if stall.aborted:  # what it still writes is discarded
+            reason = f"did not end its output within {grace:g}s after the server aborted"
+        else:
+            reason = f"no progress for {grace:g}s after its input was closed"
+        self._logger.warning("agent at %s %s: closing the connection", self._display, reason)
+        self._escalation.record("closing the connection", reason)
         self._kill()
         return False
 
