@@ -86,9 +86,7 @@ def test_close_after_an_abort_ends_an_agent_that_keeps_writing() -> None:
     """The server aborted (a batch past the limit) and the agent keeps writing: close() with no timeout
     still ends, SIGTERM after ``kill_grace``, because what an aborted server discards is no progress.
     """
-    proc = udf.Process(
-        sys.executable, [str(AGENTS / "batches.py"), "1000", "0"], max_batch_bytes=2**18, kill_grace=0.5
-    )
+    proc = udf.Process(sys.executable, [str(AGENTS / "batches.py"), "1000", "0"], max_batch_bytes=2**18, kill_grace=0.5)
     proc.open()
     proc.info()
     proc.init({})
