@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,37 @@ def exchange(put: Callable[[Any], Any], channel: Any, items: list[Any]) -> list[
     received = [channel.get(timeout=TIMEOUT) for _ in items]
     produced()
     return received
+
+
+class Warnings(logging.Handler):
+    """Collects the WARNINGs containing ``text``; ``wait(n)`` returns them once there are ``n``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.WARNING)
+        self.text = text
+        self.messages: list[str] = []
+        self._cond = threading.Condition()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno == logging.WARNING and self.text in message:
+            with self._cond:
+                self.messages.append(message)
+                self._cond.notify_all()  # wakes wait()
+
+    def wait(self, n: int) -> list[str]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.messages) >= n, TIMEOUT), f"warnings: {self.messages}"
+            return list(self.messages)
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (bounded) for a condition only observable by asking: checked every 10 ms."""
+    deadline = time.monotonic() + TIMEOUT
+    pause = threading.Event()
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen"
+        pause.wait(0.01)
 
 
 class WaitForLog(logging.Handler):

@@ -29,7 +29,7 @@ import udf
 from udf import Point
 from udf.errors import ChannelClosed, ProcessExitedError
 
-from ..helpers import AGENTS, ROOT, TIMEOUT, run_in_thread
+from ..helpers import AGENTS, ROOT, TIMEOUT, Warnings, run_in_thread, wait_until
 from ..helpers.fake_agent import FakeAgent
 
 
@@ -52,32 +52,7 @@ def fill_without_consuming(p: udf.Interface, count: int) -> None:
             pass
 
     threading.Thread(target=produce, name="fake-agent-producer", daemon=True).start()
-    deadline = time.monotonic() + TIMEOUT
-    pause = threading.Event()
-    while not p.point_out.full():  # only the reader, in another thread, can fill it
-        assert time.monotonic() < deadline, "point_out never filled"
-        pause.wait(0.005)
-
-
-class _LogWaiter(logging.Handler):
-    """Collects the WARNINGs containing ``text``; ``wait(n)`` returns once there are n."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(logging.WARNING)
-        self.text = text
-        self.messages: list[str] = []
-        self.cond = threading.Condition()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage() and record.levelno == logging.WARNING:
-            with self.cond:
-                self.messages.append(record.getMessage())
-                self.cond.notify_all()
-
-    def wait(self, count: int) -> list[str]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: len(self.messages) >= count, TIMEOUT), self.messages
-            return list(self.messages)
+    wait_until(p.point_out.full, "point_out filling up")  # only the reader, in another thread, can fill it
 
 
 # --- defect 3: close() with output nobody consumes ----------------------------------
@@ -117,7 +92,7 @@ def test_close_without_a_timeout_warns_naming_what_it_waits_for(monkeypatch: pyt
 
     monkeypatch.setattr(closing, "WARN_AFTER", 0.2)
     monkeypatch.setattr(closing, "WARN_EVERY", 0.4)
-    waiter = _LogWaiter("close() has made no progress")
+    waiter = Warnings("close() has made no progress")
     logger = logging.getLogger("udf.test.close")
     logger.addHandler(waiter)
     try:

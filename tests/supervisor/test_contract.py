@@ -22,7 +22,7 @@ from udf.lifecycle import IllegalTransition, Lifecycle
 from udf.supervision import closing
 from udf.supervision.state import TABLE, SupervisorEvent
 
-from ..helpers import TIMEOUT, put_all, run_in_thread
+from ..helpers import TIMEOUT, Warnings, put_all, run_in_thread, wait_until
 from ..helpers.supervision import Consumer, Factory, PlainInterface, Restarts, agent_command, point, supervisor
 
 
@@ -40,37 +40,6 @@ class Stopped:
     def wait(self) -> BaseException:
         assert self.called.wait(TIMEOUT), "the abort callback was not called"
         return self.errors[0]
-
-
-class Warnings(logging.Handler):
-    """Collects the WARNINGs containing ``text`` on the "udf" logger; ``wait(n)`` for the n-th."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(logging.WARNING)
-        self.text = text
-        self.messages: list[str] = []
-        self._cond = threading.Condition()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if self.text in message:
-            with self._cond:
-                self.messages.append(message)
-                self._cond.notify_all()
-
-    def wait(self, n: int) -> list[str]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(self.messages) >= n, TIMEOUT), f"warnings: {self.messages}"
-            return list(self.messages)
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Wait (bounded) for a condition only observable by asking: checked every 10 ms."""
-    deadline = time.monotonic() + TIMEOUT
-    pause = threading.Event()
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen"
-        pause.wait(0.01)
 
 
 def requests(sup: udf.Supervisor) -> list[Callable[[], Any]]:
